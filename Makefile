@@ -1,0 +1,36 @@
+# Two commands set up a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+DEV_INSTALLED := $(VENV)/.dev-installed
+LOCOMO ?= ../shared/datasets/locomo-dev.json
+
+.PHONY: run test lint bench bench-compression clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(INSTALLED): setup.cfg pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(DEV_INSTALLED): setup.cfg pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@ $(INSTALLED)
+
+run: $(INSTALLED)
+	$(PY) -m proxy
+
+test: $(DEV_INSTALLED)
+	$(PY) -m pytest -q
+
+bench: $(DEV_INSTALLED)
+	$(PY) -m bench.proxy_overhead
+
+bench-compression: $(DEV_INSTALLED)
+	$(PY) -m bench.compression --locomo $(LOCOMO)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

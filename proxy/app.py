@@ -1,0 +1,122 @@
+"""Application assembly: create_app(config) wires routes, shared state and background work."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from typing import AsyncIterator, Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from . import handlers
+from .config import Config
+from .keys import (ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT,
+                   UPSTREAM, WRITER)
+from .maintenance import maintain_sessions, restore_sessions
+from .pricing import PriceTable
+from .prom import PromMetrics
+from .providers import Anthropic, OpenAI
+from .sessions import SessionRegistry
+from .storage.writer import Writer
+from .tokens import Calibration
+from .upstream import client_session
+from .views import metrics_json, metrics_text
+
+log = structlog.get_logger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Binds a request id for every log line, logs one line per request, hides tracebacks."""
+    structlog.contextvars.clear_contextvars()
+    request_id = uuid.uuid4().hex[:16]
+    structlog.contextvars.bind_contextvars(request_id=request_id, method=request.method, path=request.path)
+    started = time.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499
+        raise
+    except Exception:
+        log.exception("unhandled error")
+        provider = request.app[ANTHROPIC] if request.path.startswith("/v1/messages") else request.app[OPENAI]
+        return handlers.error_response(provider, 500, "The proxy hit an internal error; the request was "
+                                                      "not forwarded. Details are in the proxy's log.")
+    finally:
+        if request.path not in ("/health", "/metrics", "/metrics.json"):
+            log.info("request", status=status, duration_ms=round((time.monotonic() - started) * 1000, 2))
+
+
+async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with client_session(app[CONFIG].upstream) as session:
+        app[UPSTREAM] = session
+        yield
+
+
+async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    writer = Writer(config.storage.database, config.storage.flush_interval)
+    await writer.start()
+    app[WRITER] = writer
+    registry = SessionRegistry(writer, config.sessions.timeout)
+    app[SESSIONS] = registry
+    await restore_sessions(config, registry)
+    task = asyncio.create_task(maintain_sessions(config.sessions, registry), name="vidurai-sessions")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await registry.snapshot(force=True)
+        await writer.close()
+
+
+def create_app(config: Config) -> web.Application:
+    """The proxy as an aiohttp application, for `python -m proxy` and for tests."""
+    app = web.Application(client_max_size=config.server.max_body_mb * 1024 * 1024,
+                          middlewares=[request_context])
+    app[CONFIG] = config
+    app[STARTED_AT] = time.monotonic()
+    app[ANTHROPIC] = Anthropic(config.upstream.anthropic_base_url)
+    app[OPENAI] = OpenAI(config.upstream.openai_base_url)
+    app[PRICES] = PriceTable(config.pricing)
+    app[PROM] = PromMetrics()
+    app[CALIBRATION] = Calibration()
+    app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(_storage_ctx)
+
+    router = app.router
+    router.add_get("/health", handlers.health)
+    router.add_get("/metrics", metrics_text)
+    router.add_get("/metrics.json", metrics_json)
+    router.add_post("/v1/messages", handlers.anthropic_route("messages"))
+    router.add_post("/v1/messages/count_tokens", handlers.anthropic_route("count_tokens"))
+    router.add_post("/v1/chat/completions", handlers.chat_completions)
+    router.add_post("/chat/completions", handlers.chat_completions)
+    router.add_route("*", "/{tail:.*}", handlers.passthrough)
+    return app
+
+
+async def start_server(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve `app`; returns the runner (call cleanup() to stop) and the bound port (port 0 picks one)."""
+    # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream call.
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    bound = port
+    if server is not None and getattr(server, "sockets", None):
+        bound = server.sockets[0].getsockname()[1]
+    return runner, bound

@@ -1,0 +1,334 @@
+"""Configuration: every setting declared once, read from vidurai.ini and VIDURAI_* variables."""
+
+from __future__ import annotations
+
+import configparser
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+import attrs
+
+DEFAULT_CONFIG_PATH = Path("vidurai.ini")
+
+
+class ConfigError(Exception):
+    """An invalid setting; the message is one line naming the key and what is allowed."""
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError
+    return value
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError
+
+
+def _url(raw: str) -> str:
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ValueError
+    return raw.strip().rstrip("/")
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ValueError
+        return value
+
+    parse.__doc__ = " | ".join(allowed)
+    return parse
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    return tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
+
+
+@attrs.frozen
+class Setting:
+    section: str
+    key: str
+    default: str
+    parse: Callable[[str], Any]
+    allowed: str
+    help: str
+
+    @property
+    def env_var(self) -> str:
+        return f"VIDURAI_{self.section}_{self.key}".upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("server", "host", "127.0.0.1", _text, "a host name or IP address",
+            "Address to listen on. Keep 127.0.0.1 unless other machines must reach the proxy."),
+    Setting("server", "port", "8080", _port, "an integer from 0 to 65535", "TCP port to listen on."),
+    Setting("server", "max_body_mb", "64", _positive_int, "a positive integer",
+            "Largest request body accepted, in MiB; larger requests get 413."),
+    Setting("server", "allowed_origins", "", _origins, "empty, * or a comma-separated list of origins",
+            "Origins allowed by CORS; empty sends no CORS headers at all."),
+    Setting("upstream", "anthropic_base_url", "https://api.anthropic.com", _url, "an http(s) URL",
+            "Anthropic API base URL, without /v1 (like ANTHROPIC_BASE_URL)."),
+    Setting("upstream", "openai_base_url", "https://api.openai.com/v1", _url, "an http(s) URL",
+            "OpenAI-compatible API base URL, with /v1 (like OPENAI_BASE_URL)."),
+    Setting("upstream", "connect_timeout", "10", _positive_float, "a positive number of seconds",
+            "Seconds to wait for a connection to upstream before answering 502."),
+    Setting("upstream", "read_timeout", "600", _positive_float, "a positive number of seconds",
+            "Longest silence allowed while reading from upstream (no total limit on streams); then 504."),
+    Setting("storage", "database", "vidurai.db", _text, "a file path", "SQLite database file."),
+    Setting("storage", "flush_interval", "0.5", _positive_float, "a positive number of seconds",
+            "How often the single writer commits queued rows (at most 1 second is lost on a crash)."),
+    Setting("sessions", "timeout", "3600", _positive_int, "a positive integer (seconds)",
+            "A session idle this long is expired and its memory released."),
+    Setting("sessions", "snapshot_interval", "60", _positive_int, "a positive integer (seconds)",
+            "How often the Vidurai memory of active sessions is snapshotted to SQLite."),
+    Setting("compression", "enabled", "true", _bool, "true or false", "Compress long conversations."),
+    Setting("compression", "threshold_messages", "10", _positive_int, "a positive integer",
+            "Compress only conversations with at least this many messages."),
+    Setting("compression", "min_tokens", "2000", _non_negative_int, "a non-negative integer",
+            "Compress only conversations estimated above this many tokens."),
+    Setting("compression", "keep_recent", "6", _positive_int, "a positive integer",
+            "The latest messages always forwarded verbatim (widened to keep tool pairs whole)."),
+    Setting("compression", "chunk_messages", "20", _positive_int, "a positive integer",
+            "Old messages are folded in chunks of this many, so the forwarded prefix stays cacheable."),
+    Setting("compression", "recall_budget_tokens", "1500", _non_negative_int, "a non-negative integer",
+            "Tokens of old turns recalled verbatim for the latest user message."),
+    Setting("compression", "tool_result_max_tokens", "400", _positive_int, "a positive integer",
+            "Old tool results longer than this are cut to head and tail."),
+    Setting("logging", "level", "info", _choice("debug", "info", "warning", "error"),
+            "debug | info | warning | error", "Lowest level logged."),
+    Setting("logging", "file", "", _text, "empty or a file path",
+            "JSON-lines log file (rotated); empty logs to the terminal only."),
+    Setting("logging", "max_bytes", "10485760", _positive_int, "a positive integer",
+            "Size at which the log file is rotated."),
+    Setting("logging", "backup_count", "5", _non_negative_int, "a non-negative integer",
+            "Rotated log files kept."),
+    Setting("ui", "terminal", "auto", _choice("auto", "on", "off"), "auto | on | off",
+            "Live terminal dashboard: auto shows it when stdout is a terminal."),
+)
+
+
+@attrs.frozen
+class ServerConfig:
+    host: str
+    port: int
+    max_body_mb: int
+    allowed_origins: tuple[str, ...]
+
+
+@attrs.frozen
+class UpstreamConfig:
+    anthropic_base_url: str
+    openai_base_url: str
+    connect_timeout: float
+    read_timeout: float
+
+
+@attrs.frozen
+class StorageConfig:
+    database: str
+    flush_interval: float
+
+
+@attrs.frozen
+class SessionsConfig:
+    timeout: int
+    snapshot_interval: int
+
+
+@attrs.frozen
+class CompressionConfig:
+    enabled: bool
+    threshold_messages: int
+    min_tokens: int
+    keep_recent: int
+    chunk_messages: int
+    recall_budget_tokens: int
+    tool_result_max_tokens: int
+
+
+@attrs.frozen
+class LoggingConfig:
+    level: str
+    file: str
+    max_bytes: int
+    backup_count: int
+
+
+@attrs.frozen
+class UIConfig:
+    terminal: str
+
+
+@attrs.frozen
+class Price:
+    """US dollars per million tokens."""
+
+    input: float
+    output: float
+    cache_write: float
+    cache_read: float
+
+
+@attrs.frozen
+class Config:
+    server: ServerConfig
+    upstream: UpstreamConfig
+    storage: StorageConfig
+    sessions: SessionsConfig
+    compression: CompressionConfig
+    logging: LoggingConfig
+    ui: UIConfig
+    # Model-name prefix -> price, longest prefix first so dated ids resolve to the closest entry.
+    pricing: tuple[tuple[str, Price], ...] = ()
+    source: str = ""
+
+
+_SECTION_CLASSES: dict[str, type] = {
+    "server": ServerConfig,
+    "upstream": UpstreamConfig,
+    "storage": StorageConfig,
+    "sessions": SessionsConfig,
+    "compression": CompressionConfig,
+    "logging": LoggingConfig,
+    "ui": UIConfig,
+}
+
+
+def _parse_price(model: str, raw: str) -> Price:
+    try:
+        numbers = [float(part) for part in raw.split(",")]
+        if len(numbers) != 4 or any(n < 0 for n in numbers):
+            raise ValueError
+    except ValueError:
+        raise ConfigError(
+            f"[pricing] {model} = {raw!r}: expected four non-negative numbers "
+            "'input, output, cache_write, cache_read' in USD per million tokens"
+        ) from None
+    return Price(*numbers)
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None,
+                **overrides: Any) -> Config:
+    """Read the ini file (VIDURAI_CONFIG or vidurai.ini), then VIDURAI_* variables, then overrides.
+
+    Overrides are keyword arguments named `section_key` holding raw strings, used by tests.
+    """
+    env = os.environ if env is None else env
+    if path is None:
+        path = env.get("VIDURAI_CONFIG") or DEFAULT_CONFIG_PATH
+    path = Path(path)
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep model names' case
+    if path.exists():
+        try:
+            parser.read(path, encoding="utf-8")
+        except configparser.Error as exc:
+            raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
+    elif "VIDURAI_CONFIG" in env:
+        raise ConfigError(f"VIDURAI_CONFIG={path}: no such file")
+
+    known = {(s.section, s.key) for s in SETTINGS}
+    for section in parser.sections():
+        if section == "pricing":
+            continue
+        if section not in _SECTION_CLASSES:
+            raise ConfigError(f"[{section}] in {path}: unknown section; known: "
+                              + ", ".join(sorted([*_SECTION_CLASSES, "pricing"])))
+        for key in parser[section]:
+            if (section, key) not in known:
+                raise ConfigError(f"[{section}] {key} in {path}: unknown key")
+
+    values: dict[str, dict[str, Any]] = {name: {} for name in _SECTION_CLASSES}
+    for setting in SETTINGS:
+        raw = setting.default
+        origin = "default"
+        if parser.has_option(setting.section, setting.key):
+            raw, origin = parser.get(setting.section, setting.key), str(path)
+        if setting.env_var in env:
+            raw, origin = env[setting.env_var], setting.env_var
+        override_name = f"{setting.section}_{setting.key}"
+        if override_name in overrides:
+            raw, origin = str(overrides.pop(override_name)), "override"
+        try:
+            values[setting.section][setting.key] = setting.parse(raw)
+        except ValueError:
+            raise ConfigError(
+                f"[{setting.section}] {setting.key} = {raw!r} (from {origin}): expected {setting.allowed}"
+            ) from None
+    if overrides:
+        raise ConfigError(f"unknown setting override: {', '.join(overrides)}")
+
+    pricing = [(model, _parse_price(model, raw))
+               for model, raw in (parser["pricing"].items() if parser.has_section("pricing") else [])]
+    pricing.sort(key=lambda item: len(item[0]), reverse=True)
+    sections = {name: cls(**values[name]) for name, cls in _SECTION_CLASSES.items()}
+    return Config(**sections, pricing=tuple(pricing), source=str(path))
+
+
+_PRICING_HELP = """\
+[pricing]
+# Prices in USD per million tokens: input, output, cache_write, cache_read.
+# Matched by the longest model-name prefix, so dated ids (claude-sonnet-4-5-20250929) resolve.
+# Built-in prices for current Claude and GPT models are in proxy/pricing.py; entries here
+# override or extend them, e.g.:
+# claude-sonnet-4-5 = 3, 15, 3.75, 0.30
+# my-local-model = 0, 0, 0, 0
+"""
+
+
+def render_default_ini() -> str:
+    """vidurai.ini as shipped: every setting with its help and default (a test keeps them in step)."""
+    import textwrap
+
+    lines = ["# Vidurai Proxy configuration.",
+             "# Another file: VIDURAI_CONFIG=path. Any key can be overridden by an environment variable",
+             "# VIDURAI_<SECTION>_<KEY>, e.g. VIDURAI_SERVER_PORT=9000. Every value below is the default."]
+    section = None
+    for setting in SETTINGS:
+        if setting.section != section:
+            section = setting.section
+            lines += ["", f"[{section}]"]
+        help_text = f"{setting.help} Allowed: {setting.allowed}."
+        lines += ["# " + line for line in textwrap.wrap(help_text, 96, break_on_hyphens=False)]
+        lines.append(f"{setting.key} = {setting.default}".rstrip())
+    return "\n".join(lines) + "\n\n" + _PRICING_HELP
+
+
+if __name__ == "__main__":
+    print(render_default_ini(), end="")

@@ -1,0 +1,185 @@
+"""Request handlers: request in, provider adapter, session, compressor, upstream, response out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from . import __version__
+from .call import Call
+from .compression import compress
+from .keys import ANTHROPIC, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
+from .providers import Provider
+from .relay import relay
+from .sessions import SESSION_HEADER, session_id_for, tenant_of
+from .storage.reader import totals
+from .upstream import UpstreamFailure
+
+log = structlog.get_logger(__name__)
+
+# Endpoints whose conversation the proxy reads, remembers and may compress.
+CONVERSATION_ENDPOINTS = frozenset({"messages", "chat_completions"})
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error_response(provider: Provider, status: int, message: str) -> web.Response:
+    """The proxy's own errors, in the provider's shape so SDKs raise their usual exceptions."""
+    return web.json_response(provider.error_body(status, message), status=status)
+
+
+async def _read_body(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[CONFIG].server.max_body_mb
+        raise BadRequest(413, f"Request body exceeds the proxy's limit of {limit} MiB "
+                              "(raise [server] max_body_mb in vidurai.ini).") from None
+
+
+def _parse_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest(400, f"Request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise BadRequest(400, "Request body must be a JSON object.")
+    return body
+
+
+def _provider_for(request: web.Request) -> Provider:
+    """Anthropic when the client speaks its dialect (its key header or version header), else OpenAI."""
+    headers = request.headers
+    if "x-api-key" in headers or "anthropic-version" in headers:
+        return request.app[ANTHROPIC]
+    return request.app[OPENAI]
+
+
+async def _remember_and_compress(request: web.Request, call: Call, provider: Provider,
+                                 body: dict[str, Any]) -> dict[str, Any] | None:
+    """Find the session, let its memory compress the history; the rewritten body or None."""
+    app = request.app
+    tenant = tenant_of(request.headers)
+    session_id = session_id_for(tenant, provider.name, request.headers.get(SESSION_HEADER),
+                                provider.conversation_start(body))
+    messages = provider.messages(body)
+    session = app[SESSIONS].touch(session_id, tenant, len(messages))
+    call.record.session_id, call.record.tenant = session_id, tenant
+    structlog.contextvars.bind_contextvars(session_id=session_id)
+    async with session.lock:
+        # In a thread: a cold session with a long history takes longer than other streams should wait.
+        result = await asyncio.to_thread(compress, provider.name, body, session.memory, app[CONFIG].compression)
+        rows = session.memory.drain_memory_rows()
+        session.snapshot_due = True
+    writer = app[WRITER]
+    if rows:
+        writer.add_memories(rows)
+    call.original_est, call.forwarded_est = result.tokens_original_est, result.tokens_forwarded_est
+    call.record.messages_original = result.messages_original
+    call.record.messages_forwarded = result.messages_forwarded
+    if result.body is not None:
+        writer.add_audit(session_id, "compressed", {
+            "messages_folded": result.messages_folded, "messages_before": result.messages_original,
+            "messages_after": result.messages_forwarded, "tokens_before_est": result.tokens_original_est,
+            "tokens_after_est": result.tokens_forwarded_est}, time.time())
+    elif result.reason.startswith(("failed_open", "invalid")):
+        writer.add_audit(session_id, "compression_failed_open", {"reason": result.reason}, time.time())
+    return result.body
+
+
+async def model_call(request: web.Request, provider: Provider, endpoint: str) -> web.StreamResponse:
+    """A call the proxy reads: Messages, count_tokens or Chat Completions."""
+    call = Call.begin(request, provider.name, endpoint)
+    structlog.contextvars.bind_contextvars(provider=provider.name, endpoint=endpoint)
+    try:
+        raw = await _read_body(request)
+        body = _parse_object(raw)
+        model = body.get("model")
+        call.record.model = model if isinstance(model, str) else None
+        call.record.stream = body.get("stream") is True
+        structlog.contextvars.bind_contextvars(model=call.record.model)
+        outgoing = None
+        if endpoint in CONVERSATION_ENDPOINTS:
+            outgoing = await _remember_and_compress(request, call, provider, body)
+        rewritten = False
+        if call.record.stream:
+            target = dict(outgoing if outgoing is not None else body)
+            if provider.prepare_stream(target):
+                outgoing, rewritten = target, True
+        data = raw if outgoing is None else json.dumps(outgoing, ensure_ascii=False,
+                                                       separators=(",", ":")).encode("utf-8")
+        return await relay(request, call, provider, data, rewritten)
+    except (BadRequest, UpstreamFailure) as exc:
+        call.record.status, call.record.error = exc.status, exc.message
+        return error_response(provider, exc.status, exc.message)
+    finally:
+        _finish(request.app, call)
+
+
+async def passthrough(request: web.Request) -> web.StreamResponse:
+    """Any other path (/v1/models, /v1/embeddings, /v1/responses, ...), forwarded unchanged."""
+    provider = _provider_for(request)
+    call = Call.begin(request, provider.name, "passthrough")
+    structlog.contextvars.bind_contextvars(provider=provider.name, endpoint="passthrough")
+    try:
+        raw = await _read_body(request)
+        return await relay(request, call, provider, raw if raw or request.body_exists else None, False)
+    except (BadRequest, UpstreamFailure) as exc:
+        call.record.status, call.record.error = exc.status, exc.message
+        return error_response(provider, exc.status, exc.message)
+    finally:
+        _finish(request.app, call)
+
+
+def _finish(app: web.Application, call: Call) -> None:
+    """Price the call and hand its one metrics row to the writer; never raises into the response."""
+    record = call.close()
+    try:
+        prices = app[PRICES]
+        if record.usage.reported:
+            record.cost_usd = prices.cost(record.model, record.usage)
+            if record.tokens_saved is not None:
+                record.cost_saved_usd = prices.saved_cost(record.model, record.tokens_saved)
+        app[PROM].observe(record)
+    except Exception:  # a pricing or metrics bug must not lose the row
+        log.exception("metrics bookkeeping failed")
+    app[WRITER].add_request(record)
+    structlog.contextvars.bind_contextvars(status=record.status, duration_ms=record.duration_ms)
+
+
+async def health(request: web.Request) -> web.Response:
+    """The proxy's own status."""
+    app = request.app
+    body: dict[str, Any] = {
+        "status": "ok",
+        "version": __version__,
+        "uptime_s": round(time.monotonic() - app[STARTED_AT], 3),
+        "active_sessions": len(app[SESSIONS]),
+    }
+    try:
+        body["totals"] = await totals(app[CONFIG].storage.database)
+    except Exception as exc:  # health must answer even if the database is unreadable
+        body["totals"] = None
+        body["database_error"] = type(exc).__name__
+    return web.json_response(body)
+
+
+def anthropic_route(endpoint: str) -> Any:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await model_call(request, request.app[ANTHROPIC], endpoint)
+    return handler
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await model_call(request, request.app[OPENAI], "chat_completions")
+

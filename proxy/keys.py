@@ -1,0 +1,25 @@
+"""Typed application state: every shared object sits behind one of these keys."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from .config import Config
+from .pricing import PriceTable
+from .prom import PromMetrics
+from .providers import Anthropic, OpenAI
+from .sessions import SessionRegistry
+from .storage.writer import Writer
+from .tokens import Calibration
+
+CONFIG = web.AppKey("config", Config)
+UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
+ANTHROPIC = web.AppKey("anthropic", Anthropic)
+OPENAI = web.AppKey("openai", OpenAI)
+WRITER = web.AppKey("writer", Writer)
+SESSIONS = web.AppKey("sessions", SessionRegistry)
+PRICES = web.AppKey("prices", PriceTable)
+PROM = web.AppKey("prom", PromMetrics)
+CALIBRATION = web.AppKey("calibration", Calibration)
+STARTED_AT = web.AppKey("started_at", float)

@@ -1,0 +1,70 @@
+"""Logging: structlog over stdlib handlers; readable lines on a terminal, JSON lines otherwise."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+from typing import Any
+
+import structlog
+
+from .config import LoggingConfig
+
+_SECRET_KEYS = frozenset({"authorization", "x-api-key", "api_key", "api-key", "headers", "body", "messages"})
+
+
+def _drop_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Last line of defence: keys that could carry credentials or message bodies never reach a log."""
+    for key in _SECRET_KEYS.intersection(event):
+        event[key] = "[redacted]"
+    return event
+
+
+_SHARED: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    _drop_secrets,
+]
+
+
+def configure_logging(config: LoggingConfig, *, console: bool = True, tty: bool | None = None) -> None:
+    """Console output (readable on a TTY, JSON otherwise) and an optional rotated JSON-lines file.
+
+    `console=False` keeps the terminal free for the live dashboard; the file then gets everything.
+    """
+    tty = sys.stderr.isatty() if tty is None else tty
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(config.level.upper())
+
+    json_renderer = structlog.processors.JSONRenderer()
+    if console:
+        renderer: Any = structlog.dev.ConsoleRenderer(colors=True) if tty else json_renderer
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=_SHARED,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                        structlog.processors.format_exc_info, renderer]))
+        root.addHandler(stream)
+    if config.file:
+        rotating = logging.handlers.RotatingFileHandler(
+            config.file, maxBytes=config.max_bytes, backupCount=config.backup_count, encoding="utf-8")
+        rotating.setFormatter(structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=_SHARED,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                        structlog.processors.format_exc_info, json_renderer]))
+        root.addHandler(rotating)
+    # aiohttp's access log repeats our one line per request.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+    structlog.configure(
+        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )

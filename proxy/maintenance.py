@@ -1,0 +1,45 @@
+"""Background work on sessions: expire the idle, snapshot the active, restore them at startup."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+
+from .config import Config, SessionsConfig
+from .sessions import SessionRegistry
+from .storage.reader import active_sessions
+
+log = structlog.get_logger(__name__)
+
+
+async def restore_sessions(config: Config, registry: SessionRegistry) -> None:
+    """Sessions active when the proxy stopped come back from their latest snapshot."""
+    now = time.time()
+    restored = 0
+    for record, state in await active_sessions(config.storage.database):
+        if now - record.last_seen_at > config.sessions.timeout:
+            registry.mark_expired(record, now)
+            continue
+        registry.restore(record, state)
+        restored += 1
+    if restored:
+        log.info("sessions restored", count=restored)
+
+
+async def maintain_sessions(config: SessionsConfig, registry: SessionRegistry) -> None:
+    """Runs for the life of the app: expiry checked often, snapshots every snapshot_interval."""
+    tick = max(min(config.snapshot_interval, config.timeout / 4, 30.0), 0.05)
+    last_snapshot = time.monotonic()
+    while True:
+        await asyncio.sleep(tick)
+        try:
+            expired = registry.expire_idle()
+            if expired:
+                log.info("sessions expired", count=len(expired))
+            if time.monotonic() - last_snapshot >= config.snapshot_interval:
+                last_snapshot = time.monotonic()
+                await registry.snapshot()
+        except Exception:  # keep maintaining; one bad session must not stop expiry for all
+            log.exception("session maintenance failed")

@@ -1,0 +1,62 @@
+"""Anthropic Messages API: URLs, error shape and usage fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..records import Usage
+from .base import Provider, UsageObserver, token_field
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+class Anthropic(Provider):
+    name = "anthropic"
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url  # without /v1, like ANTHROPIC_BASE_URL
+
+    def upstream_url(self, path: str, query_string: str) -> str:
+        url = self.base_url + path
+        return f"{url}?{query_string}" if query_string else url
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        kind = _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+        return {"type": "error", "error": {"type": kind, "message": message}}
+
+    def read_usage(self, payload: dict[str, Any], usage: Usage) -> None:
+        _merge(payload.get("usage"), usage)
+
+    def read_stream_event(self, payload: dict[str, Any], observer: UsageObserver) -> None:
+        kind = payload.get("type")
+        if kind == "message_start":
+            message = payload.get("message")
+            if isinstance(message, dict):
+                if isinstance(message.get("model"), str):
+                    observer.model = message["model"]
+                _merge(message.get("usage"), observer.usage)
+        elif kind == "message_delta":
+            # message_delta usage is cumulative: it replaces, never adds to, what came before.
+            _merge(payload.get("usage"), observer.usage)
+
+
+def _merge(raw: Any, usage: Usage) -> None:
+    """Copy the fields present in an Anthropic usage object; cache tiers are already apart from input."""
+    for source, target in (
+        ("input_tokens", "input_tokens"),
+        ("output_tokens", "output_tokens"),
+        ("cache_read_input_tokens", "cache_read_tokens"),
+        ("cache_creation_input_tokens", "cache_write_tokens"),
+    ):
+        value = token_field(raw, source)
+        if value is not None:
+            setattr(usage, target, value)

@@ -1,0 +1,136 @@
+"""What every provider adapter offers the request path; provider differences live only in adapters."""
+
+from __future__ import annotations
+
+import abc
+import json
+from typing import Any
+
+from ..records import Usage
+from ..sse import SSEDecoder, SSEEvent
+
+# Largest non-streamed response body kept in memory to read its usage from; larger ones pass
+# through unobserved rather than cost memory.
+MAX_OBSERVED_JSON_BYTES = 16 * 1024 * 1024
+
+
+class UsageObserver(abc.ABC):
+    """Watches response bytes as they are forwarded and reads token usage from them."""
+
+    def __init__(self) -> None:
+        self.usage = Usage()
+        self.model: str | None = None
+
+    @abc.abstractmethod
+    def feed(self, chunk: bytes) -> bytes:
+        """Observe a chunk; return the bytes to forward (the chunk itself unless the adapter rewrites)."""
+
+    def finish(self) -> bytes:
+        """End of stream: bytes still to forward."""
+        return b""
+
+
+class JSONUsageObserver(UsageObserver):
+    """A whole JSON body, parsed once it has arrived."""
+
+    def __init__(self, provider: Provider) -> None:
+        super().__init__()
+        self._provider = provider
+        self._body = bytearray()
+        self._overflow = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not self._overflow:
+            self._body += chunk
+            if len(self._body) > MAX_OBSERVED_JSON_BYTES:
+                self._overflow = True
+                self._body.clear()
+        return chunk
+
+    def finish(self) -> bytes:
+        if self._body and not self._overflow:
+            try:
+                payload = json.loads(self._body)
+            except ValueError:
+                return b""
+            if isinstance(payload, dict):
+                self.model = payload.get("model") if isinstance(payload.get("model"), str) else None
+                self._provider.read_usage(payload, self.usage)
+        return b""
+
+
+class SSEUsageObserver(UsageObserver):
+    """An event stream: forwarded chunk by chunk, events parsed on the side."""
+
+    def __init__(self, provider: Provider) -> None:
+        super().__init__()
+        self._provider = provider
+        self._decoder = SSEDecoder()
+
+    def feed(self, chunk: bytes) -> bytes:
+        for event in self._decoder.feed(chunk):
+            self.observe(event)
+        return chunk
+
+    def observe(self, event: SSEEvent) -> None:
+        # Only events that can carry usage are parsed: most of a stream is text deltas.
+        if '"usage"' not in event.data and '"model"' not in event.data:
+            return
+        try:
+            payload = json.loads(event.data)
+        except ValueError:
+            return
+        if isinstance(payload, dict):
+            self._provider.read_stream_event(payload, self)
+
+
+class Provider(abc.ABC):
+    """One upstream API family."""
+
+    name: str
+    base_url: str
+
+    @abc.abstractmethod
+    def upstream_url(self, path: str, query_string: str) -> str:
+        """The upstream URL for a request the client sent to `path`."""
+
+    @abc.abstractmethod
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        """An error in this provider's own JSON shape, so SDKs raise their usual exceptions."""
+
+    @abc.abstractmethod
+    def read_usage(self, payload: dict[str, Any], usage: Usage) -> None:
+        """Fill `usage` from a non-streamed response body."""
+
+    @abc.abstractmethod
+    def read_stream_event(self, payload: dict[str, Any], observer: UsageObserver) -> None:
+        """Update the observer from one parsed streaming event."""
+
+    def prepare_stream(self, body: dict[str, Any]) -> bool:
+        """Adjust a streaming request body before forwarding; True if it was changed."""
+        return False
+
+    def observer(self, streaming: bool, rewritten: bool) -> UsageObserver:
+        """How to watch the response of a request (SSE or JSON)."""
+        return SSEUsageObserver(self) if streaming else JSONUsageObserver(self)
+
+    @staticmethod
+    def messages(body: dict[str, Any]) -> list[Any]:
+        messages = body.get("messages")
+        return messages if isinstance(messages, list) else []
+
+    def conversation_start(self, body: dict[str, Any]) -> Any:
+        """The stable beginning of a conversation (system prompt and first user message)."""
+        first_user = next((m.get("content") for m in self.messages(body)
+                           if isinstance(m, dict) and m.get("role") == "user"), None)
+        return {"system": body.get("system"), "first_user": first_user}
+
+
+def token_field(container: Any, key: str) -> int | None:
+    """A non-negative integer usage field, or None when absent or malformed."""
+    if not isinstance(container, dict):
+        return None
+    value = container.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value

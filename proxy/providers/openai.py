@@ -1,0 +1,110 @@
+"""OpenAI Chat Completions (and compatible servers): URLs, error shape, usage and include_usage."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..records import Usage
+from .base import Provider, SSEUsageObserver, UsageObserver, token_field
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    504: "timeout",
+}
+# With include_usage, every chunk carries "usage":null; removed again for clients that did not ask.
+# A bare "usage" key cannot occur inside a JSON string (its quotes would be escaped).
+_NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,?')
+
+
+class OpenAI(Provider):
+    name = "openai"
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url  # with /v1, like OPENAI_BASE_URL
+
+    def upstream_url(self, path: str, query_string: str) -> str:
+        # Clients send /v1/... (or /... when their base URL lacks /v1); the base URL carries the version.
+        if path == "/v1" or path.startswith("/v1/"):
+            path = path[3:]
+        url = self.base_url + path
+        return f"{url}?{query_string}" if query_string else url
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        kind = _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+        return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+    def read_usage(self, payload: dict[str, Any], usage: Usage) -> None:
+        raw = payload.get("usage")
+        if not isinstance(raw, dict):
+            return
+        prompt = token_field(raw, "prompt_tokens")
+        cached = token_field(raw.get("prompt_tokens_details"), "cached_tokens") or 0
+        if prompt is not None:
+            # OpenAI counts cached tokens inside prompt_tokens; keep each tier once.
+            usage.input_tokens = max(prompt - cached, 0)
+            usage.cache_read_tokens = cached
+            usage.cache_write_tokens = 0
+        completion = token_field(raw, "completion_tokens")
+        if completion is not None:
+            usage.output_tokens = completion
+
+    def read_stream_event(self, payload: dict[str, Any], observer: UsageObserver) -> None:
+        if observer.model is None and isinstance(payload.get("model"), str):
+            observer.model = payload["model"]
+        self.read_usage(payload, observer.usage)
+
+    def conversation_start(self, body: dict[str, Any]) -> Any:
+        system = []
+        for message in self.messages(body):
+            if not isinstance(message, dict):
+                continue
+            if message.get("role") in ("system", "developer"):
+                system.append(message.get("content"))
+            elif message.get("role") == "user":
+                return {"system": system, "first_user": message.get("content")}
+        return {"system": system, "first_user": None}
+
+    def prepare_stream(self, body: dict[str, Any]) -> bool:
+        """Ask upstream for the usage chunk when the client did not; the observer hides it again."""
+        options = body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage") is True:
+            return False
+        if options is not None and not isinstance(options, dict):
+            return False  # malformed: let upstream answer it as it would without the proxy
+        body["stream_options"] = {**(options or {}), "include_usage": True}
+        return True
+
+    def observer(self, streaming: bool, rewritten: bool) -> UsageObserver:
+        if streaming and rewritten:
+            return _HiddenUsageObserver(self)
+        return super().observer(streaming, rewritten)
+
+
+class _HiddenUsageObserver(SSEUsageObserver):
+    """Reads the usage chunk the proxy asked for and forwards the stream as if it had not asked.
+
+    Works event by event (an event is at most one chunk's worth of delay), drops the final
+    usage-only chunk and strips the `"usage":null` every other chunk carries.
+    """
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = bytearray()
+        for event in self._decoder.feed(chunk):
+            self.observe(event)
+            compact = event.data.replace(" ", "")
+            if '"usage"' in compact:
+                if '"choices":[]' in compact and '"usage":null' not in compact:
+                    continue  # the usage chunk the client did not ask for
+                out += _NULL_USAGE.sub(b"", event.raw, count=1)
+            else:
+                out += event.raw
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        return self._decoder.flush()

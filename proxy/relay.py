@@ -1,0 +1,91 @@
+"""The upstream call and its response, streamed to the client chunk by chunk as it arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from .call import Call
+from .keys import CALIBRATION, UPSTREAM
+from .providers import Provider, UsageObserver
+from .tokens import Calibration
+from .upstream import describe_failure, request_headers, response_headers
+
+log = structlog.get_logger(__name__)
+
+STATS_HEADER = "X-Vidurai-Stats"
+# A client that went away: nginx's convention, so such rows are easy to tell from upstream errors.
+CLIENT_CLOSED = 499
+
+
+async def relay(request: web.Request, call: Call, provider: Provider, data: bytes | None,
+                rewritten: bool) -> web.StreamResponse:
+    """Send the request upstream and stream its answer back, reading usage on the way.
+
+    Nothing is held back: each upstream chunk is written as soon as it arrives. Failures before the
+    response starts become 502/504 in the provider's shape; after it starts, the client's connection
+    is dropped just as upstream's was, so its SDK sees a broken stream instead of a silent truncation.
+    """
+    url = provider.upstream_url(request.path, request.query_string)
+    headers = request_headers(request.headers)
+    calibration = request.app[CALIBRATION]
+    response: web.StreamResponse | None = None
+    observer: UsageObserver | None = None
+    call.sent_at = time.monotonic()
+    try:
+        async with request.app[UPSTREAM].request(request.method, url, data=data, headers=headers,
+                                                 allow_redirects=False) as upstream:
+            call.headers_at = time.monotonic()
+            call.record.status = upstream.status
+            streaming = upstream.content_type == "text/event-stream"
+            observer = provider.observer(streaming, rewritten)
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                                          headers=response_headers(upstream.headers))
+            response.headers[STATS_HEADER] = call.stats_header(calibration)
+            if (upstream.content_length is not None and not rewritten
+                    and "content-encoding" not in upstream.headers):
+                response.content_length = upstream.content_length
+            await response.prepare(request)
+            call.prepared_at = time.monotonic()
+            async for chunk in upstream.content.iter_any():
+                if call.first_byte_at is None:
+                    call.first_byte_at = time.monotonic()
+                out = observer.feed(chunk)
+                if out:
+                    await response.write(out)
+            tail = observer.finish()
+            if tail:
+                await response.write(tail)
+            await response.write_eof()
+    except ConnectionResetError:
+        # Must come first: aiohttp's "cannot write to closing transport" is also a ClientError.
+        call.record.status, call.record.error = CLIENT_CLOSED, "client disconnected"
+        log.info("client disconnected mid-response")
+    except asyncio.CancelledError:
+        call.record.status, call.record.error = CLIENT_CLOSED, "client disconnected"
+        _settle(call, observer, calibration)
+        raise
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        failure = describe_failure(exc, url)
+        if response is None or not response.prepared:
+            raise failure from None
+        call.record.error = f"upstream failed mid-response: {type(exc).__name__}"
+        log.warning("upstream failed mid-response", error=type(exc).__name__)
+        if request.transport is not None:
+            request.transport.abort()
+    _settle(call, observer, calibration)
+    assert response is not None
+    return response
+
+
+def _settle(call: Call, observer: UsageObserver | None, calibration: Calibration) -> None:
+    """Usage read so far (all of it, or what a broken stream delivered) goes into the record."""
+    if observer is None:
+        return
+    if observer.model and not call.record.model:
+        call.record.model = observer.model
+    call.settle_usage(observer.usage, calibration)

@@ -1,0 +1,166 @@
+"""The single SQLite writer: the request path enqueues rows, one task batches and commits them."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import Any
+
+import aiosqlite
+import structlog
+
+from proxy.records import MemoryRow, RequestRecord, SessionRecord
+from proxy.storage import statements
+from proxy.storage.migrations import migrate_path
+
+log = structlog.get_logger(__name__)
+
+# Wake the writer early when this many rows wait, so a burst becomes a few large batches.
+BATCH_SIZE = 500
+# Past this many unwritten rows (the disk is gone or locked for good) the oldest are dropped,
+# so a broken database costs rows rather than all the memory of the proxy.
+MAX_PENDING = 100_000
+
+Op = tuple[str, tuple[Any, ...]]
+
+
+class Writer:
+    """Owns the one write connection; every enqueue method is sync and never blocks."""
+
+    def __init__(self, path: str, flush_interval: float) -> None:
+        self.path = path
+        self.flush_interval = flush_interval
+        self._pending: list[Op] = []
+        self._conn: aiosqlite.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wakeup = asyncio.Event()
+        self._flushing = asyncio.Lock()
+        self._closing = False
+        self.rows_written = 0
+        self.rows_failed = 0
+        self.rows_dropped = 0
+
+    async def start(self) -> None:
+        """Apply migrations, open the write connection and start the writer task."""
+        await asyncio.to_thread(migrate_path, self.path)
+        # isolation_level=None: the writer issues BEGIN/COMMIT itself, one transaction per batch.
+        self._conn = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._conn.execute("PRAGMA busy_timeout = 5000")
+        # NORMAL in WAL mode survives a killed process; only an OS crash may lose the last commit.
+        await self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._task = asyncio.create_task(self._run(), name="storage-writer")
+
+    async def close(self) -> None:
+        """Write everything still queued, then close the connection."""
+        if self._task is None or self._conn is None:
+            return
+        self._closing = True
+        self._wakeup.set()
+        await self._task
+        self._task = None
+        if self._pending:
+            log.error("storage.unflushed_on_close", rows=len(self._pending))
+        await self._conn.close()
+        self._conn = None
+
+    @property
+    def queued(self) -> int:
+        """Rows enqueued and not yet committed."""
+        return len(self._pending)
+
+    def add_request(self, record: RequestRecord) -> None:
+        """Queue one `requests` row; the session's running totals are updated with it."""
+        self._enqueue("request", statements.request_params(record))
+
+    def upsert_session(self, session: SessionRecord) -> None:
+        """Queue the creation of a session, or the update of its liveness and message count."""
+        self._enqueue("session", statements.session_params(session))
+
+    def add_memories(self, rows: list[MemoryRow]) -> None:
+        """Queue memory rows; a row already stored for its (session, content, position) is skipped."""
+        for row in rows:
+            self._enqueue("memory", statements.memory_params(row))
+
+    def add_snapshot(self, session_id: str, state: str, at: float) -> None:
+        """Queue a serialized Vidurai state for a session."""
+        self._enqueue("snapshot", (session_id, at, state))
+
+    def add_audit(self, session_id: str | None, event: str, detail: dict[str, Any], at: float) -> None:
+        """Queue one `audit` row."""
+        self._enqueue("audit", statements.audit_params(session_id, event, detail, at))
+
+    def _enqueue(self, kind: str, params: tuple[Any, ...]) -> None:
+        if self._closing and self._task is None:
+            log.warning("storage.enqueue_after_close", kind=kind)
+            return
+        self._pending.append((kind, params))
+        if len(self._pending) > MAX_PENDING:
+            dropped = len(self._pending) - MAX_PENDING
+            del self._pending[:dropped]
+            self.rows_dropped += dropped
+            log.error("storage.queue_full", dropped=dropped, limit=MAX_PENDING)
+        if len(self._pending) >= BATCH_SIZE:
+            self._wakeup.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=self.flush_interval)
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
+            closing = self._closing
+            written = await self.flush()
+            # On close, keep going while rows arrive and the database accepts them.
+            while closing and written and self._pending:
+                written = await self.flush()
+            if closing:
+                return
+
+    async def flush(self) -> bool:
+        """Write every queued row in one transaction (a bad row is logged and skipped).
+
+        Returns False when the transaction failed and the rows were put back in the queue.
+        """
+        async with self._flushing:
+            return await self._flush()
+
+    async def _flush(self) -> bool:
+        if not self._pending or self._conn is None:
+            return True
+        batch, self._pending = self._pending, []
+        conn = self._conn
+        try:
+            await conn.execute("BEGIN")
+            failed = 0
+            for kind, params in batch:
+                failed += await self._apply(conn, kind, params)
+            await conn.execute("COMMIT")
+        except (sqlite3.Error, ValueError) as exc:
+            # The whole transaction failed (disk full, locked too long): keep the rows for the
+            # next attempt, ahead of anything queued since.
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+            self._pending[:0] = batch
+            log.error("storage.batch_failed", error=str(exc), error_type=type(exc).__name__,
+                      rows=len(batch))
+            return False
+        self.rows_written += len(batch) - failed
+        self.rows_failed += failed
+        return True
+
+    async def _apply(self, conn: aiosqlite.Connection, kind: str, params: tuple[Any, ...]) -> int:
+        """Run one row's statements inside a savepoint; return 1 if the row was rejected."""
+        await conn.execute("SAVEPOINT row")
+        try:
+            await statements.apply(conn, kind, params)
+        except (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+                sqlite3.DataError, OverflowError) as exc:
+            # Only this row is at fault; roll it back and keep the rest of the batch.
+            await conn.execute("ROLLBACK TO row")
+            await conn.execute("RELEASE row")
+            log.error("storage.row_rejected", kind=kind, error=str(exc),
+                      error_type=type(exc).__name__, row_id=params[0] if params else None)
+            return 1
+        await conn.execute("RELEASE row")
+        return 0

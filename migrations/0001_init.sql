@@ -5,7 +5,7 @@
 -- One row per proxied call. Token columns are what upstream reported, normalised so that
 -- input_tokens excludes cache reads and writes for both providers; NULL means "not reported".
 CREATE TABLE requests (
-    id                   TEXT PRIMARY KEY,
+    id                   TEXT PRIMARY KEY NOT NULL,
     created_at           REAL NOT NULL,
     session_id           TEXT,
     tenant               TEXT,
@@ -39,7 +39,7 @@ CREATE INDEX requests_model ON requests (model);
 -- One row per conversation; the running totals are kept by the writer in the same transaction
 -- as each request row, so they always agree with `requests`.
 CREATE TABLE sessions (
-    id                 TEXT PRIMARY KEY,
+    id                 TEXT PRIMARY KEY NOT NULL,
     tenant             TEXT NOT NULL,             -- first 16 hex chars of sha256(API key)
     created_at         REAL NOT NULL,
     last_seen_at       REAL NOT NULL,

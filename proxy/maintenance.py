@@ -18,11 +18,11 @@ async def restore_sessions(config: Config, registry: SessionRegistry) -> None:
     """Sessions active when the proxy stopped come back from their latest snapshot."""
     now = time.time()
     restored = 0
-    for record, state in await active_sessions(config.storage.database):
-        if now - record.last_seen_at > config.sessions.timeout:
-            registry.mark_expired(record, now)
+    for active in await active_sessions(config.storage.database):
+        if now - active.session.last_seen_at > config.sessions.timeout:
+            registry.mark_expired(active.session, now)
             continue
-        registry.restore(record, state)
+        registry.restore(active.session, active.state)
         restored += 1
     if restored:
         log.info("sessions restored", count=restored)

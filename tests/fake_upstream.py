@@ -227,7 +227,7 @@ class FakeUpstream:
                 scenario = model.removeprefix("fake-")
             record = RecordedRequest(
                 method=request.method, path=request.path.removeprefix(f"/{provider}"),
-                query_string=request.query_string, headers=CIMultiDictProxy(CIMultiDict(request.headers)),
+                query_string=request.rel_url.raw_query_string, headers=CIMultiDictProxy(CIMultiDict(request.headers)),
                 body=body, json=parsed, provider=provider, scenario=scenario)
             if self._record:
                 self.requests.append(record)
@@ -283,14 +283,13 @@ class FakeUpstream:
 
     def _json(self, call: _Call, payload: Any, status: int = 200,
               extra: dict[str, str] | None = None) -> web.Response:
-        headers = {**self._headers(call, status), **(extra or {})}
+        headers = {**self._headers(call, status), **(extra or {}), "content-type": "application/json"}
         body = _dumps(payload).encode()
         call.record.response_status = status
-        call.record.response_headers = {**headers, "content-type": "application/json"}
+        call.record.response_headers = headers
         call.record.response_body += body
-        if call.scenario == "cut":
-            return _HalfResponse(status=status, body=body, headers=headers, content_type="application/json")
-        return web.Response(status=status, body=body, headers=headers, content_type="application/json")
+        response_class = _HalfResponse if call.scenario == "cut" else web.Response
+        return response_class(status=status, body=body, headers=headers)
 
     def _error(self, call: _Call, status: int, message: str, retry_after_ms: str | None = None) -> web.Response:
         if call.record.provider == "anthropic":
@@ -312,11 +311,11 @@ class FakeUpstream:
     async def _stream(self, call: _Call, frames: list[bytes], first_delta: int, error_frame: bytes
                       ) -> web.StreamResponse:
         """Send SSE frames one write each, applying the stream scenarios."""
-        headers = {**self._headers(call, 200), "cache-control": "no-cache"}
+        headers = {**self._headers(call, 200), "cache-control": "no-cache",
+                   "content-type": "text/event-stream; charset=utf-8"}
         response = web.StreamResponse(status=200, headers=headers)
-        response.content_type, response.charset = "text/event-stream", "utf-8"
         call.record.response_status = 200
-        call.record.response_headers = {**headers, "content-type": "text/event-stream; charset=utf-8"}
+        call.record.response_headers = headers
         scenario = call.scenario
         try:
             await response.prepare(call.request)

@@ -85,10 +85,19 @@ async def _connect(path: str) -> AsyncIterator[aiosqlite.Connection]:
         yield conn
 
 
+def _with_savings_pct(row: sqlite3.Row) -> dict[str, Any]:
+    """The row as a dict, with savings_pct placed right after tokens_saved."""
+    out: dict[str, Any] = {}
+    for key in row.keys():
+        out[key] = row[key]
+        if key == "tokens_saved":
+            original = row["tokens_original_est"]
+            out["savings_pct"] = round(100.0 * row[key] / original, 2) if original else 0.0
+    return out
+
+
 def _aggregate(row: sqlite3.Row) -> dict[str, Any]:
-    out = dict(row)
-    original = out["tokens_original_est"]
-    out["savings_pct"] = round(100.0 * out["tokens_saved"] / original, 2) if original else 0.0
+    out = _with_savings_pct(row)
     out["cost_usd"] = round(out["cost_usd"], 6)
     out["cost_saved_usd"] = round(out["cost_saved_usd"], 6)
     for key in ("avg_duration_ms", "avg_overhead_ms"):
@@ -132,19 +141,12 @@ async def metrics_json(path: str, now: float | None = None) -> dict[str, Any]:
             "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
             "tokens_original_est, tokens_saved, cost_usd, cost_saved_usd FROM sessions "
             "ORDER BY tokens_saved DESC, last_seen_at DESC LIMIT ?", (TOP_SESSIONS,))
-        result["top_sessions"] = [_session(row) for row in rows]
+        result["top_sessions"] = [_with_savings_pct(row) for row in rows]
         rows = await conn.execute_fetchall(
             "SELECT * FROM requests ORDER BY created_at DESC, rowid DESC LIMIT ?", (RECENT_REQUESTS,))
         result["recent_requests"] = [{**dict(row), "stream": bool(row["stream"])} for row in rows]
         result["per_minute"] = await _per_minute(conn, now)
     return result
-
-
-def _session(row: sqlite3.Row) -> dict[str, Any]:
-    out = dict(row)
-    original = out["tokens_original_est"]
-    out["savings_pct"] = round(100.0 * out["tokens_saved"] / original, 2) if original else 0.0
-    return out
 
 
 async def _per_minute(conn: aiosqlite.Connection, now: float) -> list[dict[str, Any]]:

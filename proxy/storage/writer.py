@@ -27,9 +27,10 @@ Op = tuple[str, tuple[Any, ...]]
 class Writer:
     """Owns the one write connection; every enqueue method is sync and never blocks."""
 
-    def __init__(self, path: str, flush_interval: float) -> None:
+    def __init__(self, path: str, flush_interval: float, *, busy_timeout_ms: int = 5000) -> None:
         self.path = path
         self.flush_interval = flush_interval
+        self.busy_timeout_ms = busy_timeout_ms
         self._pending: list[Op] = []
         self._conn: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -45,7 +46,8 @@ class Writer:
         await asyncio.to_thread(migrate_path, self.path)
         # isolation_level=None: the writer issues BEGIN/COMMIT itself, one transaction per batch.
         self._conn = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._conn.execute("PRAGMA busy_timeout = 5000")
+        # Someone running `sqlite3 vidurai.db` may hold the write lock for a moment; wait for it.
+        await self._conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         # NORMAL in WAL mode survives a killed process; only an OS crash may lose the last commit.
         await self._conn.execute("PRAGMA synchronous = NORMAL")
         self._task = asyncio.create_task(self._run(), name="storage-writer")

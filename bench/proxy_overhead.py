@@ -1,0 +1,303 @@
+"""`make bench`: the proxy's added latency and throughput against calling the fake upstream directly.
+
+Three paths to the same fake upstream (tests/fake_upstream.py), measured in one run so their ratios
+are comparable on a noisy machine: direct, through a bare aiohttp pass-through (bench/bare_passthrough.py,
+the floor any Python proxy pays), and through the real proxy doing all its work (SQLite writer,
+sessions, usage parsing; requests below the compression threshold). Every server runs in its own
+process; this process is the load generator. Rounds rotate the order of the paths so drift hits all alike.
+
+    .venv/bin/python -m bench.proxy_overhead            # full run, about 2 minutes
+    .venv/bin/python -m bench.proxy_overhead --quick    # one short round, about 20 seconds
+    .venv/bin/python -m bench.proxy_overhead --profile proxy.prof   # proxy under cProfile: slower
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import math
+import multiprocessing
+import os
+import platform
+import pstats
+import sys
+import tempfile
+import time
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import aiohttp
+import attrs
+from aiohttp import web
+
+from .loadgen import SCENARIOS, Samples, Target, client_session, concurrent, percentile, sequential
+
+HIGH = 32
+PATHS = {"direct": "Direct", "bare": "Bare pass-through", "proxy": "Vidurai proxy"}
+
+
+@attrs.frozen
+class Plan:
+    rounds: int
+    sequential_requests: int  # per round and cell, at concurrency 1
+    concurrent_seconds: float  # per round and cell, at concurrency HIGH
+    warmup_requests: int
+
+    @classmethod
+    def of(cls, quick: bool) -> Plan:
+        return cls(1, 80, 1.0, 20) if quick else cls(4, 250, 2.5, 60)
+
+    def describe(self) -> str:
+        return (f"{platform.python_implementation()} {platform.python_version()}, aiohttp {aiohttp.__version__}, "
+                f"{os.cpu_count()} CPUs. {self.rounds} round(s); per round and cell: "
+                f"{self.sequential_requests} requests at concurrency 1, {self.concurrent_seconds:g} s at "
+                f"concurrency {HIGH}.")
+
+
+# --- servers, each in its own process ------------------------------------------------------------
+
+def _build(kind: str, options: dict[str, str]) -> tuple[web.Application, bool]:
+    """The application for one server kind, and whether clients may cancel its handlers."""
+    if kind == "upstream":
+        from tests.fake_upstream import FakeUpstream
+        return FakeUpstream(record=False).app(), False
+    if kind == "bare":
+        from .bare_passthrough import create_app as bare_app
+        return bare_app(options["upstream"]), False
+    from proxy.app import create_app
+    from proxy.config import load_config
+    from proxy.logs import configure_logging
+    config = load_config(env={}, upstream_anthropic_base_url=options["anthropic"],
+                         upstream_openai_base_url=options["openai"], storage_database=options["database"],
+                         logging_level="warning")
+    configure_logging(config.logging)
+    return create_app(config), True
+
+
+async def _serve_async(kind: str, conn: Connection, options: dict[str, str]) -> None:
+    if kind == "proxy":
+        from proxy.app import start_server
+        runner, port = await start_server(_build(kind, options)[0], "127.0.0.1", 0)
+    else:
+        runner = web.AppRunner(_build(kind, options)[0], access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+    profiler = cProfile.Profile() if options.get("profile") else None
+    conn.send(("ready", port))
+    if profiler:
+        profiler.enable()
+    try:
+        # A thread waits for "stop"; EOF (the benchmark died) stops the server too.
+        await asyncio.get_running_loop().run_in_executor(None, _wait_stop, conn)
+    finally:
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(options["profile"])
+        await runner.cleanup()
+
+
+def _wait_stop(conn: Connection) -> None:
+    try:
+        conn.recv()
+    except EOFError:
+        pass
+
+
+def _serve(kind: str, conn: Connection, options: dict[str, str]) -> None:
+    try:
+        asyncio.run(_serve_async(kind, conn, options))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+
+
+@attrs.define
+class Server:
+    name: str
+    url: str
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+
+    @classmethod
+    def start(cls, kind: str, options: dict[str, str]) -> Server:
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no loop or sockets inherited
+        parent, child = ctx.Pipe()
+        process = ctx.Process(target=_serve, args=(kind, child, options), name=f"bench-{kind}", daemon=True)
+        process.start()
+        if not parent.poll(60):
+            process.kill()
+            raise RuntimeError(f"{kind} server did not start within 60 s")
+        status, value = parent.recv()
+        if status != "ready":
+            process.join(5)
+            raise RuntimeError(f"{kind} server failed to start:\n{value}")
+        return cls(kind, f"http://127.0.0.1:{value}", process, parent)
+
+    def stop(self) -> None:
+        try:
+            self.conn.send("stop")
+        except OSError:
+            pass
+        self.process.join(15)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        if self.conn.poll():  # a traceback from shutdown
+            print(f"{self.name} server: {self.conn.recv()[1]}", file=sys.stderr)
+
+
+# --- measurement ---------------------------------------------------------------------------------
+
+Key = tuple[str, str, int]  # scenario name, target name, concurrency
+
+
+async def measure(plan: Plan, targets: list[Target]) -> dict[Key, Samples]:
+    """All cells, round after round, the order of the paths rotating each round."""
+    results: dict[Key, Samples] = {}
+    sessions = {t.name: client_session(HIGH) for t in targets}
+    try:
+        for target in targets:  # connections, sessions and caches warm up before anything is recorded
+            for scenario in SCENARIOS:
+                warm = Samples()
+                await sequential(sessions[target.name], target, scenario, plan.warmup_requests, warm)
+                await concurrent(sessions[target.name], target, scenario, HIGH, 0.3, warm)
+                if warm.errors:
+                    print(f"  warm-up {target.name} / {scenario.name}: {warm.errors} errors; first: "
+                          f"{warm.first_error}", file=sys.stderr)
+        for round_no in range(plan.rounds):
+            shift = round_no % len(targets)
+            order = targets[shift:] + targets[:shift]
+            print(f"  round {round_no + 1}/{plan.rounds}: {', '.join(t.name for t in order)}", file=sys.stderr)
+            for scenario in SCENARIOS:
+                for target in order:
+                    cell = results.setdefault((scenario.name, target.name, 1), Samples())
+                    await sequential(sessions[target.name], target, scenario, plan.sequential_requests, cell)
+                for target in order:
+                    cell = results.setdefault((scenario.name, target.name, HIGH), Samples())
+                    await concurrent(sessions[target.name], target, scenario, HIGH, plan.concurrent_seconds,
+                                     cell)
+    finally:
+        for session in sessions.values():
+            await session.close()
+    return results
+
+
+# --- report --------------------------------------------------------------------------------------
+
+def _ms(value: float, signed: bool = False) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return f"{value * 1000:+.2f}" if signed else f"{value * 1000:.2f}"
+
+
+def render(results: dict[Key, Samples], names: list[str], plan: Plan) -> str:
+    """Markdown tables ready for the README, then the targets of issue 2 checked."""
+    others = [n for n in names if n != "direct"]
+    lines = ["### Proxy overhead (`make bench`)", "",
+             "Same local fake upstream, called directly, through a bare aiohttp pass-through (the floor) "
+             "and through the proxy; each server in its own process, one aiohttp load generator with "
+             f"keep-alive. {plan.describe()}", "",
+             "Added latency vs direct, milliseconds (p50 / p99):", ""]
+    header = "| Request | Measure | Conc. | Direct | " + " | ".join(f"{PATHS[n]} added" for n in others)
+    header += " | Proxy over bare |" if {"bare", "proxy"} <= set(names) else " |"
+    lines += [header, "|" + "---|" * (header.count("|") - 1)]
+    worst = {"p50": 0.0, "p99": 0.0}
+    for concurrency in (1, HIGH):
+        for scenario in SCENARIOS:
+            measures = [("first byte", "ttfb"), ("total", "total")] if scenario.stream else [("total", "total")]
+            for label, field in measures:
+                base = getattr(results[(scenario.name, "direct", concurrency)], field)
+                b50, b99 = percentile(base, 50), percentile(base, 99)
+                row = f"| {scenario.name} | {label} | {concurrency} | {_ms(b50)} / {_ms(b99)} |"
+                added: dict[str, tuple[float, float]] = {}
+                for name in others:
+                    values = getattr(results[(scenario.name, name, concurrency)], field)
+                    added[name] = (percentile(values, 50) - b50, percentile(values, 99) - b99)
+                    row += f" {_ms(added[name][0], True)} / {_ms(added[name][1], True)} |"
+                if "bare" in added and "proxy" in added:
+                    row += (f" {_ms(added['proxy'][0] - added['bare'][0], True)} / "
+                            f"{_ms(added['proxy'][1] - added['bare'][1], True)} |")
+                lines.append(row)
+                if concurrency == 1 and "proxy" in added:
+                    worst["p50"] = max(worst["p50"], added["proxy"][0])
+                    worst["p99"] = max(worst["p99"], added["proxy"][1])
+    lines += ["", f"Throughput at concurrency {HIGH}, requests/second (% of direct):", ""]
+    header = "| Request | Direct | " + " | ".join(PATHS[n] for n in others)
+    header += " | Proxy vs bare |" if {"bare", "proxy"} <= set(names) else " |"
+    lines += [header, "|" + "---:|" * (header.count("|") - 1)]
+    worst_share = math.inf
+    for scenario in SCENARIOS:
+        direct = results[(scenario.name, "direct", HIGH)].rps
+        rps = {n: results[(scenario.name, n, HIGH)].rps for n in others}
+        row = f"| {scenario.name} | {direct:.0f} |" + "".join(f" {rps[n]:.0f} ({rps[n] / direct:.0%}) |"
+                                                             for n in others)
+        if "bare" in rps and "proxy" in rps:
+            row += f" {rps['proxy'] / rps['bare']:.0%} |"
+            worst_share = min(worst_share, rps["proxy"] / direct)
+        lines.append(row)
+    errors = [f"{key[1]} / {key[0]} / c={key[2]}: {s.errors} ({s.first_error})"
+              for key, s in results.items() if s.errors]
+    if errors:
+        lines += ["", "Errors: " + "; ".join(errors)]
+    if "proxy" in names:
+        def verdict(ok: bool) -> str:
+            return "met" if ok else "**not met**"
+        lines += ["", "Targets (issue 2), worst case over the requests above:", "",
+                  f"- added p50 ≤ 1 ms at concurrency 1: {_ms(worst['p50'], True)} ms, {verdict(worst['p50'] <= 0.001)}",
+                  f"- added p99 ≤ 5 ms at concurrency 1: {_ms(worst['p99'], True)} ms, {verdict(worst['p99'] <= 0.005)}",
+                  f"- throughput ≥ 70% of direct at concurrency {HIGH}: {worst_share:.0%}, "
+                  f"{verdict(worst_share >= 0.7)}"]
+    return "\n".join(lines)
+
+
+def show_profile(path: str, limit: int = 30) -> None:
+    """The proxy's own functions by time spent in them, then everything by cumulative time."""
+    stats = pstats.Stats(path, stream=sys.stderr)
+    stats.sort_stats("tottime").print_stats(r"/proxy/", limit)
+    stats.sort_stats("cumulative").print_stats(limit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.proxy_overhead", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one short round (about 20 s)")
+    parser.add_argument("--rounds", type=int, help="number of rounds (default 4, --quick 1)")
+    parser.add_argument("--profile", metavar="FILE", help="run the proxy under cProfile, write stats to FILE")
+    args = parser.parse_args(argv)
+    plan = Plan.of(args.quick)
+    if args.rounds:
+        plan = attrs.evolve(plan, rounds=args.rounds)
+    started = time.monotonic()
+    servers: list[Server] = []
+    with tempfile.TemporaryDirectory(prefix="vidurai-bench-") as tmp:
+        try:
+            upstream = Server.start("upstream", {})
+            servers.append(upstream)
+            servers.append(Server.start("bare", {"upstream": upstream.url}))
+            targets = [Target("direct", f"{upstream.url}/anthropic", f"{upstream.url}/openai/v1"),
+                       Target("bare", f"{servers[1].url}/anthropic", f"{servers[1].url}/openai/v1")]
+            try:
+                proxy = Server.start("proxy", {
+                    "anthropic": f"{upstream.url}/anthropic", "openai": f"{upstream.url}/openai/v1",
+                    "database": str(Path(tmp) / "bench.db"), "profile": os.path.abspath(args.profile or "")
+                    if args.profile else ""})
+                servers.append(proxy)
+                targets.append(Target("proxy", proxy.url, f"{proxy.url}/v1"))
+            except RuntimeError as exc:
+                print(f"The proxy did not start; measuring the other paths only.\n{exc}", file=sys.stderr)
+            print(f"Measuring {', '.join(t.name for t in targets)}...", file=sys.stderr)
+            results = asyncio.run(measure(plan, targets))
+        finally:
+            for server in reversed(servers):
+                server.stop()
+    print(render(results, [t.name for t in targets], plan))
+    print(f"\n(run took {time.monotonic() - started:.0f} s)", file=sys.stderr)
+    if args.profile and "proxy" in {t.name for t in targets}:
+        show_profile(args.profile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""compress(): a request body in, a smaller valid one out (or None to forward the original)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Mapping
+
+import attrs
+import structlog
+
+from ..config import CompressionConfig
+from ..tokens import estimate_request
+from .chunks import plan
+from .content import own_text
+from .memory import Chunk, SessionMemory, chunk_key
+from .recall import Candidate, render, select
+from .structure import INSTRUCTION_ROLES, Provider, cache_markers, has_thinking, markers_ordered, \
+    problems, role, thinking_blocks
+from .toolcut import cut_tool_results
+
+log = structlog.get_logger(__name__)
+
+# Constant on purpose: the first bytes of the folded prefix must not change when a chunk is added.
+DIGEST_INTRO = ("[Vidurai proxy: the earliest messages of this conversation were folded into the digests "
+                "below to save tokens; each covers a range of messages. Parts relevant to the latest "
+                "message are quoted verbatim at its end.]")
+
+
+@attrs.frozen
+class CompressionResult:
+    """What compress() did; body None means: forward the original bytes unchanged."""
+
+    body: dict[str, Any] | None
+    tokens_original_est: int
+    tokens_forwarded_est: int
+    messages_original: int
+    messages_forwarded: int
+    messages_folded: int
+    reason: str
+
+
+def _estimate(body: Mapping[str, Any]) -> int:
+    try:
+        return estimate_request(dict(body))
+    except Exception:  # an odd body is counted as zero; compress() then leaves it alone
+        return 0
+
+
+def compress(provider: Literal["anthropic", "openai"], body: Mapping[str, Any], memory: SessionMemory,
+             settings: CompressionConfig) -> CompressionResult:
+    """Fold old turns of a long conversation; never raises and never changes `body`."""
+    original = _estimate(body)
+    count = 0
+    try:
+        messages = body.get("messages")
+        count = len(messages) if isinstance(messages, list) else 0
+        return _compress(provider, body, memory, settings, original)
+    except Exception as exc:
+        log.warning("compression failed open", provider=provider, error=type(exc).__name__)
+        return CompressionResult(None, original, original, count, count, 0, f"failed_open:{type(exc).__name__}")
+
+
+def _unchanged(original: int, count: int, reason: str) -> CompressionResult:
+    if reason.startswith(("invalid", "not_smaller")):
+        log.warning("compression skipped", reason=reason)
+    return CompressionResult(None, original, original, count, count, 0, reason)
+
+
+def _compress(provider: Provider, body: Mapping[str, Any], memory: SessionMemory, settings: CompressionConfig,
+              original: int) -> CompressionResult:
+    messages = body.get("messages")
+    if not settings.enabled:
+        return _unchanged(original, 0, "disabled")
+    if not isinstance(messages, list):
+        return _unchanged(original, 0, "invalid:messages_not_a_list")
+    count = len(messages)
+    if count < settings.threshold_messages or original <= settings.min_tokens:
+        return _unchanged(original, count, "below_threshold")
+    before = problems(provider, messages)
+    if "message_not_an_object" in before:
+        return _unchanged(original, count, "invalid:message_not_an_object")
+    cut = plan(provider, messages, settings.keep_recent, settings.chunk_messages)
+    chunks = [memory.chunk(provider, messages[a:b], a, chunk_key(provider, messages[a:b], a)) for a, b in cut.chunks]
+    folded_end = cut.folded_end
+    out: list[Any] = list(messages[: cut.start])
+    if chunks:
+        if provider == "openai":  # instructions given mid-conversation are kept, not summarised
+            out.extend(m for m in messages[cut.start:folded_end] if role(m) in INSTRUCTION_ROLES)
+        out.append(_digest_message(provider, chunks, messages[cut.start:folded_end], messages[folded_end:]))
+    out.extend(cut_tool_results(provider, m, settings.tool_result_max_tokens) for m in messages[folded_end:cut.recent])
+    out.extend(messages[cut.recent:])
+    if chunks and settings.recall_budget_tokens > 0:
+        out[-1] = _with_recall(provider, out[-1], memory, chunks, settings.recall_budget_tokens)
+    forwarded = {**body, "messages": out}
+    why = _check(provider, messages, out, before)
+    if why:
+        return _unchanged(original, count, f"invalid:{why}")
+    estimate = estimate_request(forwarded)
+    if estimate >= original:
+        return _unchanged(original, count, "not_smaller")
+    return CompressionResult(forwarded, original, estimate, count, len(out), folded_end - cut.start, "compressed")
+
+
+def _digest_message(provider: Provider, chunks: list[Chunk], folded: list[Any], kept: list[Any]) -> dict[str, Any]:
+    """The user message standing in for the folded chunks: a fixed intro, then one digest per chunk."""
+    if provider == "openai":
+        return {"role": "user", "content": "\n\n".join([DIGEST_INTRO, *(c.digest for c in chunks)])}
+    content: list[dict[str, Any]] = [{"type": "text", "text": DIGEST_INTRO}]
+    content.extend({"type": "text", "text": c.digest} for c in chunks)
+    removed = cache_markers(folded)
+    if removed:
+        # A cache breakpoint that sat in the folded part moves to the end of the digests, where the
+        # stable prefix ends, so the client keeps as many breakpoints as it set and no more.
+        marker = next((m for m in removed if m.get("ttl") == "1h"), removed[-1])
+        if markers_ordered([marker, *cache_markers(kept)]):
+            content[-1] = {**content[-1], "cache_control": marker}
+    return {"role": "user", "content": content}
+
+
+def _with_recall(provider: Provider, message: Any, memory: SessionMemory, chunks: list[Chunk], budget: int) -> Any:
+    """The latest user message with the recalled old turns appended as one more text block."""
+    if role(message) != "user":
+        return message
+    query = own_text(provider, message)
+    if not query.strip():
+        return message  # an agent step (tool results only): recall would repeat uncached every step
+    candidates: list[Candidate] = []
+    date: str | None = None
+    for chunk in chunks:
+        for unit, doc in zip(chunk.units, chunk.docs):
+            date = unit.date or date
+            candidates.append(Candidate(doc, unit.position, unit.role, date, unit.importance))
+    chosen = select(memory.index, query, candidates, budget)
+    if not chosen:
+        return message
+    text = render(memory.index, chosen)
+    content = message.get("content")
+    if isinstance(content, str):
+        if provider == "openai":
+            return {**message, "content": content + "\n\n" + text}
+        return {**message, "content": [{"type": "text", "text": content}, {"type": "text", "text": text}]}
+    if isinstance(content, list):
+        return {**message, "content": [*content, {"type": "text", "text": text}]}
+    return message
+
+
+def _check(provider: Provider, messages: list[Any], out: list[Any], before: list[str]) -> str | None:
+    """Why the rewritten list is worse than the original for the provider, or None when it is not."""
+    new = [p for p in problems(provider, out) if p not in before]
+    if new:
+        return new[0]
+    original_thinking = {id(b) for b in thinking_blocks(messages)}
+    if any(id(b) not in original_thinking for b in thinking_blocks(out)):
+        return "thinking_modified"
+    last_assistant = next((m for m in reversed(messages) if role(m) == "assistant"), None)
+    if last_assistant is not None and has_thinking(last_assistant):
+        kept = {id(b) for b in thinking_blocks(out)}
+        if any(id(b) not in kept for b in thinking_blocks([last_assistant])):
+            return "latest_thinking_dropped"
+    if provider == "anthropic":
+        markers = cache_markers(out)
+        original_markers = cache_markers(messages)
+        if len(markers) > len(original_markers) or (markers_ordered(original_markers) and not markers_ordered(markers)):
+            return "cache_markers"
+    return None
+

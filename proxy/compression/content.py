@@ -1,0 +1,110 @@
+"""Reading the text out of messages of either provider, and cutting it into recallable units."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+import attrs
+
+from ..tokens import count_text
+from .structure import Provider, blocks, role
+
+# A recalled unit stays small enough to be worth its tokens; longer texts are split on lines.
+UNIT_MAX_TOKENS = 200
+_ATTACHMENTS = {"image": "image", "image_url": "image", "input_image": "image", "document": "document",
+                "input_audio": "audio", "file": "file"}
+
+
+@attrs.frozen
+class Piece:
+    """One readable part of a message: its text and what it is (text, tool_use, tool_result, attachment)."""
+
+    kind: str
+    text: str
+
+
+def _result_text(content: Any) -> str:
+    """The readable text of a tool result's content (a string or a list of blocks)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for block in content:
+            if isinstance(block, dict) and isinstance(block.get("text"), str):
+                parts.append(block["text"])
+            elif isinstance(block, dict) and block.get("type") in _ATTACHMENTS:
+                parts.append(f"[{_ATTACHMENTS[str(block['type'])]}]")
+            elif isinstance(block, str):
+                parts.append(block)
+        return "\n".join(parts)
+    return "" if content is None else json.dumps(content, ensure_ascii=False, sort_keys=True)
+
+
+def _attachment(block: dict[str, Any]) -> str:
+    kind = _ATTACHMENTS[str(block.get("type"))]
+    title = block.get("title")
+    return f"[{kind}: {title}]" if isinstance(title, str) and title else f"[{kind}]"
+
+
+def pieces(provider: Provider, message: Any) -> list[Piece]:
+    """The readable parts of a message, in order; thinking blocks are left out (never reused)."""
+    if not isinstance(message, dict):
+        return []
+    if provider == "openai" and role(message) in ("tool", "function"):
+        return [Piece("tool_result", _result_text(message.get("content")))]
+    found: list[Piece] = []
+    for block in blocks(message):
+        if isinstance(block, str):
+            found.append(Piece("text", block))
+            continue
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind in ("text", "input_text", "output_text") and isinstance(block.get("text"), str):
+            found.append(Piece("text", block["text"]))
+        elif kind == "tool_use":
+            arguments = json.dumps(block.get("input", {}), ensure_ascii=False, sort_keys=True)
+            found.append(Piece("tool_use", f"{block.get('name', '')} {arguments}"))
+        elif kind == "tool_result":
+            found.append(Piece("tool_result", _result_text(block.get("content"))))
+        elif kind in _ATTACHMENTS:
+            found.append(Piece("attachment", _attachment(block)))
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            found.append(Piece("tool_use", f"{function.get('name', '')} {function.get('arguments', '')}"))
+    return found
+
+
+def split_long(text: str, max_tokens: int = UNIT_MAX_TOKENS) -> Iterator[str]:
+    """A text as is when short, else in runs of whole lines of at most about max_tokens each."""
+    if count_text(text) <= max_tokens:
+        yield text
+        return
+    run: list[str] = []
+    size = 0
+    for line in text.split("\n"):
+        tokens = count_text(line) + 1
+        if run and size + tokens > max_tokens:
+            yield "\n".join(run)
+            run, size = [], 0
+        run.append(line)
+        size += tokens
+    if run:
+        yield "\n".join(run)
+
+
+def units(provider: Provider, message: Any) -> list[tuple[str, str]]:
+    """(kind, text) units of a message for the recall index: texts and tool output, not attachments."""
+    found: list[tuple[str, str]] = []
+    for piece in pieces(provider, message):
+        if piece.kind == "attachment" or not piece.text.strip():
+            continue
+        found.extend((piece.kind, part) for part in split_long(piece.text) if part.strip())
+    return found
+
+
+def own_text(provider: Provider, message: Any) -> str:
+    """The text a person wrote in a message (no tool results): the query for recall."""
+    return "\n".join(p.text for p in pieces(provider, message) if p.kind == "text")

@@ -1,0 +1,91 @@
+"""Prometheus metrics for GET /metrics, in a registry of the app's own (not the process-global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+
+from proxy.records import RequestRecord
+
+# Model names come from clients; past this many distinct ones the rest share the label "other"
+# so that a misbehaving client cannot blow up the series count.
+MAX_MODELS = 100
+
+# LLM calls run from a fraction of a second to minutes; the proxy's own overhead should be
+# around a millisecond, hence its finer buckets.
+DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+TTFB_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+def status_class(status: int | None) -> str:
+    """The label "2xx", "4xx"...; "none" when no status was sent (the client went away)."""
+    return f"{status // 100}xx" if status is not None else "none"
+
+
+class PromMetrics:
+    """The proxy's counters and histograms, fed one RequestRecord per proxied call."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._models: set[str] = set()
+        self.requests = Counter(
+            "vidurai_requests", "Proxied requests.",
+            ["provider", "endpoint", "model", "status_class"], registry=self.registry)
+        self.tokens = Counter(
+            "vidurai_tokens",
+            "Tokens by kind: input/output/cache_read/cache_write as upstream reported them, "
+            "saved as estimated removed by compression.",
+            ["provider", "model", "kind"], registry=self.registry)
+        self.cost = Counter(
+            "vidurai_cost_usd", "US dollars spent on priced requests.",
+            ["provider", "model"], registry=self.registry)
+        self.cost_saved = Counter(
+            "vidurai_cost_saved_usd", "US dollars saved by compression, at the input list price.",
+            ["provider", "model"], registry=self.registry)
+        self.duration = Histogram(
+            "vidurai_request_duration_seconds", "Time from request received to response finished.",
+            ["provider", "endpoint"], buckets=DURATION_BUCKETS, registry=self.registry)
+        self.ttfb = Histogram(
+            "vidurai_ttfb_seconds", "Time from request received to the first response byte sent.",
+            ["provider", "endpoint"], buckets=TTFB_BUCKETS, registry=self.registry)
+        self.overhead = Histogram(
+            "vidurai_proxy_overhead_seconds", "Time the proxy itself added to a request.",
+            ["provider", "endpoint"], buckets=OVERHEAD_BUCKETS, registry=self.registry)
+
+    def _model_label(self, model: str | None) -> str:
+        if not model:
+            return "unknown"
+        if model in self._models:
+            return model
+        if len(self._models) >= MAX_MODELS:
+            return "other"
+        self._models.add(model)
+        return model
+
+    def observe(self, record: RequestRecord) -> None:
+        """Count one proxied call."""
+        model = self._model_label(record.model)
+        provider, endpoint = record.provider, record.endpoint
+        self.requests.labels(provider, endpoint, model, status_class(record.status)).inc()
+        usage = record.usage
+        for kind, value in (("input", usage.input_tokens), ("output", usage.output_tokens),
+                            ("cache_read", usage.cache_read_tokens),
+                            ("cache_write", usage.cache_write_tokens),
+                            ("saved", record.tokens_saved)):
+            # Counters only go up; a negative "saved" (compression that grew a request) is
+            # visible in SQLite but cannot be counted here.
+            if value is not None and value > 0:
+                self.tokens.labels(provider, model, kind).inc(value)
+        if record.cost_usd is not None and record.cost_usd > 0:
+            self.cost.labels(provider, model).inc(record.cost_usd)
+        if record.cost_saved_usd and record.cost_saved_usd > 0:
+            self.cost_saved.labels(provider, model).inc(record.cost_saved_usd)
+        for histogram, ms in ((self.duration, record.duration_ms), (self.ttfb, record.ttfb_ms),
+                              (self.overhead, record.overhead_ms)):
+            if ms is not None:
+                histogram.labels(provider, endpoint).observe(ms / 1000)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its Content-Type header value."""
+        return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4

@@ -184,3 +184,102 @@ def agent_requests(seed: int = 7, tasks: int = 8) -> list[dict[str, Any]]:
         messages.append({"role": "assistant", "content": [{"type": "text", "text": (
             f"Fixed: the {module} module now checks the limit before it appends. Tests pass.")}]})
     return requests
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string in a JSON value (where a turn's text can appear)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+def squeezed(text: str) -> str:
+    return "".join(text.lower().split())
+
+
+def forwarded_text(body: dict[str, Any]) -> str:
+    return "\x00".join(squeezed(s) for s in strings(body.get("messages")))
+
+
+def valid(provider: str, original: dict[str, Any], forwarded: dict[str, Any]) -> bool:
+    """Valid for the provider, and everything but the messages unchanged."""
+    same_rest = {k: v for k, v in original.items() if k != "messages"} == \
+                {k: v for k, v in forwarded.items() if k != "messages"}
+    return same_rest and not problems(provider, forwarded.get("messages"))  # type: ignore[arg-type]
+
+
+@attrs.define
+class Tally:
+    """Totals for one table row."""
+
+    requests: int = 0
+    compressed: int = 0
+    valid: int = 0
+    original: int = 0
+    forwarded: int = 0
+    evidence: int = 0
+    kept: int = 0
+    all_kept: int = 0
+    by_category: dict[int, list[int]] = attrs.Factory(lambda: defaultdict(lambda: [0, 0]))
+    times_ms: list[float] = attrs.Factory(list)
+
+    def add(self, provider: str, original: dict[str, Any], forwarded: dict[str, Any],
+            question: Question | None) -> None:
+        self.requests += 1
+        self.compressed += forwarded is not original and forwarded != original
+        self.valid += valid(provider, original, forwarded)
+        self.original += estimate_request(original)
+        self.forwarded += estimate_request(forwarded)
+        if question is not None:
+            text = forwarded_text(forwarded)
+            kept = sum(squeezed(e) in text for e in question.evidence)
+            self.evidence += len(question.evidence)
+            self.kept += kept
+            self.all_kept += kept == len(question.evidence)
+            self.by_category[question.category][0] += kept
+            self.by_category[question.category][1] += len(question.evidence)
+
+    @property
+    def reduction(self) -> float:
+        return 1 - self.forwarded / self.original if self.original else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.kept / self.evidence if self.evidence else 1.0
+
+
+def timed_compress(provider: str, body: dict[str, Any], memory: SessionMemory,
+                   settings: CompressionConfig) -> tuple[dict[str, Any], float]:
+    started = time.perf_counter()
+    result = compress(provider, body, memory, settings)  # type: ignore[arg-type]
+    return (result.body if result.body is not None else body), (time.perf_counter() - started) * 1000
+
+
+def in_process(conversations: list[Conversation], providers: list[str], settings: CompressionConfig,
+               agent: list[dict[str, Any]]) -> tuple[dict[str, Tally], Tally]:
+    """Every request compressed by compress() in this process, one warm SessionMemory per conversation."""
+    rows: dict[str, Tally] = {}
+    for provider in providers:
+        for conversation in conversations:
+            tally = rows.setdefault(f"{conversation.name} {provider}", Tally())
+            memory = SessionMemory(f"{conversation.name}-{provider}")
+            for number, question in enumerate(conversation.questions):
+                body = question_body(provider, conversation, question.text)
+                forwarded, ms = timed_compress(provider, body, memory, settings)
+                if number:  # the first request of a session is the cold one
+                    tally.times_ms.append(ms)
+                tally.add(provider, body, forwarded, question)
+    agent_tally = Tally()
+    memory = SessionMemory("agent")
+    for body in agent:
+        forwarded, ms = timed_compress("anthropic", body, memory, settings)
+        agent_tally.times_ms.append(ms)
+        agent_tally.add("anthropic", body, forwarded, None)
+    return rows, agent_tally

@@ -73,6 +73,9 @@ def _build(kind: str, options: dict[str, str]) -> tuple[web.Application, bool]:
                          upstream_openai_base_url=options["openai"], storage_database=options["database"],
                          logging_level="warning")
     configure_logging(config.logging)
+    # vidurai logs each new memory at INFO through loguru, outside the proxy's logging settings.
+    from loguru import logger
+    logger.disable("vidurai")
     return create_app(config), True
 
 
@@ -134,6 +137,7 @@ class Server:
         if status != "ready":
             process.join(5)
             raise RuntimeError(f"{kind} server failed to start:\n{value}")
+        print(f"  {kind}: http://127.0.0.1:{value} (pid {process.pid})", file=sys.stderr)
         return cls(kind, f"http://127.0.0.1:{value}", process, parent)
 
     def stop(self) -> None:
@@ -145,8 +149,12 @@ class Server:
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
-        if self.conn.poll():  # a traceback from shutdown
-            print(f"{self.name} server: {self.conn.recv()[1]}", file=sys.stderr)
+        try:
+            if self.conn.poll():  # a traceback from shutdown
+                print(f"{self.name} server: {self.conn.recv()[1]}", file=sys.stderr)
+        except (EOFError, OSError):
+            pass
+        self.conn.close()
 
 
 # --- measurement ---------------------------------------------------------------------------------
@@ -203,7 +211,7 @@ def render(results: dict[Key, Samples], names: list[str], plan: Plan) -> str:
              "Added latency vs direct, milliseconds (p50 / p99):", ""]
     header = "| Request | Measure | Conc. | Direct | " + " | ".join(f"{PATHS[n]} added" for n in others)
     header += " | Proxy over bare |" if {"bare", "proxy"} <= set(names) else " |"
-    lines += [header, "|" + "---|" * (header.count("|") - 1)]
+    lines += [header, "|---|---|---:|" + "---:|" * (header.count("|") - 4)]
     worst = {"p50": 0.0, "p99": 0.0}
     for concurrency in (1, HIGH):
         for scenario in SCENARIOS:
@@ -227,7 +235,7 @@ def render(results: dict[Key, Samples], names: list[str], plan: Plan) -> str:
     lines += ["", f"Throughput at concurrency {HIGH}, requests/second (% of direct):", ""]
     header = "| Request | Direct | " + " | ".join(PATHS[n] for n in others)
     header += " | Proxy vs bare |" if {"bare", "proxy"} <= set(names) else " |"
-    lines += [header, "|" + "---:|" * (header.count("|") - 1)]
+    lines += [header, "|---|" + "---:|" * (header.count("|") - 2)]
     worst_share = math.inf
     for scenario in SCENARIOS:
         direct = results[(scenario.name, "direct", HIGH)].rps

@@ -34,7 +34,13 @@ async def serve(config: Config) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m proxy", description=__doc__)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:
+        from .export import main as export_main
+
+        return export_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m proxy", description=__doc__,
+                                     epilog="python -m proxy export --help: export requests for billing")
     parser.add_argument("--config", help="configuration file (default: $VIDURAI_CONFIG or vidurai.ini)")
     args = parser.parse_args(argv)
     try:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from . import handlers
 from .config import Config
+from .cors import setup_cors
 from .keys import (ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT,
                    UPSTREAM, WRITER)
 from .maintenance import maintain_sessions, restore_sessions
@@ -93,6 +94,7 @@ def create_app(config: Config) -> web.Application:
     app[PRICES] = PriceTable(config.pricing)
     app[PROM] = PromMetrics()
     app[CALIBRATION] = Calibration()
+    setup_cors(app, config.server.allowed_origins)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_storage_ctx)
 

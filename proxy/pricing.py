@@ -70,7 +70,7 @@ _MAX_REMEMBERED = 4096
 
 
 def _matches(model: str, prefix: str) -> bool:
-    """A prefix covers the model itself and its dated or suffixed ids, not a different version.
+    """A built-in prefix covers the model itself and its dated or suffixed ids, not another version.
 
     "gpt-4o" covers "gpt-4o-2024-08-06" but not "gpt-4o1"; "gpt-5" does not cover "gpt-5.7",
     which stays unpriced (and warned about) rather than billed at another model's price.
@@ -84,12 +84,21 @@ def _matches(model: str, prefix: str) -> bool:
 
 
 class PriceTable:
-    """Built-in prices extended or overridden by `[pricing]` entries, matched by longest prefix."""
+    """Built-in prices extended or overridden by `[pricing]` entries, matched by longest prefix.
+
+    Entries from `[pricing]` are plain prefixes, taken as the user typed them; built-in ones
+    only match at a boundary (see `_matches`) so that a new model is never silently billed at
+    an older model's price.
+    """
 
     def __init__(self, overrides: tuple[tuple[str, Price], ...] = ()) -> None:
-        table = {prefix.lower(): price for prefix, price in BUILTIN_PRICES.items()}
-        table.update((prefix.strip().lower(), price) for prefix, price in overrides)
-        self._prefixes = sorted(table.items(), key=lambda item: len(item[0]), reverse=True)
+        table = {prefix.lower(): (price, True) for prefix, price in BUILTIN_PRICES.items()}
+        table.update((prefix.strip().lower(), (price, False)) for prefix, price in overrides)
+        self._prefixes = sorted(
+            ((prefix, price, bounded) for prefix, (price, bounded) in table.items()),
+            key=lambda item: len(item[0]),
+            reverse=True,
+        )
         self._resolved: dict[str, Price | None] = {}
         self._warned: set[str] = set()
 
@@ -100,14 +109,24 @@ class PriceTable:
         key = model.strip().lower()
         if key in self._resolved:
             return self._resolved[key]
-        price = next((p for prefix, p in self._prefixes if _matches(key, prefix)), None)
+        price = next(
+            (
+                p
+                for prefix, p, bounded in self._prefixes
+                if (_matches(key, prefix) if bounded else key.startswith(prefix))
+            ),
+            None,
+        )
         if len(self._resolved) < _MAX_REMEMBERED:
             self._resolved[key] = price
         if price is None and key not in self._warned and len(self._warned) < _MAX_REMEMBERED:
             self._warned.add(key)
-            log.warning("pricing.unknown_model", model=model,
-                        hint="add '<model prefix> = input, output, cache_write, cache_read' "
-                             "(USD per million tokens) to [pricing] in vidurai.ini")
+            log.warning(
+                "pricing.unknown_model",
+                model=model,
+                hint="add '<model prefix> = input, output, cache_write, cache_read' "
+                "(USD per million tokens) to [pricing] in vidurai.ini",
+            )
         return price
 
     def cost(self, model: str | None, usage: Usage) -> float | None:

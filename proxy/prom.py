@@ -30,28 +30,51 @@ class PromMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._models: set[str] = set()
         self.requests = Counter(
-            "vidurai_requests", "Proxied requests.",
-            ["provider", "endpoint", "model", "status_class"], registry=self.registry)
+            "vidurai_requests",
+            "Proxied requests.",
+            ["provider", "endpoint", "model", "status_class"],
+            registry=self.registry,
+        )
         self.tokens = Counter(
             "vidurai_tokens",
             "Tokens by kind: input/output/cache_read/cache_write as upstream reported them, "
             "saved as estimated removed by compression.",
-            ["provider", "model", "kind"], registry=self.registry)
+            ["provider", "model", "kind"],
+            registry=self.registry,
+        )
         self.cost = Counter(
-            "vidurai_cost_usd", "US dollars spent on priced requests.",
-            ["provider", "model"], registry=self.registry)
+            "vidurai_cost_usd",
+            "US dollars spent on priced requests.",
+            ["provider", "model"],
+            registry=self.registry,
+        )
         self.cost_saved = Counter(
-            "vidurai_cost_saved_usd", "US dollars saved by compression, at the input list price.",
-            ["provider", "model"], registry=self.registry)
+            "vidurai_cost_saved_usd",
+            "US dollars saved by compression, at the input list price.",
+            ["provider", "model"],
+            registry=self.registry,
+        )
         self.duration = Histogram(
-            "vidurai_request_duration_seconds", "Time from request received to response finished.",
-            ["provider", "endpoint"], buckets=DURATION_BUCKETS, registry=self.registry)
+            "vidurai_request_duration_seconds",
+            "Time from request received to response finished.",
+            ["provider", "endpoint"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
         self.ttfb = Histogram(
-            "vidurai_ttfb_seconds", "Time from request received to the first response byte sent.",
-            ["provider", "endpoint"], buckets=TTFB_BUCKETS, registry=self.registry)
+            "vidurai_ttfb_seconds",
+            "Time from request received to the first response byte sent.",
+            ["provider", "endpoint"],
+            buckets=TTFB_BUCKETS,
+            registry=self.registry,
+        )
         self.overhead = Histogram(
-            "vidurai_proxy_overhead_seconds", "Time the proxy itself added to a request.",
-            ["provider", "endpoint"], buckets=OVERHEAD_BUCKETS, registry=self.registry)
+            "vidurai_proxy_overhead_seconds",
+            "Time the proxy itself added to a request.",
+            ["provider", "endpoint"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=self.registry,
+        )
 
     def _model_label(self, model: str | None) -> str:
         if not model:
@@ -69,10 +92,13 @@ class PromMetrics:
         provider, endpoint = record.provider, record.endpoint
         self.requests.labels(provider, endpoint, model, status_class(record.status)).inc()
         usage = record.usage
-        for kind, value in (("input", usage.input_tokens), ("output", usage.output_tokens),
-                            ("cache_read", usage.cache_read_tokens),
-                            ("cache_write", usage.cache_write_tokens),
-                            ("saved", record.tokens_saved)):
+        for kind, value in (
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_read", usage.cache_read_tokens),
+            ("cache_write", usage.cache_write_tokens),
+            ("saved", record.tokens_saved),
+        ):
             # Counters only go up; a negative "saved" (compression that grew a request) is
             # visible in SQLite but cannot be counted here.
             if value is not None and value > 0:
@@ -81,8 +107,11 @@ class PromMetrics:
             self.cost.labels(provider, model).inc(record.cost_usd)
         if record.cost_saved_usd and record.cost_saved_usd > 0:
             self.cost_saved.labels(provider, model).inc(record.cost_saved_usd)
-        for histogram, ms in ((self.duration, record.duration_ms), (self.ttfb, record.ttfb_ms),
-                              (self.overhead, record.overhead_ms)):
+        for histogram, ms in (
+            (self.duration, record.duration_ms),
+            (self.ttfb, record.ttfb_ms),
+            (self.overhead, record.overhead_ms),
+        ):
             if ms is not None:
                 histogram.labels(provider, endpoint).observe(ms / 1000)
 

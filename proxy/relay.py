@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 
 import aiohttp
 import structlog
 from aiohttp import web
+from yarl import URL
 
 from .call import Call
 from .keys import CALIBRATION, UPSTREAM
@@ -20,6 +22,8 @@ log = structlog.get_logger(__name__)
 STATS_HEADER = "X-Vidurai-Stats"
 # A client that went away: nginx's convention, so such rows are easy to tell from upstream errors.
 CLIENT_CLOSED = 499
+# aiohttp sends bodies above 1 MiB from a thread only when given a file-like object.
+LARGE_BODY = 1024 * 1024
 
 
 async def relay(request: web.Request, call: Call, provider: Provider, data: bytes | None,
@@ -30,14 +34,20 @@ async def relay(request: web.Request, call: Call, provider: Provider, data: byte
     response starts become 502/504 in the provider's shape; after it starts, the client's connection
     is dropped just as upstream's was, so its SDK sees a broken stream instead of a silent truncation.
     """
-    url = provider.upstream_url(request.path, request.query_string)
+    path, _, query = request.raw_path.partition("?")
+    # Raw path and query, sent as received: re-encoding could change what upstream sees.
+    url = URL(provider.upstream_url(path, query), encoded=True)
+    if data is not None and len(data) > LARGE_BODY:
+        body: bytes | io.BytesIO | None = io.BytesIO(data)  # sent from a thread, not the event loop
+    else:
+        body = data
     headers = request_headers(request.headers)
     calibration = request.app[CALIBRATION]
     response: web.StreamResponse | None = None
     observer: UsageObserver | None = None
     call.sent_at = time.monotonic()
     try:
-        async with request.app[UPSTREAM].request(request.method, url, data=data, headers=headers,
+        async with request.app[UPSTREAM].request(request.method, url, data=body, headers=headers,
                                                  allow_redirects=False) as upstream:
             call.headers_at = time.monotonic()
             call.record.status = upstream.status
@@ -70,7 +80,7 @@ async def relay(request: web.Request, call: Call, provider: Provider, data: byte
         _settle(call, observer, calibration)
         raise
     except (aiohttp.ClientError, TimeoutError) as exc:
-        failure = describe_failure(exc, url)
+        failure = describe_failure(exc, str(url))
         if response is None or not response.prepared:
             raise failure from None
         call.record.error = f"upstream failed mid-response: {type(exc).__name__}"

@@ -17,35 +17,37 @@ def table() -> PriceTable:
     return PriceTable()
 
 
-@pytest.mark.parametrize(("model", "entry"), [
-    ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
-    ("claude-sonnet-4-5", "claude-sonnet-4-5"),
-    ("claude-sonnet-4-20250514", "claude-sonnet-4"),
-    ("claude-sonnet-4-5@20250929", "claude-sonnet-4-5"),
-    ("claude-opus-4-20250514", "claude-opus-4"),
-    ("claude-opus-4-0", "claude-opus-4"),
-    ("claude-opus-4-1-20250805", "claude-opus-4-1"),
-    ("claude-opus-4-5-20251101", "claude-opus-4-5"),
-    ("claude-haiku-4-5-20251001", "claude-haiku-4-5"),
-    ("claude-3-5-haiku-latest", "claude-3-5-haiku"),
-    ("claude-3-7-sonnet-20250219", "claude-3-7-sonnet"),
-    ("claude-3-haiku-20240307", "claude-3-haiku"),
-    ("claude-sonnet-5", "claude-sonnet-5"),
-    ("claude-sonnet-5-5", "claude-sonnet-5-5"),
-    ("gpt-4o-2024-08-06", "gpt-4o"),
-    ("gpt-4o-2024-05-13", "gpt-4o-2024-05-13"),
-    ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
-    ("gpt-4.1-mini-2025-04-14", "gpt-4.1-mini"),
-    ("gpt-5-2025-08-07", "gpt-5"),
-    ("gpt-5-mini", "gpt-5-mini"),
-    ("gpt-5.1-codex-mini", "gpt-5.1-codex-mini"),
-    ("o3-2025-04-16", "o3"),
-    ("o4-mini-2025-04-16", "o4-mini"),
-    ("o1", "o1"),
-    ("GPT-4o", "gpt-4o"),
-])
-def test_model_ids_resolve_to_the_longest_matching_prefix(
-        table: PriceTable, model: str, entry: str) -> None:
+@pytest.mark.parametrize(
+    ("model", "entry"),
+    [
+        ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
+        ("claude-sonnet-4-5", "claude-sonnet-4-5"),
+        ("claude-sonnet-4-20250514", "claude-sonnet-4"),
+        ("claude-sonnet-4-5@20250929", "claude-sonnet-4-5"),
+        ("claude-opus-4-20250514", "claude-opus-4"),
+        ("claude-opus-4-0", "claude-opus-4"),
+        ("claude-opus-4-1-20250805", "claude-opus-4-1"),
+        ("claude-opus-4-5-20251101", "claude-opus-4-5"),
+        ("claude-haiku-4-5-20251001", "claude-haiku-4-5"),
+        ("claude-3-5-haiku-latest", "claude-3-5-haiku"),
+        ("claude-3-7-sonnet-20250219", "claude-3-7-sonnet"),
+        ("claude-3-haiku-20240307", "claude-3-haiku"),
+        ("claude-sonnet-5", "claude-sonnet-5"),
+        ("claude-sonnet-5-5", "claude-sonnet-5-5"),
+        ("gpt-4o-2024-08-06", "gpt-4o"),
+        ("gpt-4o-2024-05-13", "gpt-4o-2024-05-13"),
+        ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
+        ("gpt-4.1-mini-2025-04-14", "gpt-4.1-mini"),
+        ("gpt-5-2025-08-07", "gpt-5"),
+        ("gpt-5-mini", "gpt-5-mini"),
+        ("gpt-5.1-codex-mini", "gpt-5.1-codex-mini"),
+        ("o3-2025-04-16", "o3"),
+        ("o4-mini-2025-04-16", "o4-mini"),
+        ("o1", "o1"),
+        ("GPT-4o", "gpt-4o"),
+    ],
+)
+def test_model_ids_resolve_to_the_longest_matching_prefix(table: PriceTable, model: str, entry: str) -> None:
     assert table.price(model) == BUILTIN_PRICES[entry]
 
 
@@ -56,8 +58,7 @@ def test_a_prefix_does_not_reach_a_different_model(table: PriceTable, model: str
 
 def test_anthropic_cost_bills_every_tier_at_its_rate(table: PriceTable) -> None:
     # Anthropic reports cache reads and writes apart from input_tokens.
-    usage = Usage(input_tokens=1000, output_tokens=500, cache_read_tokens=10_000,
-                  cache_write_tokens=2000)
+    usage = Usage(input_tokens=1000, output_tokens=500, cache_read_tokens=10_000, cache_write_tokens=2000)
     expected = (1000 * 3.00 + 500 * 15.00 + 2000 * 3.75 + 10_000 * 0.30) / 1e6
     assert table.cost("claude-sonnet-4-5-20250929", usage) == pytest.approx(expected)
     assert expected == pytest.approx(0.021)
@@ -68,7 +69,8 @@ def test_openai_cached_tokens_are_billed_at_the_cached_rate(table: PriceTable) -
     usage = Usage(input_tokens=600, output_tokens=100, cache_read_tokens=400)
     assert usage.prompt_tokens == 1000
     assert table.cost("gpt-4o-2024-08-06", usage) == pytest.approx(
-        (600 * 2.50 + 400 * 1.25 + 100 * 10.00) / 1e6)
+        (600 * 2.50 + 400 * 1.25 + 100 * 10.00) / 1e6
+    )
     assert table.cost("gpt-5", usage) == pytest.approx((600 * 1.25 + 400 * 0.125 + 100 * 10) / 1e6)
 
 
@@ -79,8 +81,10 @@ def test_unknown_model_costs_none_with_one_warning(table: PriceTable) -> None:
             assert table.saved_cost("mystery-model-9", 1000) is None
         assert table.cost("another-mystery", Usage(1, 1)) is None
     warnings = [(e["event"], e["model"], e["log_level"]) for e in logs]
-    assert warnings == [("pricing.unknown_model", "mystery-model-9", "warning"),
-                        ("pricing.unknown_model", "another-mystery", "warning")]
+    assert warnings == [
+        ("pricing.unknown_model", "mystery-model-9", "warning"),
+        ("pricing.unknown_model", "another-mystery", "warning"),
+    ]
 
 
 def test_no_model_or_no_usage_costs_none(table: PriceTable) -> None:
@@ -96,16 +100,18 @@ def test_saved_cost_is_saved_tokens_at_the_input_price(table: PriceTable) -> Non
     # It equals "what the uncompressed request would have cost" minus "what it cost".
     usage = Usage(input_tokens=2000, output_tokens=300, cache_read_tokens=5000)
     uncompressed = Usage(input_tokens=2000 + 7000, output_tokens=300, cache_read_tokens=5000)
-    difference = table.cost("gpt-4.1", uncompressed)  - table.cost("gpt-4.1", usage)  # type: ignore[operator]
+    difference = table.cost("gpt-4.1", uncompressed) - table.cost("gpt-4.1", usage)  # type: ignore[operator]
     assert table.saved_cost("gpt-4.1", 7000) == pytest.approx(difference)
 
 
 def test_pricing_section_overrides_and_extends_the_built_ins(tmp_path: Path) -> None:
     ini = tmp_path / "vidurai.ini"
-    ini.write_text("[pricing]\n"
-                   "gpt-4o = 2.0, 8.0, 2.0, 1.0\n"
-                   "my-local-llama = 0.1, 0.2, 0.1, 0.05\n"
-                   "claude-sonnet-4-5-2025 = 1, 1, 1, 1\n")
+    ini.write_text(
+        "[pricing]\n"
+        "gpt-4o = 2.0, 8.0, 2.0, 1.0\n"
+        "my-local-llama = 0.1, 0.2, 0.1, 0.05\n"
+        "claude-sonnet-4-5-2025 = 1, 1, 1, 1\n"
+    )
     config = load_config(ini, env={})
     table = PriceTable(config.pricing)
     assert table.price("gpt-4o-2024-11-20") == Price(2.0, 8.0, 2.0, 1.0)

@@ -30,7 +30,8 @@ def connect(path: Path) -> sqlite3.Connection:
 def schema(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
     """Every table's and view's columns, and every index with its columns."""
     names = conn.execute(
-        "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name").fetchall()
+        "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name"
+    ).fetchall()
     result = {}
     for kind, name in names:
         pragma = "index_info" if kind == "index" else "table_info"
@@ -42,13 +43,19 @@ def seed_every_table(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     """Insert one row with every column set into each table; return what was inserted."""
     typed = {"INTEGER": 7, "REAL": 1.5, "TEXT": "seed"}
     seeded = {}
-    tables = [row[0] for row in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    tables = [
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
     for table in tables:
         columns = conn.execute(f"PRAGMA table_info({table})").fetchall()
         row = {name: typed.get(decl.upper(), "seed") for _, name, decl, *_ in columns}
-        conn.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                     tuple(row.values()))
+        conn.execute(
+            f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+            tuple(row.values()),
+        )
         seeded[table] = row
     return seeded
 

@@ -15,18 +15,42 @@ from proxy.storage import Writer, active_sessions, metrics_json, session_memorie
 NOW = 1_767_225_630.0  # 2026-01-01 00:00:30 UTC
 MINUTE = int(NOW // 60) * 60
 
-AGG_KEYS = {"requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens",
-            "cache_write_tokens", "tokens_original_est", "tokens_forwarded_est", "tokens_saved",
-            "savings_pct", "cost_usd", "cost_saved_usd", "unpriced_requests", "avg_duration_ms",
-            "avg_overhead_ms"}
+AGG_KEYS = {
+    "requests",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "tokens_original_est",
+    "tokens_forwarded_est",
+    "tokens_saved",
+    "savings_pct",
+    "cost_usd",
+    "cost_saved_usd",
+    "unpriced_requests",
+    "avg_duration_ms",
+    "avg_overhead_ms",
+}
 
 
-def record(rid: str, at: float, provider: str, model: str | None, session: str | None,
-           **fields: Any) -> RequestRecord:
+def record(
+    rid: str, at: float, provider: str, model: str | None, session: str | None, **fields: Any
+) -> RequestRecord:
     endpoint = "messages" if provider == "anthropic" else "chat_completions"
-    return RequestRecord(id=rid, created_at=at, provider=provider, endpoint=endpoint,
-                         method="POST", path="/v1/x", session_id=session, tenant="t1",
-                         model=model, status=fields.pop("status", 200), **fields)
+    return RequestRecord(
+        id=rid,
+        created_at=at,
+        provider=provider,
+        endpoint=endpoint,
+        method="POST",
+        path="/v1/x",
+        session_id=session,
+        tenant="t1",
+        model=model,
+        status=fields.pop("status", 200),
+        **fields,
+    )
 
 
 @pytest.fixture
@@ -37,49 +61,109 @@ async def db(tmp_path: Path) -> AsyncIterator[str]:
     await writer.start()
     writer.upsert_session(SessionRecord("s1", "t1", NOW - 3000, NOW - 100, messages=14))
     writer.upsert_session(SessionRecord("s2", "t1", NOW - 2000, NOW - 50, messages=3))
-    writer.upsert_session(SessionRecord("old", "t2", NOW - 9000, NOW - 8000, messages=1,
-                                        expired_at=NOW - 4000))
+    writer.upsert_session(
+        SessionRecord("old", "t2", NOW - 9000, NOW - 8000, messages=1, expired_at=NOW - 4000)
+    )
     # s1: two compressed Anthropic calls, 30 and 2 minutes ago.
-    writer.add_request(record("a1", NOW - 1800, "anthropic", "claude-sonnet-4-5", "s1",
-                              usage=Usage(1000, 200, 5000, 100), tokens_original_est=10000,
-                              tokens_forwarded_est=6000, tokens_saved=4000, cost_usd=0.01,
-                              cost_saved_usd=0.012, duration_ms=900.0, overhead_ms=2.0))
-    writer.add_request(record("a2", NOW - 120, "anthropic", "claude-sonnet-4-5", "s1",
-                              usage=Usage(500, 100, 0, 0), tokens_original_est=2000,
-                              tokens_forwarded_est=2000, tokens_saved=0, cost_usd=0.003,
-                              cost_saved_usd=0.0, duration_ms=300.0, overhead_ms=1.0))
+    writer.add_request(
+        record(
+            "a1",
+            NOW - 1800,
+            "anthropic",
+            "claude-sonnet-4-5",
+            "s1",
+            usage=Usage(1000, 200, 5000, 100),
+            tokens_original_est=10000,
+            tokens_forwarded_est=6000,
+            tokens_saved=4000,
+            cost_usd=0.01,
+            cost_saved_usd=0.012,
+            duration_ms=900.0,
+            overhead_ms=2.0,
+        )
+    )
+    writer.add_request(
+        record(
+            "a2",
+            NOW - 120,
+            "anthropic",
+            "claude-sonnet-4-5",
+            "s1",
+            usage=Usage(500, 100, 0, 0),
+            tokens_original_est=2000,
+            tokens_forwarded_est=2000,
+            tokens_saved=0,
+            cost_usd=0.003,
+            cost_saved_usd=0.0,
+            duration_ms=300.0,
+            overhead_ms=1.0,
+        )
+    )
     # s2: an OpenAI call for an unpriced model, and an upstream error, both this minute.
-    writer.add_request(record("o1", NOW - 10, "openai", "mystery-model", "s2",
-                              usage=Usage(300, 50), tokens_original_est=400,
-                              tokens_forwarded_est=400, tokens_saved=0))
-    writer.add_request(record("o2", NOW - 5, "openai", "gpt-4o", "s2", status=502,
-                              error="upstream unreachable"))
+    writer.add_request(
+        record(
+            "o1",
+            NOW - 10,
+            "openai",
+            "mystery-model",
+            "s2",
+            usage=Usage(300, 50),
+            tokens_original_est=400,
+            tokens_forwarded_est=400,
+            tokens_saved=0,
+        )
+    )
+    writer.add_request(
+        record("o2", NOW - 5, "openai", "gpt-4o", "s2", status=502, error="upstream unreachable")
+    )
     # Two hours ago: counted in totals, outside the per-minute window.
-    writer.add_request(record("x1", NOW - 7200, "anthropic", "claude-haiku-4-5", None,
-                              usage=Usage(10, 10), cost_usd=0.00006))
+    writer.add_request(
+        record("x1", NOW - 7200, "anthropic", "claude-haiku-4-5", None, usage=Usage(10, 10), cost_usd=0.00006)
+    )
     writer.add_snapshot("s1", '{"v": 1}', NOW - 200)
     writer.add_snapshot("s1", '{"v": 2}', NOW - 100)
-    writer.add_memories([
-        MemoryRow("s1", 3, "assistant", "turn", 0.5, "later", "b" * 64, NOW - 200),
-        MemoryRow("s1", 0, "user", "digest", 0.9, "first", "a" * 64, NOW - 300),
-    ])
+    writer.add_memories(
+        [
+            MemoryRow("s1", 3, "assistant", "turn", 0.5, "later", "b" * 64, NOW - 200),
+            MemoryRow("s1", 0, "user", "digest", 0.9, "first", "a" * 64, NOW - 300),
+        ]
+    )
     await writer.close()
     yield path
 
 
 async def test_metrics_json_totals(db: str) -> None:
     result = await metrics_json(db, now=NOW)
-    assert set(result) == {"generated_at", "totals", "by_provider", "by_model", "top_sessions",
-                           "recent_requests", "per_minute"}
+    assert set(result) == {
+        "generated_at",
+        "totals",
+        "by_provider",
+        "by_model",
+        "top_sessions",
+        "recent_requests",
+        "per_minute",
+    }
     assert result["generated_at"] == NOW
     t = result["totals"]
     assert set(t) == AGG_KEYS | {"sessions", "active_sessions"}
     assert t == {
-        "requests": 5, "errors": 1, "input_tokens": 1810, "output_tokens": 360,
-        "cache_read_tokens": 5000, "cache_write_tokens": 100, "tokens_original_est": 12400,
-        "tokens_forwarded_est": 8400, "tokens_saved": 4000, "savings_pct": 32.26,
-        "cost_usd": 0.01306, "cost_saved_usd": 0.012, "unpriced_requests": 1,
-        "avg_duration_ms": 600.0, "avg_overhead_ms": 1.5, "sessions": 3, "active_sessions": 2,
+        "requests": 5,
+        "errors": 1,
+        "input_tokens": 1810,
+        "output_tokens": 360,
+        "cache_read_tokens": 5000,
+        "cache_write_tokens": 100,
+        "tokens_original_est": 12400,
+        "tokens_forwarded_est": 8400,
+        "tokens_saved": 4000,
+        "savings_pct": 32.26,
+        "cost_usd": 0.01306,
+        "cost_saved_usd": 0.012,
+        "unpriced_requests": 1,
+        "avg_duration_ms": 600.0,
+        "avg_overhead_ms": 1.5,
+        "sessions": 3,
+        "active_sessions": 2,
     }
     assert await totals(db) == t
 
@@ -91,9 +175,12 @@ async def test_metrics_json_groups(db: str) -> None:
     assert providers["anthropic"]["requests"] == 3
     assert providers["openai"]["errors"] == 1 and providers["openai"]["unpriced_requests"] == 1
     models = [(m["provider"], m["model"], m["requests"], m["cost_usd"]) for m in result["by_model"]]
-    assert models == [("anthropic", "claude-sonnet-4-5", 2, 0.013),
-                      ("anthropic", "claude-haiku-4-5", 1, 0.00006),
-                      ("openai", "gpt-4o", 1, 0.0), ("openai", "mystery-model", 1, 0.0)]
+    assert models == [
+        ("anthropic", "claude-sonnet-4-5", 2, 0.013),
+        ("anthropic", "claude-haiku-4-5", 1, 0.00006),
+        ("openai", "gpt-4o", 1, 0.0),
+        ("openai", "mystery-model", 1, 0.0),
+    ]
     assert all(set(m) == AGG_KEYS | {"provider", "model"} for m in result["by_model"])
 
 
@@ -147,15 +234,19 @@ async def test_recent_requests_are_capped_at_fifty(tmp_path: Path) -> None:
 async def test_active_sessions_come_with_their_latest_snapshot(db: str) -> None:
     active = await active_sessions(db)
     assert [(a.session.id, a.state, a.snapshot_at) for a in active] == [
-        ("s1", '{"v": 2}', NOW - 100), ("s2", None, None)]
+        ("s1", '{"v": 2}', NOW - 100),
+        ("s2", None, None),
+    ]
     assert active[0].session == SessionRecord("s1", "t1", NOW - 3000, NOW - 100, messages=14)
     assert [a.session.id for a in await active_sessions(db, since=NOW - 60)] == ["s2"]
 
 
 async def test_session_memories_in_conversation_order(db: str) -> None:
     memories = await session_memories(db, "s1")
-    assert [(m.position, m.kind, m.content) for m in memories] == [(0, "digest", "first"),
-                                                                   (3, "turn", "later")]
+    assert [(m.position, m.kind, m.content) for m in memories] == [
+        (0, "digest", "first"),
+        (3, "turn", "later"),
+    ]
     assert await session_memories(db, "nobody") == []
 
 
@@ -179,7 +270,11 @@ async def test_savings_views(db: str) -> None:
     models = query(db, "SELECT * FROM savings_by_model")
     assert models[0]["model"] == "claude-sonnet-4-5" and models[0]["savings_pct"] == 33.33
     assert {m["model"]: m["requests"] for m in models} == {
-        "claude-sonnet-4-5": 2, "claude-haiku-4-5": 1, "gpt-4o": 1, "mystery-model": 1}
+        "claude-sonnet-4-5": 2,
+        "claude-haiku-4-5": 1,
+        "gpt-4o": 1,
+        "mystery-model": 1,
+    }
 
     sessions = {s["session_id"]: s for s in query(db, "SELECT * FROM savings_by_session")}
     assert set(sessions) == {"s1", "s2", "old"}

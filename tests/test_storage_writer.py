@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -24,11 +23,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def request(rid: str, *, session: str | None = "s1", at: float = 1000.0, **fields: Any) -> RequestRecord:
-    fields = {"model": "claude-sonnet-4-5", "status": 200,
-              "usage": Usage(input_tokens=100, output_tokens=20), **fields}
-    return RequestRecord(id=rid, created_at=at, provider="anthropic", endpoint="messages",
-                         method="POST", path="/v1/messages", session_id=session, tenant="t1",
-                         **fields)
+    fields = {
+        "model": "claude-sonnet-4-5",
+        "status": 200,
+        "usage": Usage(input_tokens=100, output_tokens=20),
+        **fields,
+    }
+    return RequestRecord(
+        id=rid,
+        created_at=at,
+        provider="anthropic",
+        endpoint="messages",
+        method="POST",
+        path="/v1/messages",
+        session_id=session,
+        tenant="t1",
+        **fields,
+    )
 
 
 def rows(path: Path, sql: str, *params: Any) -> list[sqlite3.Row]:
@@ -66,8 +77,7 @@ async def test_rows_are_batched_and_flushed_on_close(db: Path) -> None:
     assert w.rows_written == 5
 
 
-async def test_a_second_connection_sees_rows_within_the_flush_interval(
-        db: Path, writer: Writer) -> None:
+async def test_a_second_connection_sees_rows_within_the_flush_interval(db: Path, writer: Writer) -> None:
     writer.add_request(request("r1"))
     started = time.monotonic()
     while not rows(db, "SELECT id FROM requests"):
@@ -77,75 +87,148 @@ async def test_a_second_connection_sees_rows_within_the_flush_interval(
 
 
 async def test_request_columns_round_trip(db: Path, writer: Writer) -> None:
-    record = request("r1", usage=Usage(input_tokens=10, output_tokens=5, cache_read_tokens=300,
-                                       cache_write_tokens=40),
-                     stream=True, duration_ms=812.5, ttfb_ms=120.0, overhead_ms=1.25,
-                     tokens_original_est=5000, tokens_forwarded_est=1000, tokens_saved=4000,
-                     messages_original=30, messages_forwarded=9, cost_usd=0.0012,
-                     cost_saved_usd=0.012, error=None)
+    record = request(
+        "r1",
+        usage=Usage(input_tokens=10, output_tokens=5, cache_read_tokens=300, cache_write_tokens=40),
+        stream=True,
+        duration_ms=812.5,
+        ttfb_ms=120.0,
+        overhead_ms=1.25,
+        tokens_original_est=5000,
+        tokens_forwarded_est=1000,
+        tokens_saved=4000,
+        messages_original=30,
+        messages_forwarded=9,
+        cost_usd=0.0012,
+        cost_saved_usd=0.012,
+        error=None,
+    )
     writer.add_request(record)
     await writer.flush()
     (row,) = rows(db, "SELECT * FROM requests")
     assert dict(row) == {
-        "id": "r1", "created_at": 1000.0, "session_id": "s1", "tenant": "t1",
-        "provider": "anthropic", "endpoint": "messages", "method": "POST", "path": "/v1/messages",
-        "model": "claude-sonnet-4-5", "stream": 1, "status": 200, "duration_ms": 812.5,
-        "ttfb_ms": 120.0, "overhead_ms": 1.25, "input_tokens": 10, "output_tokens": 5,
-        "cache_read_tokens": 300, "cache_write_tokens": 40, "tokens_original_est": 5000,
-        "tokens_forwarded_est": 1000, "tokens_saved": 4000, "messages_original": 30,
-        "messages_forwarded": 9, "cost_usd": 0.0012, "cost_saved_usd": 0.012, "error": None,
+        "id": "r1",
+        "created_at": 1000.0,
+        "session_id": "s1",
+        "tenant": "t1",
+        "provider": "anthropic",
+        "endpoint": "messages",
+        "method": "POST",
+        "path": "/v1/messages",
+        "model": "claude-sonnet-4-5",
+        "stream": 1,
+        "status": 200,
+        "duration_ms": 812.5,
+        "ttfb_ms": 120.0,
+        "overhead_ms": 1.25,
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "cache_read_tokens": 300,
+        "cache_write_tokens": 40,
+        "tokens_original_est": 5000,
+        "tokens_forwarded_est": 1000,
+        "tokens_saved": 4000,
+        "messages_original": 30,
+        "messages_forwarded": 9,
+        "cost_usd": 0.0012,
+        "cost_saved_usd": 0.012,
+        "error": None,
     }
 
 
 async def test_session_totals_follow_its_requests(db: Path, writer: Writer) -> None:
-    writer.upsert_session(SessionRecord(id="s1", tenant="t1", created_at=900.0,
-                                        last_seen_at=900.0, messages=2))
-    writer.add_request(request("r1", at=1000.0, tokens_original_est=1000, tokens_saved=0,
-                               cost_usd=0.10, cost_saved_usd=0.0))
-    writer.add_request(request("r2", at=1010.0, tokens_original_est=3000, tokens_saved=2000,
-                               usage=Usage(50, 10, 400, 30), cost_usd=0.05, cost_saved_usd=0.006))
-    writer.add_request(request("r3", at=1020.0, usage=Usage(), error="upstream timeout",
-                               status=504))  # no usage, unpriced
+    writer.upsert_session(
+        SessionRecord(id="s1", tenant="t1", created_at=900.0, last_seen_at=900.0, messages=2)
+    )
+    writer.add_request(
+        request("r1", at=1000.0, tokens_original_est=1000, tokens_saved=0, cost_usd=0.10, cost_saved_usd=0.0)
+    )
+    writer.add_request(
+        request(
+            "r2",
+            at=1010.0,
+            tokens_original_est=3000,
+            tokens_saved=2000,
+            usage=Usage(50, 10, 400, 30),
+            cost_usd=0.05,
+            cost_saved_usd=0.006,
+        )
+    )
+    writer.add_request(
+        request("r3", at=1020.0, usage=Usage(), error="upstream timeout", status=504)
+    )  # no usage, unpriced
     writer.add_request(request("r2", at=1010.0, cost_usd=9.0))  # a duplicate id is not counted
-    writer.upsert_session(SessionRecord(id="s1", tenant="t1", created_at=900.0,
-                                        last_seen_at=1020.0, messages=6))
+    writer.upsert_session(
+        SessionRecord(id="s1", tenant="t1", created_at=900.0, last_seen_at=1020.0, messages=6)
+    )
     await writer.flush()
     (session,) = rows(db, "SELECT * FROM sessions")
     assert dict(session) == {
-        "id": "s1", "tenant": "t1", "created_at": 900.0, "last_seen_at": 1020.0,
-        "expired_at": None, "messages": 6, "requests": 3, "input_tokens": 150,
-        "output_tokens": 30, "cache_read_tokens": 400, "cache_write_tokens": 30,
-        "tokens_original_est": 4000, "tokens_saved": 2000,
-        "cost_usd": pytest.approx(0.15), "cost_saved_usd": pytest.approx(0.006),
+        "id": "s1",
+        "tenant": "t1",
+        "created_at": 900.0,
+        "last_seen_at": 1020.0,
+        "expired_at": None,
+        "messages": 6,
+        "requests": 3,
+        "input_tokens": 150,
+        "output_tokens": 30,
+        "cache_read_tokens": 400,
+        "cache_write_tokens": 30,
+        "tokens_original_est": 4000,
+        "tokens_saved": 2000,
+        "cost_usd": pytest.approx(0.15),
+        "cost_saved_usd": pytest.approx(0.006),
     }
     assert rows(db, "SELECT COUNT(*) FROM requests")[0][0] == 3
 
-    writer.upsert_session(SessionRecord(id="s1", tenant="t1", created_at=900.0,
-                                        last_seen_at=1020.0, messages=6, expired_at=5000.0))
+    writer.upsert_session(
+        SessionRecord(
+            id="s1", tenant="t1", created_at=900.0, last_seen_at=1020.0, messages=6, expired_at=5000.0
+        )
+    )
     await writer.flush()
     assert rows(db, "SELECT expired_at FROM sessions")[0][0] == 5000.0
 
 
 async def test_a_request_before_its_session_creates_it_and_unpriced_cost_stays_null(
-        db: Path, writer: Writer) -> None:
+    db: Path, writer: Writer
+) -> None:
     writer.add_request(request("r1", session="s2", at=1000.0, cost_usd=None))
     writer.add_request(request("r2", session=None, at=1001.0))  # no session: no session row
     await writer.flush()
     (session,) = rows(db, "SELECT * FROM sessions")
     assert (session["id"], session["tenant"], session["requests"]) == ("s2", "t1", 1)
     assert session["cost_usd"] is None  # unknown cost is not 0
-    writer.upsert_session(SessionRecord(id="s2", tenant="t1", created_at=990.0,
-                                        last_seen_at=1000.0, messages=12))
+    writer.upsert_session(
+        SessionRecord(id="s2", tenant="t1", created_at=990.0, last_seen_at=1000.0, messages=12)
+    )
     await writer.flush()
     (session,) = rows(db, "SELECT * FROM sessions")
     assert (session["created_at"], session["last_seen_at"], session["messages"]) == (990.0, 1000.0, 12)
 
 
 async def test_memories_are_stored_once(db: Path, writer: Writer) -> None:
-    turn = MemoryRow(session_id="s1", position=0, role="user", kind="turn", importance=0.7,
-                     content="hello", content_sha="a" * 64, created_at=1000.0)
-    later = MemoryRow(session_id="s1", position=4, role="user", kind="turn", importance=0.7,
-                      content="hello", content_sha="a" * 64, created_at=1001.0)
+    turn = MemoryRow(
+        session_id="s1",
+        position=0,
+        role="user",
+        kind="turn",
+        importance=0.7,
+        content="hello",
+        content_sha="a" * 64,
+        created_at=1000.0,
+    )
+    later = MemoryRow(
+        session_id="s1",
+        position=4,
+        role="user",
+        kind="turn",
+        importance=0.7,
+        content="hello",
+        content_sha="a" * 64,
+        created_at=1001.0,
+    )
     writer.add_memories([turn, later])
     writer.add_memories([turn])  # re-sent turn
     await writer.flush()
@@ -157,26 +240,28 @@ async def test_snapshots_keep_the_latest_few(db: Path, writer: Writer) -> None:
         writer.add_snapshot("s1", f'{{"n": {i}}}', at=1000.0 + i)
     writer.add_snapshot("s2", '{"other": true}', at=1000.0)
     await writer.flush()
-    states = [r["state"] for r in rows(db, "SELECT state FROM snapshots WHERE session_id = 's1' "
-                                           "ORDER BY id")]
+    states = [r["state"] for r in rows(db, "SELECT state FROM snapshots WHERE session_id = 's1' ORDER BY id")]
     assert states == [f'{{"n": {i}}}' for i in range(3, SNAPSHOTS_KEPT + 3)]
     assert rows(db, "SELECT COUNT(*) FROM snapshots WHERE session_id = 's2'")[0][0] == 1
 
 
 async def test_audit_rows_store_json_detail(db: Path, writer: Writer) -> None:
-    writer.add_audit("s1", "compressed", {"messages_folded": 20, "tokens_before": 9000,
-                                          "path": Path("x")}, at=1000.0)
+    writer.add_audit(
+        "s1", "compressed", {"messages_folded": 20, "tokens_before": 9000, "path": Path("x")}, at=1000.0
+    )
     writer.add_audit(None, "startup", {}, at=999.0)
     await writer.flush()
     got = [tuple(r) for r in rows(db, "SELECT session_id, event, detail FROM audit ORDER BY created_at")]
-    assert got == [(None, "startup", "{}"),
-                   ("s1", "compressed", '{"messages_folded": 20, "path": "x", "tokens_before": 9000}')]
+    assert got == [
+        (None, "startup", "{}"),
+        ("s1", "compressed", '{"messages_folded": 20, "path": "x", "tokens_before": 9000}'),
+    ]
 
 
 async def test_a_bad_row_is_logged_and_the_others_are_kept(db: Path, writer: Writer) -> None:
     writer.add_request(request("good-1"))
     writer.add_request(request(None))  # type: ignore[arg-type]  # id NOT NULL
-    writer.add_request(request("bad-type", model={"not": "a string"}))  # type: ignore[arg-type]
+    writer.add_request(request("bad-type", model={"not": "a string"}))
     writer.add_request(request("good-2"))
     with capture_logs() as logs:
         await writer.flush()
@@ -243,21 +328,26 @@ async def test_kill_9_loses_at_most_the_last_flush_interval(db: Path, tmp_path: 
     script = tmp_path / "crash.py"
     script.write_text(CRASH_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, str(script), str(db), str(flush_interval)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        str(db),
+        str(flush_interval),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
     try:
         assert proc.stderr is not None
-        assert await asyncio.to_thread(proc.stderr.readline) == b"ready\n"
+        assert await asyncio.wait_for(proc.stderr.readline(), timeout=10) == b"ready\n"
         await asyncio.sleep(1.0)
         killed_at = time.time()
         proc.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(proc.wait)
+        await proc.wait()
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+            await proc.wait()
     count, newest = rows(db, "SELECT COUNT(*), MAX(created_at) FROM requests")[0]
     assert count > 50
     # Rows enqueued up to one flush interval (plus scheduling slack) before the kill survive.

@@ -5,6 +5,13 @@ from proxy.storage.reader import ActiveSession, active_sessions, metrics_json, s
 from proxy.storage.writer import Writer
 
 __all__ = [
-    "ActiveSession", "MigrationError", "Writer", "active_sessions", "metrics_json", "migrate",
-    "migrate_path", "session_memories", "totals",
+    "ActiveSession",
+    "MigrationError",
+    "Writer",
+    "active_sessions",
+    "metrics_json",
+    "migrate",
+    "migrate_path",
+    "session_memories",
+    "totals",
 ]

@@ -59,8 +59,7 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
-def migrate(conn: sqlite3.Connection, *, target: int | None = None,
-            directory: Path | None = None) -> int:
+def migrate(conn: sqlite3.Connection, *, target: int | None = None, directory: Path | None = None) -> int:
     """Apply the pending migrations up to `target` (default: all) and return the schema version.
 
     `conn` must be in autocommit mode (isolation_level=None) so that each script controls its
@@ -78,8 +77,7 @@ def migrate(conn: sqlite3.Connection, *, target: int | None = None,
     for migration in migrations[current:target]:
         # BEGIN IMMEDIATE takes the write lock first, so two proxies starting together
         # serialise here; the loser's CREATE fails and the version check below settles it.
-        script = (f"BEGIN IMMEDIATE;\n{migration.sql}\n;\n"
-                  f"PRAGMA user_version = {migration.version};\nCOMMIT;")
+        script = f"BEGIN IMMEDIATE;\n{migration.sql}\n;\nPRAGMA user_version = {migration.version};\nCOMMIT;"
         try:
             conn.executescript(script)
         except sqlite3.Error as exc:

@@ -75,11 +75,14 @@ class ActiveSession:
     snapshot_at: float | None
 
 
+def _read_only_uri(path: str) -> str:
+    # Read-only: a dashboard query can never take the write lock away from the writer.
+    return Path(path).resolve().as_uri() + "?mode=ro"
+
+
 @contextlib.asynccontextmanager
 async def _connect(path: str) -> AsyncIterator[aiosqlite.Connection]:
-    # Read-only: a dashboard query can never take the write lock away from the writer.
-    uri = Path(path).resolve().as_uri() + "?mode=ro"
-    async with aiosqlite.connect(uri, uri=True) as conn:
+    async with aiosqlite.connect(_read_only_uri(path), uri=True) as conn:
         conn.row_factory = sqlite3.Row
         await conn.execute("PRAGMA busy_timeout = 5000")
         yield conn
@@ -110,7 +113,8 @@ async def _totals(conn: aiosqlite.Connection) -> dict[str, Any]:
     rows = await conn.execute_fetchall(f"SELECT {_AGGREGATES} FROM requests")
     result = _aggregate(next(iter(rows)))
     rows = await conn.execute_fetchall(
-        "SELECT COUNT(*) AS sessions, COALESCE(SUM(expired_at IS NULL), 0) AS active FROM sessions")
+        "SELECT COUNT(*) AS sessions, COALESCE(SUM(expired_at IS NULL), 0) AS active FROM sessions"
+    )
     counts = next(iter(rows))
     result["sessions"] = counts["sessions"]
     result["active_sessions"] = counts["active"]
@@ -129,21 +133,25 @@ async def metrics_json(path: str, now: float | None = None) -> dict[str, Any]:
     async with _connect(path) as conn:
         result: dict[str, Any] = {"generated_at": round(now, 3), "totals": await _totals(conn)}
         rows = await conn.execute_fetchall(
-            f"SELECT provider, {_AGGREGATES} FROM requests GROUP BY provider "
-            "ORDER BY requests DESC, provider")
+            f"SELECT provider, {_AGGREGATES} FROM requests GROUP BY provider ORDER BY requests DESC, provider"
+        )
         result["by_provider"] = [_aggregate(row) for row in rows]
         rows = await conn.execute_fetchall(
             f"SELECT provider, model, {_AGGREGATES} FROM requests GROUP BY provider, model "
-            "ORDER BY cost_usd DESC, requests DESC, provider, model")
+            "ORDER BY cost_usd DESC, requests DESC, provider, model"
+        )
         result["by_model"] = [_aggregate(row) for row in rows]
         rows = await conn.execute_fetchall(
             "SELECT id, tenant, created_at, last_seen_at, expired_at, messages, requests, "
             "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
             "tokens_original_est, tokens_saved, cost_usd, cost_saved_usd FROM sessions "
-            "ORDER BY tokens_saved DESC, last_seen_at DESC LIMIT ?", (TOP_SESSIONS,))
+            "ORDER BY tokens_saved DESC, last_seen_at DESC LIMIT ?",
+            (TOP_SESSIONS,),
+        )
         result["top_sessions"] = [_with_savings_pct(row) for row in rows]
         rows = await conn.execute_fetchall(
-            "SELECT * FROM requests ORDER BY created_at DESC, rowid DESC LIMIT ?", (RECENT_REQUESTS,))
+            "SELECT * FROM requests ORDER BY created_at DESC, rowid DESC LIMIT ?", (RECENT_REQUESTS,)
+        )
         result["recent_requests"] = [{**dict(row), "stream": bool(row["stream"])} for row in rows]
         result["per_minute"] = await _per_minute(conn, now)
     return result
@@ -154,12 +162,12 @@ async def _per_minute(conn: aiosqlite.Connection, now: float) -> list[dict[str, 
     first = last - (MINUTES - 1) * 60
     rows = await conn.execute_fetchall(
         f"SELECT CAST(created_at / 60 AS INTEGER) * 60 AS minute, {_AGGREGATES} FROM requests "
-        "WHERE created_at >= ? AND created_at < ? GROUP BY minute", (first, last + 60))
+        "WHERE created_at >= ? AND created_at < ? GROUP BY minute",
+        (first, last + 60),
+    )
     found = {row["minute"]: _aggregate(row) for row in rows}
-    empty = _aggregate(next(iter(await conn.execute_fetchall(
-        f"SELECT {_AGGREGATES} FROM requests WHERE 0"))))
-    return [found.get(minute) or {"minute": minute, **empty}
-            for minute in range(first, last + 60, 60)]
+    empty = _aggregate(next(iter(await conn.execute_fetchall(f"SELECT {_AGGREGATES} FROM requests WHERE 0"))))
+    return [found.get(minute) or {"minute": minute, **empty} for minute in range(first, last + 60, 60)]
 
 
 async def active_sessions(path: str, since: float | None = None) -> list[ActiveSession]:
@@ -171,13 +179,20 @@ async def active_sessions(path: str, since: float | None = None) -> list[ActiveS
             "FROM sessions s LEFT JOIN snapshots sn ON sn.id = "
             "    (SELECT id FROM snapshots WHERE session_id = s.id ORDER BY id DESC LIMIT 1) "
             "WHERE s.expired_at IS NULL AND s.last_seen_at >= ? ORDER BY s.last_seen_at",
-            (since if since is not None else float("-inf"),))
+            (since if since is not None else float("-inf"),),
+        )
     return [
         ActiveSession(
-            session=SessionRecord(id=row["id"], tenant=row["tenant"], created_at=row["created_at"],
-                                  last_seen_at=row["last_seen_at"], messages=row["messages"],
-                                  expired_at=row["expired_at"]),
-            state=row["state"], snapshot_at=row["snapshot_at"],
+            session=SessionRecord(
+                id=row["id"],
+                tenant=row["tenant"],
+                created_at=row["created_at"],
+                last_seen_at=row["last_seen_at"],
+                messages=row["messages"],
+                expired_at=row["expired_at"],
+            ),
+            state=row["state"],
+            snapshot_at=row["snapshot_at"],
         )
         for row in rows
     ]
@@ -188,5 +203,7 @@ async def session_memories(path: str, session_id: str) -> list[MemoryRow]:
     async with _connect(path) as conn:
         rows = await conn.execute_fetchall(
             "SELECT session_id, position, role, kind, importance, content, content_sha, created_at "
-            "FROM memories WHERE session_id = ? ORDER BY position, id", (session_id,))
+            "FROM memories WHERE session_id = ? ORDER BY position, id",
+            (session_id,),
+        )
     return [MemoryRow(**dict(row)) for row in rows]

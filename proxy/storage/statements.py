@@ -14,10 +14,32 @@ from proxy.records import MemoryRow, RequestRecord, SessionRecord
 SNAPSHOTS_KEPT = 3
 
 REQUEST_COLUMNS = (
-    "id", "created_at", "session_id", "tenant", "provider", "endpoint", "method", "path", "model",
-    "stream", "status", "duration_ms", "ttfb_ms", "overhead_ms", "input_tokens", "output_tokens",
-    "cache_read_tokens", "cache_write_tokens", "tokens_original_est", "tokens_forwarded_est",
-    "tokens_saved", "messages_original", "messages_forwarded", "cost_usd", "cost_saved_usd", "error",
+    "id",
+    "created_at",
+    "session_id",
+    "tenant",
+    "provider",
+    "endpoint",
+    "method",
+    "path",
+    "model",
+    "stream",
+    "status",
+    "duration_ms",
+    "ttfb_ms",
+    "overhead_ms",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "tokens_original_est",
+    "tokens_forwarded_est",
+    "tokens_saved",
+    "messages_original",
+    "messages_forwarded",
+    "cost_usd",
+    "cost_saved_usd",
+    "error",
 )
 
 INSERT_REQUEST = (
@@ -79,41 +101,78 @@ def request_params(record: RequestRecord) -> tuple[Any, ...]:
     """The `requests` row of a record, in REQUEST_COLUMNS order."""
     usage = record.usage
     return (
-        record.id, record.created_at, record.session_id, record.tenant, record.provider,
-        record.endpoint, record.method, record.path, record.model, int(record.stream),
-        record.status, record.duration_ms, record.ttfb_ms, record.overhead_ms,
-        usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens,
-        record.tokens_original_est, record.tokens_forwarded_est, record.tokens_saved,
-        record.messages_original, record.messages_forwarded, record.cost_usd,
-        record.cost_saved_usd, record.error,
+        record.id,
+        record.created_at,
+        record.session_id,
+        record.tenant,
+        record.provider,
+        record.endpoint,
+        record.method,
+        record.path,
+        record.model,
+        int(record.stream),
+        record.status,
+        record.duration_ms,
+        record.ttfb_ms,
+        record.overhead_ms,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+        record.tokens_original_est,
+        record.tokens_forwarded_est,
+        record.tokens_saved,
+        record.messages_original,
+        record.messages_forwarded,
+        record.cost_usd,
+        record.cost_saved_usd,
+        record.error,
     )
 
 
 def session_params(session: SessionRecord) -> tuple[Any, ...]:
-    return (session.id, session.tenant, session.created_at, session.last_seen_at,
-            session.messages, session.expired_at)
+    return (
+        session.id,
+        session.tenant,
+        session.created_at,
+        session.last_seen_at,
+        session.messages,
+        session.expired_at,
+    )
 
 
 def memory_params(row: MemoryRow) -> tuple[Any, ...]:
-    return (row.session_id, row.position, row.role, row.kind, row.importance, row.content,
-            row.content_sha, row.created_at)
+    return (
+        row.session_id,
+        row.position,
+        row.role,
+        row.kind,
+        row.importance,
+        row.content,
+        row.content_sha,
+        row.created_at,
+    )
 
 
-def audit_params(session_id: str | None, event: str, detail: dict[str, Any],
-                 at: float) -> tuple[Any, ...]:
+def audit_params(session_id: str | None, event: str, detail: dict[str, Any], at: float) -> tuple[Any, ...]:
     # default=str: a stray non-JSON value (a Path, an exception class) must not lose the row.
     return (session_id, event, json.dumps(detail, sort_keys=True, default=str), at)
 
 
 def _session_totals(params: tuple[Any, ...]) -> dict[str, Any]:
-    row = dict(zip(REQUEST_COLUMNS, params))
+    row = dict(zip(REQUEST_COLUMNS, params, strict=True))
     return {
-        "session_id": row["session_id"], "tenant": row["tenant"] or "",
+        "session_id": row["session_id"],
+        "tenant": row["tenant"] or "",
         "created_at": row["created_at"],
-        "input": row["input_tokens"] or 0, "output": row["output_tokens"] or 0,
-        "cache_read": row["cache_read_tokens"] or 0, "cache_write": row["cache_write_tokens"] or 0,
-        "original": row["tokens_original_est"] or 0, "saved": row["tokens_saved"] or 0,
-        "cost": row["cost_usd"], "cost_saved": row["cost_saved_usd"],
+        "input": row["input_tokens"] or 0,
+        "output": row["output_tokens"] or 0,
+        "cache_read": row["cache_read_tokens"] or 0,
+        "cache_write": row["cache_write_tokens"] or 0,
+        "original": row["tokens_original_est"] or 0,
+        "saved": row["tokens_saved"] or 0,
+        "cost": row["cost_usd"],
+        "cost_saved": row["cost_saved_usd"],
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from typing import Any
 
@@ -112,10 +113,14 @@ class Writer:
                 pass
             self._wakeup.clear()
             closing = self._closing
-            written = await self.flush()
-            # On close, keep going while rows arrive and the database accepts them.
-            while closing and written and self._pending:
+            try:
                 written = await self.flush()
+                # On close, keep going while rows arrive and the database accepts them.
+                while closing and written and self._pending:
+                    written = await self.flush()
+            except Exception:
+                # The writer task must outlive any surprise; the rows are back in the queue.
+                log.exception("storage.writer_error")
             if closing:
                 return
 
@@ -133,19 +138,20 @@ class Writer:
         batch, self._pending = self._pending, []
         conn = self._conn
         try:
-            await conn.execute("BEGIN")
+            # IMMEDIATE takes the write lock up front, where busy_timeout waits for it cleanly.
+            await conn.execute("BEGIN IMMEDIATE")
             failed = 0
             for kind, params in batch:
                 failed += await self._apply(conn, kind, params)
             await conn.execute("COMMIT")
-        except (sqlite3.Error, ValueError) as exc:
-            # The whole transaction failed (disk full, locked too long): keep the rows for the
-            # next attempt, ahead of anything queued since.
-            if conn.in_transaction:
-                await conn.execute("ROLLBACK")
+        except Exception as exc:
+            # The whole transaction failed (locked too long, disk full or gone): keep the rows
+            # for the next attempt, ahead of anything queued since.
+            with contextlib.suppress(Exception):
+                if conn.in_transaction:
+                    await conn.execute("ROLLBACK")
             self._pending[:0] = batch
-            log.error("storage.batch_failed", error=str(exc), error_type=type(exc).__name__,
-                      rows=len(batch))
+            log.error("storage.batch_failed", error=str(exc), error_type=type(exc).__name__, rows=len(batch))
             return False
         self.rows_written += len(batch) - failed
         self.rows_failed += failed
@@ -156,13 +162,20 @@ class Writer:
         await conn.execute("SAVEPOINT row")
         try:
             await statements.apply(conn, kind, params)
-        except (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
-                sqlite3.DataError, OverflowError) as exc:
-            # Only this row is at fault; roll it back and keep the rest of the batch.
+        except sqlite3.OperationalError:
+            raise  # the database, not the row (locked, full, I/O): the batch is retried
+        except Exception as exc:
+            # A constraint, a value SQLite cannot bind: only this row is at fault, so it is
+            # rolled back and the rest of the batch is kept.
             await conn.execute("ROLLBACK TO row")
             await conn.execute("RELEASE row")
-            log.error("storage.row_rejected", kind=kind, error=str(exc),
-                      error_type=type(exc).__name__, row_id=params[0] if params else None)
+            log.error(
+                "storage.row_rejected",
+                kind=kind,
+                error=str(exc),
+                error_type=type(exc).__name__,
+                row_id=params[0] if params else None,
+            )
             return 1
         await conn.execute("RELEASE row")
         return 0

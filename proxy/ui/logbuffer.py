@@ -22,20 +22,23 @@ class WarningLine:
 
 
 def format_record(record: logging.LogRecord) -> str:
-    """`event key=value ...` for a structlog record, the plain message for a stdlib one."""
+    """`event key=value ...` for a structlog record, `logger: message` for a stdlib one."""
     if isinstance(record.msg, dict):
         # structlog's wrap_for_formatter hands the processed event dict over as the message,
-        # secrets already redacted by the shared processors.
+        # secrets already redacted by the shared processors. Our event names say where they
+        # come from (storage.batch_failed), so the logger name is left out to save width.
         event = record.msg
         parts = [str(event.get("event", ""))]
         parts += [f"{key}={value}" for key, value in event.items() if key not in _NOISE]
         text = " ".join(part for part in parts if part)
     else:
         text = record.getMessage()
+        if record.name and record.name != "root":
+            text = f"{record.name}: {text}"
     if record.exc_info and record.exc_info[1] is not None:
         exc = record.exc_info[1]
         text += f" ({type(exc).__name__}: {exc})"
-    return f"{record.name}: {text}" if record.name and record.name != "root" else text
+    return text
 
 
 class WarningBuffer(logging.Handler):

@@ -6,16 +6,17 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from proxy.ui.logbuffer import WarningLine
-
 from rich import box
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from proxy.ui.logbuffer import WarningLine
+
 Metrics = Mapping[str, Any]
 DASH = "–"
+_FIXED = {"Time": 8, "Status": 6, "Latency": 7, "Reqs": 4, "Msgs": 4}
 
 
 def fmt_int(value: Any) -> str:
@@ -51,14 +52,14 @@ def failed(request: Mapping[str, Any]) -> bool:
 
 def header(url: str, db_path: str, log_file: str, error: str | None, updated: float | None) -> Text:
     text = Text.assemble(("Vidurai Proxy", "bold cyan"), "  ")
+    if error:  # first, so a narrow terminal still shows it
+        text.append(f"database unreadable: {error}  ", "bold red")
     if url:
         text.append(f"{url}  dashboard {url}/dashboard  ", "bold")
     text.append(f"db {db_path}", "dim")
     if log_file:
         text.append(f"  logs {log_file}", "dim")
-    if error:
-        text.append(f"  database unreadable: {error}", "bold red")
-    elif updated is not None:
+    if updated is not None and not error:
         text.append(f"  updated {fmt_clock(updated)}", "dim")
     text.append("  Ctrl-C stops", "dim")
     text.no_wrap = True
@@ -66,33 +67,45 @@ def header(url: str, db_path: str, log_file: str, error: str | None, updated: fl
     return text
 
 
-def totals_panel(totals: Mapping[str, Any]) -> Panel:
+def totals_panel(totals: Mapping[str, Any], per_row: int) -> Panel:
+    """Twelve figures, `per_row` label-value pairs a row (4 on a wide terminal, 2 on a narrow one)."""
+    errors = totals.get("errors", 0)
+    cells: list[tuple[str, str | Text]] = [
+        ("Requests", fmt_int(totals.get("requests", 0))),
+        ("Errors", Text(fmt_int(errors), style="bold red" if errors else "bold")),
+        ("Sessions active/all",
+         f"{fmt_int(totals.get('active_sessions', 0))} / {fmt_int(totals.get('sessions', 0))}"),
+        ("Savings", Text(fmt_pct(totals.get("savings_pct", 0.0)), style="bold green")),
+        ("Tokens in", fmt_int(totals.get("input_tokens", 0))),
+        ("Tokens out", fmt_int(totals.get("output_tokens", 0))),
+        ("Cache read/write",
+         f"{fmt_int(totals.get('cache_read_tokens', 0))} / {fmt_int(totals.get('cache_write_tokens', 0))}"),
+        ("Tokens saved", Text(fmt_int(totals.get("tokens_saved", 0)), style="bold green")),
+        ("Cost", fmt_usd(totals.get("cost_usd", 0.0))),
+        ("Cost saved", Text(fmt_usd(totals.get("cost_saved_usd", 0.0)), style="bold green")),
+        ("Avg latency", fmt_ms(totals.get("avg_duration_ms"))),
+        ("Avg overhead", fmt_ms(totals.get("avg_overhead_ms"))),
+    ]
     grid = Table.grid(expand=True, padding=(0, 1))
-    for _ in range(4):
+    for _ in range(per_row):
         grid.add_column(style="dim", no_wrap=True)
         grid.add_column(justify="right", style="bold", no_wrap=True)
-    sessions = f"{fmt_int(totals.get('active_sessions', 0))} / {fmt_int(totals.get('sessions', 0))}"
-    cache = f"{fmt_int(totals.get('cache_read_tokens', 0))} / {fmt_int(totals.get('cache_write_tokens', 0))}"
-    errors = totals.get("errors", 0)
-    grid.add_row("Requests", fmt_int(totals.get("requests", 0)),
-                 "Errors", Text(fmt_int(errors), style="bold red" if errors else "bold"),
-                 "Sessions active/all", sessions,
-                 "Savings", Text(fmt_pct(totals.get("savings_pct", 0.0)), style="bold green"))
-    grid.add_row("Tokens in", fmt_int(totals.get("input_tokens", 0)),
-                 "Tokens out", fmt_int(totals.get("output_tokens", 0)),
-                 "Cache read/write", cache,
-                 "Tokens saved", Text(fmt_int(totals.get("tokens_saved", 0)), style="bold green"))
-    grid.add_row("Cost", fmt_usd(totals.get("cost_usd", 0.0)),
-                 "Cost saved", Text(fmt_usd(totals.get("cost_saved_usd", 0.0)), style="bold green"),
-                 "Avg latency", fmt_ms(totals.get("avg_duration_ms")),
-                 "Avg overhead", fmt_ms(totals.get("avg_overhead_ms")))
+    for start in range(0, len(cells), per_row):
+        grid.add_row(*(part for cell in cells[start:start + per_row] for part in cell))
     return Panel(grid, title="Totals", title_align="left", box=box.ROUNDED)
 
 
+def totals_height(per_row: int) -> int:
+    """Rows the totals panel takes, borders included."""
+    return -(-12 // per_row) + 2
+
+
 def _table(*columns: tuple[str, str]) -> Table:
-    table = Table(box=None, expand=True, padding=(0, 1), header_style="bold dim")
+    table = Table(box=None, expand=True, padding=(0, 1), pad_edge=False, header_style="bold dim")
     for name, justify in columns:
-        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
+        # Short fixed-width columns keep their width; the model and error texts give way.
+        table.add_column(name, justify=justify, no_wrap=True,  # type: ignore[arg-type]
+                         overflow="ellipsis", min_width=_FIXED.get(name))
     return table
 
 
@@ -109,7 +122,8 @@ def sessions_panel(sessions: Iterable[Mapping[str, Any]], active: int, rows: int
     return Panel(body, title=f"Active sessions ({active}), most saved first", title_align="left")
 
 
-def problems_panel(requests: Iterable[Mapping[str, Any]], warnings: Sequence[WarningLine], rows: int) -> Panel:
+def problems_panel(requests: Iterable[Mapping[str, Any]], warnings: Sequence[WarningLine],
+                   rows: int) -> Panel:
     """Upstream errors from the latest requests, then the latest warning log lines."""
     errors = [r for r in requests if failed(r)]
     # Errors first, but warnings keep at least half the room when both are there.
@@ -120,32 +134,37 @@ def problems_panel(requests: Iterable[Mapping[str, Any]], warnings: Sequence[War
     for request in shown_errors:
         lines.append(Text.assemble(
             (fmt_clock(request.get("created_at")) + " ", "dim"), f"{request.get('provider')} ",
-            (f"{request.get('status') or DASH} ", "bold red"), f"{request.get('model') or DASH} ",
-            (str(request.get("error") or ""), "red")))
+            (f"{request.get('status') or DASH} ", "bold red"), f"{request.get('model') or DASH}: ",
+            (str(request.get("error") or f"HTTP {request.get('status')}"), "red")))
     for warning in shown_warnings:
         lines.append(Text.assemble((fmt_clock(warning.created) + " ", "dim"),
                                    (f"{warning.level} ", "bold yellow"), warning.text))
     for line in lines:
         line.no_wrap = True
         line.overflow = "ellipsis"
-    title = f"Upstream errors ({len(errors)} of the latest requests) and warnings"
+    title = f"Upstream errors ({len(errors)} in the latest requests) · warnings"
     body: RenderableType = Group(*lines) if lines else Text("none", style="dim")
     return Panel(body, title=title, title_align="left", border_style="red" if errors else "")
 
 
-def requests_panel(requests: Iterable[Mapping[str, Any]], rows: int) -> Panel:
-    table = _table(("Time", "left"), ("Provider", "left"), ("Model", "left"), ("Status", "right"),
-                   ("Tokens before → after", "right"), ("Saved", "right"), ("In / out", "right"),
-                   ("Cost", "right"), ("Latency", "right"))
+def requests_panel(requests: Iterable[Mapping[str, Any]], rows: int, wide: bool) -> Panel:
+    """The latest requests, newest first; a narrow terminal drops the usage and cost columns."""
+    columns = [("Time", "left"), ("Provider", "left"), ("Model", "left"), ("Status", "right"),
+               ("Tokens before → after" if wide else "Before → after", "right")]
+    if wide:
+        columns += [("Saved", "right"), ("In / out", "right"), ("Cost", "right")]
+    table = _table(*columns, ("Latency", "right"))
     for request in list(requests)[:max(rows, 0)]:
         status = request.get("status")
         before, after = request.get("tokens_original_est"), request.get("tokens_forwarded_est")
-        table.add_row(
+        cells: list[str | Text] = [
             fmt_clock(request.get("created_at")), request.get("provider") or DASH,
             request.get("model") or DASH,
             Text(DASH if status is None else str(status), style="red" if failed(request) else "green"),
-            DASH if before is None else f"{fmt_int(before)} → {fmt_int(after)}",
-            Text(fmt_int(request.get("tokens_saved")), style="green"),
-            f"{fmt_int(request.get('input_tokens'))} / {fmt_int(request.get('output_tokens'))}",
-            fmt_usd(request.get("cost_usd")), fmt_ms(request.get("duration_ms")))
+            DASH if before is None else f"{fmt_int(before)} → {fmt_int(after)}"]
+        if wide:
+            cells += [Text(fmt_int(request.get("tokens_saved")), style="green"),
+                      f"{fmt_int(request.get('input_tokens'))} / {fmt_int(request.get('output_tokens'))}",
+                      fmt_usd(request.get("cost_usd"))]
+        table.add_row(*cells, fmt_ms(request.get("duration_ms")))
     return Panel(table, title="Latest requests", title_align="left")

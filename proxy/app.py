@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 
 from . import handlers
+from .compression import route_vidurai_logs
 from .config import Config
 from .cors import setup_cors
 from .keys import (ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT,
@@ -85,6 +86,7 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: Config) -> web.Application:
     """The proxy as an aiohttp application, for `python -m proxy` and for tests."""
+    route_vidurai_logs()
     app = web.Application(client_max_size=config.server.max_body_mb * 1024 * 1024,
                           middlewares=[request_context])
     app[CONFIG] = config

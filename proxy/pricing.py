@@ -9,11 +9,12 @@ from proxy.records import Usage
 
 log = structlog.get_logger(__name__)
 
-# Prefix -> Price(input, output, cache_write, cache_read), list prices checked in November 2026
-# against platform.claude.com/docs/en/about-claude/pricing and developers.openai.com/api/docs/pricing
-# (see README). Anthropic cache writes are the 5-minute tier (1.25x input; the 1-hour tier costs
-# 2x and is not reported apart by the API). OpenAI bills no cache writes, so that column repeats
-# the input price; its cached input is the cache_read column.
+# Prefix -> Price(input, output, cache_write, cache_read). List prices as of November 2026:
+# Claude from platform.claude.com/docs/en/about-claude/pricing and the model overview pages;
+# OpenAI from published tables quoting developers.openai.com/api/docs/pricing. Anthropic cache
+# writes are the 5-minute tier (1.25x input; the 1-hour tier costs 2x and the API does not report
+# it apart). OpenAI bills no cache writes, so that column repeats the input price, and its
+# "cached input" is the cache_read column. Long-context and batch rates are not modelled.
 BUILTIN_PRICES: dict[str, Price] = {
     # Anthropic: Claude 5
     "claude-opus-5-5": Price(4.00, 20.00, 5.00, 0.20),

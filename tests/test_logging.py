@@ -1,0 +1,179 @@
+"""Log files: JSON lines rotated by size and count, no secrets or bodies, request ids on request lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import structlog
+
+from proxy.config import LoggingConfig
+from proxy.logs import configure_logging
+from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ProxyFactory
+
+SECRET = "sk-ant-SECRET-do-not-log-0123456789"
+BODY_MARKER = "CONFIDENTIAL-PROMPT-TEXT-7f3a"
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """configure_logging replaces the root handlers; put pytest's back and close ours."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    access_level = logging.getLogger("aiohttp.access").level
+    structlog_config = structlog.get_config()
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        if handler not in handlers:
+            handler.close()
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("aiohttp.access").setLevel(access_level)
+    structlog.configure(**structlog_config)
+
+
+def file_config(path: Path, *, level: str = "debug", max_bytes: int = 10_485_760,
+                backup_count: int = 5) -> LoggingConfig:
+    return LoggingConfig(level=level, file=str(path), max_bytes=max_bytes, backup_count=backup_count)
+
+
+def read_lines(*paths: Path) -> list[dict[str, Any]]:
+    """Every line of the files, each parsed as one JSON object (fails on any other line)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    records = []
+    for path in paths:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            records.append(json.loads(line))
+    return records
+
+
+def test_rotation_past_max_bytes_keeps_backup_count_files(tmp_path: Path) -> None:
+    path = tmp_path / "proxy.log"
+    configure_logging(file_config(path, max_bytes=2_000, backup_count=3), console=False)
+    log = structlog.get_logger("test.rotation")
+    for n in range(200):
+        log.info("tick", n=n, padding="x" * 40)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["proxy.log", "proxy.log.1", "proxy.log.2", "proxy.log.3"]
+    for name in files:
+        assert (tmp_path / name).stat().st_size <= 2_000
+    # Oldest backup first, current file last: together the most recent events, in order, none torn.
+    ns = [r["n"] for r in read_lines(*(tmp_path / n for n in reversed(files)))]
+    assert ns == list(range(ns[0], 200)) and ns[0] > 0
+
+
+@pytest.mark.xfail(strict=True, reason="logs.py bug: RotatingFileHandler never rolls over with "
+                                       "backupCount=0, so [logging] backup_count = 0 ignores max_bytes")
+def test_backup_count_zero_still_bounds_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "proxy.log"
+    configure_logging(file_config(path, max_bytes=2_000, backup_count=0), console=False)
+    log = structlog.get_logger("test.rotation")
+    for n in range(200):
+        log.info("tick", n=n, padding="x" * 40)
+    assert [p.name for p in tmp_path.iterdir()] == ["proxy.log"]
+    assert path.stat().st_size <= 2_000
+
+
+def test_lines_are_json_with_event_level_timestamp(tmp_path: Path) -> None:
+    path = tmp_path / "proxy.log"
+    configure_logging(file_config(path, level="info"), console=False)
+    structlog.get_logger("test.json").info("hello", count=3, text="ünïcödé\nsecond line")
+    structlog.get_logger("test.json").debug("below the level")
+    logging.getLogger("some.library").warning("stdlib %s", "message")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        structlog.get_logger("test.json").exception("failed")
+    records = read_lines(path)
+    assert [r["event"] for r in records] == ["hello", "stdlib message", "failed"]
+    for record in records:
+        assert {"event", "level", "timestamp"} <= set(record)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", record["timestamp"])
+    assert [r["level"] for r in records] == ["info", "warning", "error"]
+    assert records[0]["text"] == "ünïcödé\nsecond line" and records[0]["count"] == 3
+    assert "ValueError: boom" in records[2]["exception"]
+
+
+def test_terminal_stays_readable_while_the_file_gets_json(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "proxy.log"
+    configure_logging(file_config(path, level="info"), console=True, tty=True)
+    structlog.get_logger("test.console").info("listening", url="http://127.0.0.1:8080")
+    err = capsys.readouterr().err
+    assert "listening" in err and "http://127.0.0.1:8080" in err
+    assert not err.lstrip().startswith("{")  # a readable line, not JSON
+    assert read_lines(path)[0]["url"] == "http://127.0.0.1:8080"
+
+
+def test_without_a_terminal_the_console_gets_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(LoggingConfig(level="info", file="", max_bytes=1, backup_count=1), console=True, tty=False)
+    structlog.get_logger("test.console").info("listening", port=8080)
+    assert json.loads(capsys.readouterr().err.splitlines()[-1])["port"] == 8080
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("key", ["authorization", "x-api-key", "api_key", "headers", "body", "messages"])
+def test_secret_keys_are_redacted(tmp_path: Path, key: str) -> None:
+    path = tmp_path / "proxy.log"
+    configure_logging(file_config(path), console=False)
+    value: Any = {"authorization": f"Bearer {SECRET}", "x-api-key": SECRET, "content": BODY_MARKER}
+    structlog.get_logger("test.secrets").info("oops", **{key: value})
+    structlog.get_logger("test.secrets").info("oops", **{key: f"Bearer {SECRET} {BODY_MARKER}"})
+    text = path.read_text(encoding="utf-8")
+    assert SECRET not in text and BODY_MARKER not in text
+    assert [r[key] for r in read_lines(path)] == ["[redacted]", "[redacted]"]
+
+
+@pytest.mark.xfail(strict=True, reason="logs.py bug: _drop_secrets matches keys exactly, so x_api_key "
+                                       "(the only spelling a keyword argument allows) and Authorization leak")
+@pytest.mark.parametrize("key", ["x_api_key", "Authorization", "X-Api-Key"])
+def test_secret_key_spellings_are_redacted(tmp_path: Path, key: str) -> None:
+    path = tmp_path / "proxy.log"
+    configure_logging(file_config(path), console=False)
+    structlog.get_logger("test.secrets").info("oops", **{key: SECRET})
+    assert SECRET not in path.read_text(encoding="utf-8")
+
+
+async def test_request_lines_carry_request_id_and_no_secrets(tmp_path: Path, make_proxy: ProxyFactory,
+                                                             http: aiohttp.ClientSession) -> None:
+    path = tmp_path / "proxy.log"
+    # Debug: the most the proxy (and vidurai underneath) ever writes.
+    configure_logging(file_config(path, level="debug"), console=False)
+    url = await make_proxy(compression_min_tokens="0", compression_threshold_messages="2")
+    messages = [{"role": "user" if n % 2 == 0 else "assistant", "content": f"{BODY_MARKER} turn {n} " * 20}
+                for n in range(9)]
+    anthropic_headers = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}
+    for stream in (False, True):
+        body = {"model": "claude-fake-1", "max_tokens": 16, "messages": messages, "stream": stream}
+        async with http.post(url + "/v1/messages", json=body, headers=anthropic_headers) as response:
+            assert response.status == 200
+            await response.read()
+    async with http.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {OPENAI_KEY}"},
+                         json={"model": "gpt-fake-1", "messages": messages}) as response:
+        assert response.status == 200
+        await response.read()
+    async with http.post(url + "/v1/messages", data=b"{not json " + BODY_MARKER.encode(),
+                         headers=anthropic_headers) as response:
+        assert response.status == 400
+
+    text = path.read_text(encoding="utf-8")
+    for secret in (ANTHROPIC_KEY, OPENAI_KEY, BODY_MARKER):
+        assert secret not in text, f"{secret} leaked into the log file"
+    records = read_lines(path)
+    requests = [r for r in records if r["event"] == "request"]
+    assert len(requests) == 4
+    ids = [r["request_id"] for r in requests]
+    assert all(re.fullmatch(r"[0-9a-f]{16}", i) for i in ids) and len(set(ids)) == 4
+    assert [r["status"] for r in requests] == [200, 200, 200, 400]
+    # Everything logged while handling a request carries its id, not only the summary line.
+    during = [r for r in records if r.get("path") == "/v1/messages" and r["event"] != "request"]
+    assert during and all(r.get("request_id") in ids for r in during)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import statistics
 import time
 
 import aiohttp
@@ -64,15 +65,18 @@ class Samples:
     total: list[float] = attrs.field(factory=list)  # whole response read
     errors: int = 0
     first_error: str | None = None
-    elapsed: float = 0.0  # wall time of the blocks that produced these samples
+    block_rps: list[float] = attrs.field(factory=list)  # one per concurrent block, in round order
+    cpu_seconds: float = 0.0  # CPU the server behind the path used during the concurrent blocks
+    cpu_requests: int = 0  # requests those blocks sent
 
     @property
-    def completed(self) -> int:
-        return len(self.total)
+    def cpu_per_request(self) -> float:
+        return self.cpu_seconds / self.cpu_requests if self.cpu_requests else math.nan
 
     @property
     def rps(self) -> float:
-        return self.completed / self.elapsed if self.elapsed else 0.0
+        """Median over blocks: a burst of load from elsewhere on the machine spoils one block, not all."""
+        return statistics.median(self.block_rps) if self.block_rps else 0.0
 
     def error(self, message: str) -> None:
         self.errors += 1
@@ -96,7 +100,8 @@ def client_session(concurrency: int) -> aiohttp.ClientSession:
 
 
 async def _one(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
-               samples: Samples) -> None:
+               samples: Samples) -> float:
+    """One request; returns when it finished (perf_counter), or 0 after an error."""
     started = time.perf_counter()
     first: float | None = None
     try:
@@ -106,36 +111,41 @@ async def _one(session: aiohttp.ClientSession, url: str, body: bytes, headers: d
                     first = time.perf_counter()
             if response.status != 200:
                 samples.error(f"HTTP {response.status} from {url}")
-                return
+                return 0.0
     except (aiohttp.ClientError, TimeoutError) as exc:
         samples.error(f"{type(exc).__name__}: {exc} ({url})")
-        return
+        return 0.0
     done = time.perf_counter()
     samples.ttfb.append((first or done) - started)
     samples.total.append(done - started)
+    return done
 
 
 async def sequential(session: aiohttp.ClientSession, target: Target, scenario: Scenario, count: int,
                      samples: Samples) -> None:
     """Concurrency 1: `count` requests one after another on one keep-alive connection."""
     url, headers, body = scenario.url(target), scenario.headers(), scenario.body(0)
-    started = time.perf_counter()
     for _ in range(count):
         await _one(session, url, body, headers, samples)
-    samples.elapsed += time.perf_counter() - started
 
 
 async def concurrent(session: aiohttp.ClientSession, target: Target, scenario: Scenario, concurrency: int,
                      duration: float, samples: Samples) -> None:
-    """`concurrency` workers (one conversation each) sending back to back for `duration` seconds."""
+    """`concurrency` workers (one conversation each) sending back to back for `duration` seconds.
+
+    Throughput counts the requests finished within `duration`; those still running then are
+    timed but not counted, which offsets the ramp-up at the start.
+    """
     url, headers = scenario.url(target), scenario.headers()
-    started = time.perf_counter()
-    deadline = started + duration
+    deadline = time.perf_counter() + duration
+    finished = 0
 
     async def worker(index: int) -> None:
+        nonlocal finished
         body = scenario.body(index)
         while time.perf_counter() < deadline:
-            await _one(session, url, body, headers, samples)
+            if 0 < await _one(session, url, body, headers, samples) <= deadline:
+                finished += 1
 
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    samples.elapsed += time.perf_counter() - started
+    samples.block_rps.append(finished / duration)

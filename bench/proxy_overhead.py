@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import platform
 import pstats
+import statistics
 import sys
 import tempfile
 import time
@@ -47,13 +48,16 @@ class Plan:
 
     @classmethod
     def of(cls, quick: bool) -> Plan:
-        return cls(1, 80, 1.0, 20) if quick else cls(4, 250, 2.5, 60)
+        # Many short blocks rather than a few long ones: the machine is shared and noisy, and a
+        # burst of load from elsewhere then lands on every path alike.
+        return cls(2, 40, 0.5, 20) if quick else cls(8, 60, 1.0, 60)
 
     def describe(self) -> str:
+        load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
         return (f"{platform.python_implementation()} {platform.python_version()}, aiohttp {aiohttp.__version__}, "
-                f"{os.cpu_count()} CPUs. {self.rounds} round(s); per round and cell: "
-                f"{self.sequential_requests} requests at concurrency 1, {self.concurrent_seconds:g} s at "
-                f"concurrency {HIGH}.")
+                f"{os.cpu_count()} CPUs (load average {load} at the end). {self.rounds} rounds; each runs "
+                f"every path in turn, {self.sequential_requests} requests at concurrency 1 and "
+                f"{self.concurrent_seconds:g} s at concurrency {HIGH} per request kind.")
 
 
 # --- servers, each in its own process ------------------------------------------------------------
@@ -72,10 +76,7 @@ def _build(kind: str, options: dict[str, str]) -> tuple[web.Application, bool]:
     config = load_config(env={}, upstream_anthropic_base_url=options["anthropic"],
                          upstream_openai_base_url=options["openai"], storage_database=options["database"],
                          logging_level="warning")
-    configure_logging(config.logging)
-    # vidurai logs each new memory at INFO through loguru, outside the proxy's logging settings.
-    from loguru import logger
-    logger.disable("vidurai")
+    configure_logging(config.logging)  # as `python -m proxy` does; the level is warning here
     return create_app(config), True
 
 
@@ -130,15 +131,25 @@ class Server:
         parent, child = ctx.Pipe()
         process = ctx.Process(target=_serve, args=(kind, child, options), name=f"bench-{kind}", daemon=True)
         process.start()
-        if not parent.poll(60):
-            process.kill()
-            raise RuntimeError(f"{kind} server did not start within 60 s")
+        deadline = time.monotonic() + 60
+        while not parent.poll(0.1):
+            if not process.is_alive() or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"{kind} server exited or did not start within 60 s")
         status, value = parent.recv()
         if status != "ready":
             process.join(5)
             raise RuntimeError(f"{kind} server failed to start:\n{value}")
         print(f"  {kind}: http://127.0.0.1:{value} (pid {process.pid})", file=sys.stderr)
         return cls(kind, f"http://127.0.0.1:{value}", process, parent)
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU of the server process, all its threads (Linux /proc; NaN elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return math.nan
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         try:
@@ -162,8 +173,11 @@ class Server:
 Key = tuple[str, str, int]  # scenario name, target name, concurrency
 
 
-async def measure(plan: Plan, targets: list[Target]) -> dict[Key, Samples]:
-    """All cells, round after round, the order of the paths rotating each round."""
+async def measure(plan: Plan, targets: list[Target], servers: dict[str, Server]) -> dict[Key, Samples]:
+    """All cells, round after round, the order of the paths rotating each round.
+
+    `servers` maps a target's name to the process whose CPU time is charged to that path.
+    """
     results: dict[Key, Samples] = {}
     sessions = {t.name: client_session(HIGH) for t in targets}
     try:
@@ -185,8 +199,12 @@ async def measure(plan: Plan, targets: list[Target]) -> dict[Key, Samples]:
                     await sequential(sessions[target.name], target, scenario, plan.sequential_requests, cell)
                 for target in order:
                     cell = results.setdefault((scenario.name, target.name, HIGH), Samples())
+                    server, sent = servers[target.name], len(cell.total) + cell.errors
+                    cpu = server.cpu_seconds()
                     await concurrent(sessions[target.name], target, scenario, HIGH, plan.concurrent_seconds,
                                      cell)
+                    cell.cpu_seconds += server.cpu_seconds() - cpu
+                    cell.cpu_requests += len(cell.total) + cell.errors - sent
     finally:
         for session in sessions.values():
             await session.close()
@@ -199,6 +217,12 @@ def _ms(value: float, signed: bool = False) -> str:
     if math.isnan(value):
         return "n/a"
     return f"{value * 1000:+.2f}" if signed else f"{value * 1000:.2f}"
+
+
+def _share(cell: Samples, reference: Samples) -> float:
+    """Median over rounds of the throughput ratio, each measured seconds apart under the same load."""
+    ratios = [a / b for a, b in zip(cell.block_rps, reference.block_rps) if b]
+    return statistics.median(ratios) if ratios else math.nan
 
 
 def render(results: dict[Key, Samples], names: list[str], plan: Plan) -> str:
@@ -232,19 +256,22 @@ def render(results: dict[Key, Samples], names: list[str], plan: Plan) -> str:
                 if concurrency == 1 and "proxy" in added:
                     worst["p50"] = max(worst["p50"], added["proxy"][0])
                     worst["p99"] = max(worst["p99"], added["proxy"][1])
-    lines += ["", f"Throughput at concurrency {HIGH}, requests/second (% of direct):", ""]
+    lines += ["", f"Throughput at concurrency {HIGH}, requests/second (median of rounds; % of direct, "
+                  "median of the per-round ratios):", ""]
     header = "| Request | Direct | " + " | ".join(PATHS[n] for n in others)
     header += " | Proxy vs bare |" if {"bare", "proxy"} <= set(names) else " |"
+    header += " CPU ms/request: " + " / ".join(["upstream", *others]) + " |"
     lines += [header, "|---|" + "---:|" * (header.count("|") - 2)]
     worst_share = math.inf
     for scenario in SCENARIOS:
-        direct = results[(scenario.name, "direct", HIGH)].rps
-        rps = {n: results[(scenario.name, n, HIGH)].rps for n in others}
-        row = f"| {scenario.name} | {direct:.0f} |" + "".join(f" {rps[n]:.0f} ({rps[n] / direct:.0%}) |"
-                                                             for n in others)
-        if "bare" in rps and "proxy" in rps:
-            row += f" {rps['proxy'] / rps['bare']:.0%} |"
-            worst_share = min(worst_share, rps["proxy"] / direct)
+        cells = {n: results[(scenario.name, n, HIGH)] for n in names}
+        row = f"| {scenario.name} | {cells['direct'].rps:.0f} |"
+        for name in others:
+            row += f" {cells[name].rps:.0f} ({_share(cells[name], cells['direct']):.0%}) |"
+        if "bare" in cells and "proxy" in cells:
+            row += f" {_share(cells['proxy'], cells['bare']):.0%} |"
+            worst_share = min(worst_share, _share(cells["proxy"], cells["direct"]))
+        row += " " + " / ".join(f"{cells[n].cpu_per_request * 1000:.2f}" for n in names) + " |"
         lines.append(row)
     errors = [f"{key[1]} / {key[0]} / c={key[2]}: {s.errors} ({s.first_error})"
               for key, s in results.items() if s.errors]
@@ -296,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
             except RuntimeError as exc:
                 print(f"The proxy did not start; measuring the other paths only.\n{exc}", file=sys.stderr)
             print(f"Measuring {', '.join(t.name for t in targets)}...", file=sys.stderr)
-            results = asyncio.run(measure(plan, targets))
+            by_target = {t.name: s for t, s in zip(targets, servers)}  # direct: the upstream itself
+            results = asyncio.run(measure(plan, targets, by_target))
         finally:
             for server in reversed(servers):
                 server.stop()

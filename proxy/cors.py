@@ -18,8 +18,15 @@ ALLOW_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 # Chrome caps preflight caching at 2 hours; longer values are silently cut.
 MAX_AGE_S = 7200
 # Response headers the LLM SDKs read (request ids for support tickets, retry hints, our stats).
-EXPOSE_ALWAYS = ("request-id", "x-request-id", "retry-after", "retry-after-ms", "x-should-retry",
-                 "x-vidurai-stats", "openai-processing-ms")
+EXPOSE_ALWAYS = (
+    "request-id",
+    "x-request-id",
+    "retry-after",
+    "retry-after-ms",
+    "x-should-retry",
+    "x-vidurai-stats",
+    "openai-processing-ms",
+)
 # Rate-limit headers have many names (anthropic-ratelimit-*, x-ratelimit-*); exposed as they appear.
 _EXPOSE_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-", "ratelimit")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -50,8 +57,11 @@ class CorsPolicy:
 
 
 def _is_preflight(request: web.Request) -> bool:
-    return (request.method == "OPTIONS" and "Origin" in request.headers
-            and "Access-Control-Request-Method" in request.headers)
+    return (
+        request.method == "OPTIONS"
+        and "Origin" in request.headers
+        and "Access-Control-Request-Method" in request.headers
+    )
 
 
 def _add_vary(response: web.StreamResponse, *names: str) -> None:
@@ -129,7 +139,10 @@ def setup_cors(app: web.Application, allowed: tuple[str, ...]) -> None:
         return
     for origin in allowed:
         if origin != "*" and not _ORIGIN.match(origin.lower()):
-            log.warning("cors.origin_malformed", origin=origin,
-                        hint="an origin is scheme://host[:port], without a path")
+            log.warning(
+                "cors.origin_malformed",
+                origin=origin,
+                hint="an origin is scheme://host[:port], without a path",
+            )
     app.middlewares.append(cors_middleware(allowed))
     app.on_response_prepare.append(cors_response_headers(allowed))

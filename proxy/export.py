@@ -49,7 +49,8 @@ def parse_date(raw: str) -> float:
         moment = datetime.fromisoformat(raw.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{raw!r} is not an ISO date or timestamp (e.g. 2026-11-26 or 2026-11-26T10:00:00Z)") from None
+            f"{raw!r} is not an ISO date or timestamp (e.g. 2026-11-26 or 2026-11-26T10:00:00Z)"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)  # the database and the export are in UTC
     return moment.timestamp()
@@ -58,15 +59,26 @@ def parse_date(raw: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The export command line."""
     parser = _Parser(prog=PROG, description="Export requests (or sessions) for spreadsheets and billing.")
-    parser.add_argument("--format", choices=("csv", "json"), required=True,
-                        help="csv (header row, RFC 4180) or json (an array of objects, one per line)")
-    parser.add_argument("--since", type=parse_date, metavar="DATE",
-                        help="only rows at or after DATE (ISO, UTC unless an offset is given); "
-                             "sessions: last seen at or after DATE")
+    parser.add_argument(
+        "--format",
+        choices=("csv", "json"),
+        required=True,
+        help="csv (header row, RFC 4180) or json (an array of objects, one per line)",
+    )
+    parser.add_argument(
+        "--since",
+        type=parse_date,
+        metavar="DATE",
+        help="only rows at or after DATE (ISO, UTC unless an offset is given); "
+        "sessions: last seen at or after DATE",
+    )
     parser.add_argument("--until", type=parse_date, metavar="DATE", help="only rows before DATE")
     parser.add_argument("--session", metavar="ID", help="only this session's rows")
-    parser.add_argument("--sessions", action="store_true",
-                        help="export the sessions table (one row per conversation, with totals) instead")
+    parser.add_argument(
+        "--sessions",
+        action="store_true",
+        help="export the sessions table (one row per conversation, with totals) instead",
+    )
     parser.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
     parser.add_argument("--database", metavar="PATH", help="SQLite file (default: [storage] database)")
     parser.add_argument("--config", metavar="PATH", help="configuration file (default: vidurai.ini)")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import anthropic
 import openai
 import pytest
+from aiohttp import web
 
 from proxy.config import Config, load_config
 from tests.fake_upstream import FakeUpstream, running_fake_upstream
@@ -52,10 +54,11 @@ async def make_proxy(fake_upstream: FakeUpstream, tmp_path: Path) -> AsyncIterat
     """Start a proxy with setting overrides (`upstream_read_timeout="0.5"`, ...); returns its URL."""
     from proxy.app import create_app, start_server  # imported late: test_config runs without it
 
-    runners = []
+    runners: list[web.AppRunner] = []
 
     async def start(**overrides: Any) -> str:
-        database = tmp_path / f"vidurai-{len(runners)}.db"
+        # The first proxy uses proxy_config's database; later ones get their own file.
+        database = tmp_path / (f"vidurai-{len(runners)}.db" if runners else "vidurai.db")
         settings = _settings(fake_upstream, tmp_path, {"storage_database": database, **overrides})
         config = load_config(path=tmp_path / "absent.ini", env={}, **settings)
         # start_server is what `python -m proxy` uses, so tests run the production server settings.

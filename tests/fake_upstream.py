@@ -46,8 +46,9 @@ Scenarios, chosen by header `x-fake-scenario: NAME`, else by a model named `fake
   error-event       stream: two deltas after the first, then a mid-stream error (Anthropic `event: error`
                     overloaded_error, OpenAI `data: {"error": ...}`) and the body ends
   split-utf8        stream: the event holding EMOJI is sent in two TCP writes split inside the character
-  gated             stream: events up to the first delta, then wait for fake.gate (the test sets it) and
-                    send the rest; if unset after x-fake-gate-timeout seconds (default 5) the connection is cut
+  gated             stream: events up to the first delta, then wait for fake.gate (the test sets it)
+                    and send the rest; if unset after x-fake-gate-timeout seconds (default 5) the
+                    connection is cut
 Headers on every answer: Anthropic request-id and anthropic-ratelimit-*; OpenAI x-request-id,
 openai-processing-ms and x-ratelimit-*; errors add x-should-retry (Anthropic) and, on 429,
 retry-after and retry-after-ms. Request ids are "req_fake_000001", "req_fake_000002", ... per server.
@@ -61,7 +62,8 @@ import contextlib
 import itertools
 import json
 import struct
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import attrs
 from aiohttp import web
@@ -149,8 +151,8 @@ def _tool_input(schema: Any) -> dict[str, Any]:
     defaults: dict[str, Any] = {"string": "fake", "integer": 1, "number": 1.5, "boolean": True,
                                 "array": [], "object": {}}
     properties = schema.get("properties", {}) if isinstance(schema, dict) else {}
-    return {name: defaults.get(spec.get("type") if isinstance(spec, dict) else None) for name, spec in
-            properties.items()}
+    return {name: defaults.get(str(spec.get("type")) if isinstance(spec, dict) else "")
+            for name, spec in properties.items()}
 
 
 def _json_pieces(text: str, size: int = 8) -> list[str]:
@@ -185,7 +187,7 @@ class FakeUpstream:
             raise LookupError(f"no request recorded for {path or 'any path'}")
         return matching[-1]
 
-    async def wait_disconnected(self, timeout: float = 5.0) -> RecordedRequest:
+    async def wait_disconnected(self, timeout: float = 5.0) -> RecordedRequest:  # noqa: ASYNC109
         """Wait until some request's client went away mid-response, and return that request."""
         async with asyncio.timeout(timeout):
             while True:
@@ -214,7 +216,8 @@ class FakeUpstream:
 
     # --- request plumbing -------------------------------------------------------------------
 
-    def _endpoint(self, provider: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def _endpoint(self, provider: str, handler: Handler
+                  ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
             body = await request.read()
             try:
@@ -227,7 +230,8 @@ class FakeUpstream:
                 scenario = model.removeprefix("fake-")
             record = RecordedRequest(
                 method=request.method, path=request.path.removeprefix(f"/{provider}"),
-                query_string=request.rel_url.raw_query_string, headers=CIMultiDictProxy(CIMultiDict(request.headers)),
+                query_string=request.rel_url.raw_query_string,  # as sent, not re-encoded
+                headers=CIMultiDictProxy(CIMultiDict(request.headers)),
                 body=body, json=parsed, provider=provider, scenario=scenario)
             if self._record:
                 self.requests.append(record)
@@ -255,7 +259,8 @@ class FakeUpstream:
         return await handler(call)
 
     async def _until_client_gone(self, call: _Call) -> None:
-        while not call.client_gone():
+        # aiohttp signals a lost client only through the transport; poll it (handlers run uncancelled).
+        while not call.client_gone():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         call.record.disconnected = True
 
@@ -291,9 +296,11 @@ class FakeUpstream:
         response_class = _HalfResponse if call.scenario == "cut" else web.Response
         return response_class(status=status, body=body, headers=headers)
 
-    def _error(self, call: _Call, status: int, message: str, retry_after_ms: str | None = None) -> web.Response:
+    def _error(self, call: _Call, status: int, message: str,
+               retry_after_ms: str | None = None) -> web.Response:
         if call.record.provider == "anthropic":
-            kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+            kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error" if status >= 500
+                                              else "invalid_request_error")
             payload: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message},
                                        "request_id": call.request_id}
         else:
@@ -405,23 +412,24 @@ class FakeUpstream:
         start = {**message, "content": [], "stop_reason": None,
                  "usage": {**self._anthropic_usage(call, 1), "service_tier": "standard"}}
         block = blocks[0]
+        opening: dict[str, Any] = {"type": "text", "text": ""}
+        delta_type, delta_field = "text_delta", "text"
         if block["type"] == "tool_use":
-            opening, delta_of = {**block, "input": {}}, lambda p: {"type": "input_json_delta", "partial_json": p}
-        else:
-            opening, delta_of = {"type": "text", "text": ""}, lambda p: {"type": "text_delta", "text": p}
+            opening, delta_type, delta_field = {**block, "input": {}}, "input_json_delta", "partial_json"
         frames = [event("message_start", {"type": "message_start", "message": start}),
                   event("content_block_start", {"type": "content_block_start", "index": 0,
                                                 "content_block": opening}),
                   event("ping", {"type": "ping"})]
         frames += [event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                 "delta": delta_of(p)}) for p in pieces]
+                                                 "delta": {"type": delta_type, delta_field: p}})
+                   for p in pieces]
         frames += [event("content_block_stop", {"type": "content_block_stop", "index": 0}),
                    event("message_delta", {"type": "message_delta",
                                            "delta": {"stop_reason": stop_reason, "stop_sequence": None},
                                            "usage": self._anthropic_usage(call, len(pieces))}),
                    event("message_stop", {"type": "message_stop"})]
-        error = event("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"},
-                                "request_id": call.request_id})
+        error = event("error", {"type": "error", "request_id": call.request_id,
+                                "error": {"type": "overloaded_error", "message": "Overloaded"}})
         return await self._stream(call, frames, 3, error)
 
     async def _anthropic_count_tokens(self, call: _Call) -> web.StreamResponse:
@@ -437,8 +445,9 @@ class FakeUpstream:
 
     @staticmethod
     def _openai_forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
-        tools = [t["function"] for t in body.get("tools") or []
-                 if isinstance(t, dict) and isinstance(t.get("function"), dict) and "name" in t["function"]]
+        tools: list[dict[str, Any]] = [
+            t["function"] for t in body.get("tools") or []
+            if isinstance(t, dict) and isinstance(t.get("function"), dict) and "name" in t["function"]]
         choice = body.get("tool_choice")
         if not tools or not (choice == "required" or isinstance(choice, dict)):
             return None
@@ -451,7 +460,8 @@ class FakeUpstream:
                 "total_tokens": call.input_tokens + completion_tokens,
                 "prompt_tokens_details": {"cached_tokens": cache_read, "audio_tokens": 0},
                 "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                              "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
+                                              "accepted_prediction_tokens": 0,
+                                              "rejected_prediction_tokens": 0}}
 
     async def _openai_chat(self, call: _Call) -> web.StreamResponse:
         body = call.body
@@ -462,8 +472,10 @@ class FakeUpstream:
         if tool is not None:
             arguments = _dumps(_tool_input(tool.get("parameters")))
             pieces, finish = _json_pieces(arguments), "tool_calls"
-            message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
-                {"id": call_id, "type": "function", "function": {"name": tool["name"], "arguments": arguments}}]}
+            tool_call = {"id": call_id, "type": "function",
+                         "function": {"name": tool["name"], "arguments": arguments}}
+            message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None,
+                                       "tool_calls": [tool_call]}
         else:
             pieces, finish = call.pieces(), "stop"
             message = {"role": "assistant", "content": "".join(pieces), "refusal": None}
@@ -524,12 +536,14 @@ class FakeUpstream:
             vector = [round((len(str(text)) + i) / 10, 1) for i in range(8)]
             encoded: Any = base64.b64encode(struct.pack("<8f", *vector)).decode() if as_base64 else vector
             data.append({"object": "embedding", "index": index, "embedding": encoded})
+        usage = {"prompt_tokens": call.input_tokens, "total_tokens": call.input_tokens}
         return self._json(call, {"object": "list", "data": data, "model": call.body.get("model", ""),
-                                 "usage": {"prompt_tokens": call.input_tokens, "total_tokens": call.input_tokens}})
+                                 "usage": usage})
 
     async def _openai_models(self, call: _Call) -> web.StreamResponse:
         return self._json(call, {"object": "list", "data": [
-            {"id": model, "object": "model", "created": CREATED, "owned_by": "fake"} for model in OPENAI_MODELS]})
+            {"id": model, "object": "model", "created": CREATED, "owned_by": "fake"}
+            for model in OPENAI_MODELS]})
 
 
 class _HalfResponse(web.Response):
@@ -544,7 +558,8 @@ class _HalfResponse(web.Response):
 
 
 @contextlib.asynccontextmanager
-async def running_fake_upstream(*, record: bool = True, host: str = "127.0.0.1") -> AsyncIterator[FakeUpstream]:
+async def running_fake_upstream(*, record: bool = True, host: str = "127.0.0.1"
+                                ) -> AsyncIterator[FakeUpstream]:
     """Start a FakeUpstream on an ephemeral loopback port; stop it on exit."""
     fake = FakeUpstream(record=record)
     # A short shutdown: `hang` handlers only end when their client goes away.

@@ -36,8 +36,10 @@ def test_shipped_ini_loads_and_matches_the_declared_defaults(tmp_path: Path) -> 
 
 
 def test_ini_file_is_read(tmp_path: Path) -> None:
-    path = _write(tmp_path, "[server]\nport = 9001\nhost = 0.0.0.0\n\n[upstream]\nread_timeout = 30.5\n"
-                            "openai_base_url = http://localhost:11434/v1/\n\n[storage]\ndatabase = /tmp/x.db\n")
+    path = _write(tmp_path, "[server]\nport = 9001\nhost = 0.0.0.0\n\n"
+                            "[upstream]\nread_timeout = 30.5\n"
+                            "openai_base_url = http://localhost:11434/v1/\n\n"
+                            "[storage]\ndatabase = /tmp/x.db\n")
     config = load_config(path, env={})
     assert (config.server.host, config.server.port) == ("0.0.0.0", 9001)
     assert config.upstream.read_timeout == 30.5

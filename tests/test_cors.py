@@ -17,8 +17,10 @@ from tests.fake_upstream import FakeUpstream
 ALLOWED = "https://dash.example.com"
 OTHER = "https://evil.example.net"
 # What the Anthropic and OpenAI SDKs ask for when they run in a browser.
-SDK_HEADERS = ("anthropic-beta, anthropic-dangerous-direct-browser-access, anthropic-version, authorization, "
-               "content-type, x-api-key, x-stainless-arch, x-stainless-lang, x-stainless-retry-count")
+SDK_HEADERS = (
+    "anthropic-beta, anthropic-dangerous-direct-browser-access, anthropic-version, authorization, "
+    "content-type, x-api-key, x-stainless-arch, x-stainless-lang, x-stainless-retry-count"
+)
 
 SmallClient = Callable[[tuple[str, ...], list[str]], Awaitable[TestClient[web.Request, web.Application]]]
 
@@ -28,18 +30,29 @@ def _cors_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def preflight_headers(origin: str, method: str = "POST", headers: str = SDK_HEADERS) -> dict[str, str]:
-    return {"Origin": origin, "Access-Control-Request-Method": method, "Access-Control-Request-Headers": headers}
+    return {
+        "Origin": origin,
+        "Access-Control-Request-Method": method,
+        "Access-Control-Request-Headers": headers,
+    }
 
 
 # --- the module on a small app of its own -------------------------------------------------------------
+
 
 def small_app(allowed: tuple[str, ...], seen: list[str]) -> web.Application:
     """JSON, streamed and upstream-CORS-carrying responses, recording which methods reached a handler."""
 
     async def json_handler(request: web.Request) -> web.Response:
         seen.append(request.method)
-        return web.json_response({"ok": True}, headers={"request-id": "req_1", "Vary": "Accept-Encoding",
-                                                        "anthropic-ratelimit-requests-remaining": "9"})
+        return web.json_response(
+            {"ok": True},
+            headers={
+                "request-id": "req_1",
+                "Vary": "Accept-Encoding",
+                "anthropic-ratelimit-requests-remaining": "9",
+            },
+        )
 
     async def stream_handler(request: web.Request) -> web.StreamResponse:
         seen.append(request.method)
@@ -52,8 +65,9 @@ def small_app(allowed: tuple[str, ...], seen: list[str]) -> web.Application:
 
     async def upstream_cors(request: web.Request) -> web.Response:
         seen.append(request.method)
-        return web.Response(text="x", headers={"Access-Control-Allow-Origin": "*",
-                                               "Access-Control-Allow-Credentials": "true"})
+        return web.Response(
+            text="x", headers={"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Credentials": "true"}
+        )
 
     app = web.Application()
     app.router.add_route("*", "/json", json_handler)
@@ -66,9 +80,11 @@ def small_app(allowed: tuple[str, ...], seen: list[str]) -> web.Application:
 @pytest.fixture
 def small(aiohttp_client: Any) -> SmallClient:
     """A test client for small_app(allowed, seen), served on loopback by pytest-aiohttp."""
+
     async def make(allowed: tuple[str, ...], seen: list[str]) -> TestClient[web.Request, web.Application]:
         client: TestClient[web.Request, web.Application] = await aiohttp_client(small_app(allowed, seen))
         return client
+
     return make
 
 
@@ -107,7 +123,9 @@ async def test_preflight_refused_origin_gets_403_and_no_cors_headers(small: Smal
 
 async def test_preflight_drops_malformed_requested_headers(small: SmallClient) -> None:
     client = await small(("*",), [])
-    async with client.options("/json", headers=preflight_headers(ALLOWED, headers="x-api-key, bad header, ")) as r:
+    async with client.options(
+        "/json", headers=preflight_headers(ALLOWED, headers="x-api-key, bad header, ")
+    ) as r:
         assert r.status == 204
         assert r.headers["Access-Control-Allow-Headers"] == "x-api-key"
         assert r.headers["Access-Control-Allow-Origin"] == "*"
@@ -182,15 +200,19 @@ MESSAGE = {"model": "claude-fake-1", "max_tokens": 16, "messages": [{"role": "us
 
 
 def _anthropic_headers(origin: str | None) -> dict[str, str]:
-    headers = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01",
-               "anthropic-dangerous-direct-browser-access": "true"}
+    headers = {
+        "x-api-key": ANTHROPIC_KEY,
+        "anthropic-version": "2023-06-01",
+        "anthropic-dangerous-direct-browser-access": "true",
+    }
     if origin:
         headers["Origin"] = origin
     return headers
 
 
-async def test_proxy_answers_preflight_for_allowed_origin(make_proxy: ProxyFactory, fake_upstream: FakeUpstream,
-                                                          http: aiohttp.ClientSession) -> None:
+async def test_proxy_answers_preflight_for_allowed_origin(
+    make_proxy: ProxyFactory, fake_upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
     url = await make_proxy(server_allowed_origins=f"{ALLOWED}, http://localhost:3000")
     async with http.options(url + "/v1/messages", headers=preflight_headers(ALLOWED)) as response:
         assert response.status == 204
@@ -202,8 +224,9 @@ async def test_proxy_answers_preflight_for_allowed_origin(make_proxy: ProxyFacto
     assert fake_upstream.requests == []  # preflights never reach the provider
 
 
-async def test_proxy_streamed_messages_carry_cors_headers(make_proxy: ProxyFactory,
-                                                          http: aiohttp.ClientSession) -> None:
+async def test_proxy_streamed_messages_carry_cors_headers(
+    make_proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
     url = await make_proxy(server_allowed_origins=ALLOWED)
     body = {**MESSAGE, "stream": True}
     async with http.post(url + "/v1/messages", json=body, headers=_anthropic_headers(ALLOWED)) as response:
@@ -221,12 +244,14 @@ async def test_proxy_streamed_messages_carry_cors_headers(make_proxy: ProxyFacto
 
 
 async def test_proxy_without_allowed_origins_sends_no_cors_and_forwards_options(
-        make_proxy: ProxyFactory, fake_upstream: FakeUpstream, http: aiohttp.ClientSession) -> None:
+    make_proxy: ProxyFactory, fake_upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
     url = await make_proxy()
     async with http.post(url + "/v1/messages", json=MESSAGE, headers=_anthropic_headers(ALLOWED)) as response:
         assert response.status == 200
         assert _cors_headers(response.headers) == {}
-    async with http.options(url + "/v1/messages", headers={**preflight_headers(ALLOWED),
-                                                           "x-api-key": ANTHROPIC_KEY}) as response:
+    async with http.options(
+        url + "/v1/messages", headers={**preflight_headers(ALLOWED), "x-api-key": ANTHROPIC_KEY}
+    ) as response:
         assert _cors_headers(response.headers) == {}
     assert [r.method for r in fake_upstream.requests] == ["POST", "OPTIONS"]

@@ -27,30 +27,84 @@ def ts(text: str) -> float:
 
 
 REQUESTS: list[dict[str, Any]] = [
-    {"id": "r1", "created_at": ts("2026-11-25T23:59:59"), "session_id": "s1", "tenant": "t1",
-     "provider": "anthropic", "endpoint": "messages", "method": "POST", "path": "/v1/messages",
-     "model": "claude-sonnet-4-5", "stream": 1, "status": 200, "duration_ms": 812.5, "input_tokens": 1200,
-     "output_tokens": 80, "cache_read_tokens": 0, "cache_write_tokens": 0, "tokens_original_est": 5000,
-     "tokens_forwarded_est": 1250, "tokens_saved": 3750, "cost_usd": 0.0048, "cost_saved_usd": 0.01125},
-    {"id": "r2", "created_at": ts("2026-11-26T00:00:00"), "session_id": "s2", "tenant": "t1",
-     "provider": "openai", "endpoint": "chat_completions", "method": "POST", "path": "/v1/chat/completions",
-     "model": "my-local-model", "stream": 0, "status": 200, "input_tokens": 10, "output_tokens": 5},
-    {"id": "r3", "created_at": ts("2026-11-26T12:30:00.250"), "session_id": "s1", "tenant": "t1",
-     "provider": "anthropic", "endpoint": "messages", "method": "POST", "path": "/v1/messages",
-     "model": "claude-sonnet-4-5", "stream": 1, "status": 502,
-     "error": 'upstream said "no", then closed — ünïcödé, commas\nand a newline'},
+    {
+        "id": "r1",
+        "created_at": ts("2026-11-25T23:59:59"),
+        "session_id": "s1",
+        "tenant": "t1",
+        "provider": "anthropic",
+        "endpoint": "messages",
+        "method": "POST",
+        "path": "/v1/messages",
+        "model": "claude-sonnet-4-5",
+        "stream": 1,
+        "status": 200,
+        "duration_ms": 812.5,
+        "input_tokens": 1200,
+        "output_tokens": 80,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "tokens_original_est": 5000,
+        "tokens_forwarded_est": 1250,
+        "tokens_saved": 3750,
+        "cost_usd": 0.0048,
+        "cost_saved_usd": 0.01125,
+    },
+    {
+        "id": "r2",
+        "created_at": ts("2026-11-26T00:00:00"),
+        "session_id": "s2",
+        "tenant": "t1",
+        "provider": "openai",
+        "endpoint": "chat_completions",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "model": "my-local-model",
+        "stream": 0,
+        "status": 200,
+        "input_tokens": 10,
+        "output_tokens": 5,
+    },
+    {
+        "id": "r3",
+        "created_at": ts("2026-11-26T12:30:00.250"),
+        "session_id": "s1",
+        "tenant": "t1",
+        "provider": "anthropic",
+        "endpoint": "messages",
+        "method": "POST",
+        "path": "/v1/messages",
+        "model": "claude-sonnet-4-5",
+        "stream": 1,
+        "status": 502,
+        "error": 'upstream said "no", then closed — ünïcödé, commas\nand a newline',
+    },
 ]
 SESSIONS: list[dict[str, Any]] = [
-    {"id": "s1", "tenant": "t1", "created_at": ts("2026-11-20T08:00:00"),
-     "last_seen_at": ts("2026-11-26T12:30:00.250"), "requests": 2, "tokens_saved": 3750, "cost_usd": 0.0048},
-    {"id": "s2", "tenant": "t1", "created_at": ts("2026-11-26T00:00:00"), "last_seen_at": ts("2026-11-26T00:00:00"),
-     "expired_at": ts("2026-11-26T01:00:00"), "requests": 1},
+    {
+        "id": "s1",
+        "tenant": "t1",
+        "created_at": ts("2026-11-20T08:00:00"),
+        "last_seen_at": ts("2026-11-26T12:30:00.250"),
+        "requests": 2,
+        "tokens_saved": 3750,
+        "cost_usd": 0.0048,
+    },
+    {
+        "id": "s2",
+        "tenant": "t1",
+        "created_at": ts("2026-11-26T00:00:00"),
+        "last_seen_at": ts("2026-11-26T00:00:00"),
+        "expired_at": ts("2026-11-26T01:00:00"),
+        "requests": 1,
+    },
 ]
 
 
 def insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
-    conn.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                 list(row.values()))
+    conn.execute(
+        f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())
+    )
 
 
 @pytest.fixture
@@ -77,8 +131,15 @@ def run(database: Path, tmp_path: Path, *args: str) -> str:
 def cli(*args: str, module: str = "proxy.export", text: bool = True) -> subprocess.CompletedProcess[Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIDURAI_")}
     env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", *module.split(), *args], capture_output=True, text=text,
-                          cwd=ROOT, env=env, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", *module.split(), *args],
+        capture_output=True,
+        text=text,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_csv_of_a_known_database(database: Path, tmp_path: Path) -> None:
@@ -87,7 +148,11 @@ def test_csv_of_a_known_database(database: Path, tmp_path: Path) -> None:
     assert [r["id"] for r in records] == ["r1", "r2", "r3"]
     first = records[0]
     assert first["created_at"] == "2026-11-25T23:59:59.000Z"
-    assert (first["model"], first["input_tokens"], first["tokens_saved"]) == ("claude-sonnet-4-5", "1200", "3750")
+    assert (first["model"], first["input_tokens"], first["tokens_saved"]) == (
+        "claude-sonnet-4-5",
+        "1200",
+        "3750",
+    )
     assert (first["cost_usd"], first["duration_ms"]) == ("0.0048", "812.5")
     assert records[1]["cost_usd"] == ""  # unpriced model: NULL, not 0
     assert records[2]["created_at"] == "2026-11-26T12:30:00.250Z"
@@ -163,19 +228,27 @@ def test_dispatched_by_python_m_proxy(database: Path) -> None:
     assert len(json.loads(result.stdout)) == len(REQUESTS)
 
 
-@pytest.mark.parametrize(("args", "code", "needle"), [
-    ([], 2, "--format"),
-    (["--format", "xml"], 2, "invalid choice"),
-    (["--format", "csv", "--since", "yesterday"], 2, "not an ISO date"),
-    (["--format", "csv", "--since", "2026-13-01"], 2, "not an ISO date"),
-    (["--format", "csv", "--bogus"], 2, "unrecognized arguments"),
-    (["--format", "csv", "--database", "missing.db"], 1, "database not found: missing.db"),
-    (["--format", "csv", "--database", "setup.cfg"], 1, "cannot read setup.cfg"),
-    (["--format", "csv", "--config", "missing.ini"], 1, "configuration file not found"),
-    (["--format", "csv", "--database", "{db}", "--output", "/nonexistent/dir/out.csv"], 1, "/nonexistent/dir"),
-])
-def test_bad_arguments_get_one_line_and_non_zero_exit(args: list[str], code: int, needle: str,
-                                                      database: Path) -> None:
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        ([], 2, "--format"),
+        (["--format", "xml"], 2, "invalid choice"),
+        (["--format", "csv", "--since", "yesterday"], 2, "not an ISO date"),
+        (["--format", "csv", "--since", "2026-13-01"], 2, "not an ISO date"),
+        (["--format", "csv", "--bogus"], 2, "unrecognized arguments"),
+        (["--format", "csv", "--database", "missing.db"], 1, "database not found: missing.db"),
+        (["--format", "csv", "--database", "setup.cfg"], 1, "cannot read setup.cfg"),
+        (["--format", "csv", "--config", "missing.ini"], 1, "configuration file not found"),
+        (
+            ["--format", "csv", "--database", "{db}", "--output", "/nonexistent/dir/out.csv"],
+            1,
+            "/nonexistent/dir",
+        ),
+    ],
+)
+def test_bad_arguments_get_one_line_and_non_zero_exit(
+    args: list[str], code: int, needle: str, database: Path
+) -> None:
     result = cli(*[arg.replace("{db}", str(database)) for arg in args])
     assert result.returncode == code
     assert result.stdout == ""
@@ -208,9 +281,10 @@ def test_rows_are_streamed_not_loaded(tmp_path: Path) -> None:
     rows = 4_000
     with sqlite3.connect(path) as conn:
         conn.executemany(
-            "INSERT INTO requests (id, created_at, session_id, provider, endpoint, method, path, model, error)"
-            " VALUES (?, ?, 's', 'anthropic', 'messages', 'POST', '/v1/messages', 'claude-sonnet-4-5', ?)",
-            ((f"req-{i:06d}", 1_800_000_000 + i, "x" * 2000) for i in range(rows)))
+            "INSERT INTO requests (id, created_at, session_id, provider, endpoint, method, path, model,"
+            " error) VALUES (?, ?, 's', 'anthropic', 'messages', 'POST', '/v1/messages', 'claude-x', ?)",
+            ((f"req-{i:06d}", 1_800_000_000 + i, "x" * 2000) for i in range(rows)),
+        )
     conn.close()
     for fmt in ("csv", "json"):
         out = tmp_path / f"big.{fmt}"

@@ -24,8 +24,8 @@ ACTED_ON = ("retry-after", "retry-after-ms", "x-should-retry", "anthropic-rateli
             "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-input-tokens-limit")
 
 
-async def test_message_json(anthropic_sdk: anthropic.AsyncAnthropic, direct_anthropic: anthropic.AsyncAnthropic,
-                            fake_upstream: FakeUpstream) -> None:
+async def test_message_json(anthropic_sdk: anthropic.AsyncAnthropic,
+                            direct_anthropic: anthropic.AsyncAnthropic, fake_upstream: FakeUpstream) -> None:
     message = await anthropic_sdk.messages.create(model=MODEL, max_tokens=64, messages=MESSAGES)
     proxied = fake_upstream.last()
     assert (proxied.provider, proxied.method, proxied.path) == ("anthropic", "POST", "/v1/messages")
@@ -233,7 +233,8 @@ async def test_split_multibyte_character_intact(anthropic_sdk: anthropic.AsyncAn
     assert text == DEFAULT_TEXT
 
 
-async def test_upstream_down_gives_502_in_anthropic_shape(make_proxy: ProxyFactory, closed_port_url: str) -> None:
+async def test_upstream_down_gives_502_in_anthropic_shape(make_proxy: ProxyFactory,
+                                                          closed_port_url: str) -> None:
     url = await make_proxy(upstream_anthropic_base_url=closed_port_url)
     async with anthropic_client(url) as client:
         with pytest.raises(anthropic.InternalServerError) as caught:

@@ -133,7 +133,8 @@ async def test_responses_pass_through(openai_sdk: openai.AsyncOpenAI, fake_upstr
     assert request.json["input"] == "Hello there"
 
 
-async def test_organization_and_project_headers_forwarded(proxy_url: str, fake_upstream: FakeUpstream) -> None:
+async def test_organization_and_project_headers_forwarded(proxy_url: str,
+                                                          fake_upstream: FakeUpstream) -> None:
     async with openai_client(proxy_url + "/v1", organization="org-fake", project="proj-fake") as client:
         await client.chat.completions.create(model=MODEL, messages=MESSAGES)
     headers = fake_upstream.last().headers
@@ -182,7 +183,8 @@ async def test_mid_stream_error_same_as_direct(openai_sdk: openai.AsyncOpenAI,
                                                direct_openai: openai.AsyncOpenAI) -> None:
     async def run(client: openai.AsyncOpenAI) -> tuple[int, openai.APIError]:
         received = 0
-        stream = await client.chat.completions.create(model="fake-error-event", messages=MESSAGES, stream=True)
+        stream = await client.chat.completions.create(model="fake-error-event", messages=MESSAGES,
+                                                      stream=True)
         with pytest.raises(openai.APIError) as caught:
             async for _chunk in stream:
                 received += 1
@@ -201,7 +203,8 @@ async def test_split_multibyte_character_intact(openai_sdk: openai.AsyncOpenAI) 
     assert text == DEFAULT_TEXT
 
 
-async def test_upstream_down_gives_502_in_openai_shape(make_proxy: ProxyFactory, closed_port_url: str) -> None:
+async def test_upstream_down_gives_502_in_openai_shape(make_proxy: ProxyFactory,
+                                                       closed_port_url: str) -> None:
     url = await make_proxy(upstream_openai_base_url=closed_port_url + "/v1")
     async with openai_client(url + "/v1") as client:
         with pytest.raises(openai.InternalServerError) as caught:

@@ -28,28 +28,28 @@ def known_records(now: float) -> tuple[list[SessionRecord], list[RequestRecord]]
                               last_seen_at=now - 20, messages=42),
                 SessionRecord(id="sess-beta-00002", tenant=TENANT_B, created_at=now - 200,
                               last_seen_at=now - 10, messages=7)]
-    base = {"method": "POST", "stream": True}
     requests = [
         RequestRecord(id="r1", created_at=now - 40, provider="anthropic", endpoint="messages",
                       path="/v1/messages", session_id="sess-alpha-0001", tenant=TENANT_A,
-                      model="claude-sonnet-4-5", status=200, duration_ms=850.0, ttfb_ms=120.0,
+                      model="claude-sonnet-5", status=200, duration_ms=850.0, ttfb_ms=120.0,
                       overhead_ms=3.5, usage=Usage(12000, 3000, 4000, 1000), tokens_original_est=50000,
                       tokens_forwarded_est=17000, tokens_saved=33000, messages_original=42,
-                      messages_forwarded=12, cost_usd=0.12345, cost_saved_usd=0.099, **base),
+                      messages_forwarded=12, cost_usd=0.12345, cost_saved_usd=0.099, method="POST",
+                      stream=True),
         RequestRecord(id="r2", created_at=now - 30, provider="anthropic", endpoint="messages",
                       path="/v1/messages", session_id="sess-alpha-0001", tenant=TENANT_A,
-                      model="claude-sonnet-4-5", status=200, duration_ms=1450.0, overhead_ms=2.5,
+                      model="claude-sonnet-5", status=200, duration_ms=1450.0, overhead_ms=2.5,
                       usage=Usage(11000, 2500, 0, 0), tokens_original_est=52000,
                       tokens_forwarded_est=11000, tokens_saved=41000, cost_usd=1.5, cost_saved_usd=0.8765,
-                      **base),
+                      method="POST", stream=True),
         RequestRecord(id="r3", created_at=now - 20, provider="openai", endpoint="chat_completions",
                       path="/v1/chat/completions", session_id="sess-beta-00002", tenant=TENANT_B,
-                      model="gpt-4o", status=200, duration_ms=420.0, overhead_ms=1.0,
+                      model="gpt-5.4", status=200, duration_ms=420.0, overhead_ms=1.0,
                       usage=Usage(900, 150, 0, 0), tokens_original_est=1000, tokens_forwarded_est=1000,
-                      tokens_saved=0, cost_usd=0.00375, cost_saved_usd=0.0, **base),
+                      tokens_saved=0, cost_usd=0.00375, cost_saved_usd=0.0, method="POST", stream=True),
         RequestRecord(id="r4", created_at=now - 10, provider="openai", endpoint="chat_completions",
                       path="/v1/chat/completions", session_id="sess-beta-00002", tenant=TENANT_B,
-                      model="gpt-4o", status=429, duration_ms=35.0,
+                      model="gpt-5.4", status=429, duration_ms=35.0,
                       error="upstream 429 rate_limit_exceeded", method="POST"),
     ]
     return sessions, requests
@@ -144,7 +144,7 @@ def test_empty_database_and_small_terminal(tmp_path: Path, known_metrics: dict[s
     text = screen_text({}, width=80, height=24)
     assert len(text.splitlines()) == 24 and "no active session" in text
     small = screen_text(known_metrics, width=80, height=24)
-    assert "74,000" in small and "gpt-4o" in small
+    assert "74,000" in small and "gpt-5.4" in small
 
 
 async def test_unreadable_database_is_reported_in_the_header(tmp_path: Path) -> None:

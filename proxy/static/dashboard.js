@@ -167,7 +167,9 @@ function barChart(container, points, bottom, top, usd) {
       chart.append(group);
     }
     if (i % 15 === 0 || i === points.length - 1) {
-      chart.append(svg("text", { x: left + i * step + step / 2, y: height - 6, class: "axis", "text-anchor": "middle" },
+      const end = i === points.length - 1; // the last label ends at the right edge, not past it
+      chart.append(svg("text", { x: end ? width - right : left + i * step + step / 2, y: height - 6,
+                                 class: "axis", "text-anchor": end ? "end" : "middle" },
                        fmtClock(p.minute).slice(0, 5)));
     }
   });

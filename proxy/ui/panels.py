@@ -133,8 +133,9 @@ def problems_panel(requests: Iterable[Mapping[str, Any]], warnings: Sequence[War
     lines: list[Text] = []
     for request in shown_errors:
         lines.append(Text.assemble(
-            (fmt_clock(request.get("created_at")) + " ", "dim"), f"{request.get('provider')} ",
-            (f"{request.get('status') or DASH} ", "bold red"), f"{request.get('model') or DASH}: ",
+            (fmt_clock(request.get("created_at")) + " ", "dim"),
+            (f"{request.get('status') or DASH} ", "bold red"),
+            f"{request.get('model') or request.get('provider')}: ",
             (str(request.get("error") or f"HTTP {request.get('status')}"), "red")))
     for warning in shown_warnings:
         lines.append(Text.assemble((fmt_clock(warning.created) + " ", "dim"),

@@ -125,7 +125,11 @@ class TerminalUI:
                   redirect_stdout=False, redirect_stderr=False) as live:
             while not stop.is_set():
                 metrics = await self.fetch() or metrics
-                live.update(self.render(metrics), refresh=True)
+                try:
+                    live.update(self.render(metrics), refresh=True)
+                except Exception as exc:  # a drawing bug must not take the proxy down with it
+                    log.exception("terminal_ui.render_failed")
+                    live.update(Text(f"dashboard error: {type(exc).__name__}: {exc}"), refresh=True)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.refresh_s)
         final = await self.fetch()

@@ -4,30 +4,44 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import signal
 import sys
 
+import attrs
 import structlog
 
 from .app import create_app, start_server
 from .config import Config, ConfigError, load_config
 from .logs import configure_logging
+from .ui.terminal import TerminalUI, WarningBuffer, should_show
+
+# Where logs go while the live dashboard owns the terminal and [logging] file is empty.
+UI_LOG_FILE = "vidurai.log"
 
 
-async def serve(config: Config) -> None:
+async def serve(config: Config, ui: TerminalUI | None) -> None:
     log = structlog.get_logger("proxy")
     app = create_app(config)
     runner, port = await start_server(app, config.server.host, config.server.port)
-    log.info("listening", url=f"http://{config.server.host}:{port}", config=config.source,
-             anthropic=config.upstream.anthropic_base_url, openai=config.upstream.openai_base_url,
-             database=config.storage.database)
+    url = f"http://{config.server.host}:{port}"
+    log.info("listening", url=url, config=config.source, anthropic=config.upstream.anthropic_base_url,
+             openai=config.upstream.openai_base_url, database=config.storage.database)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    ui_task = None
+    if ui is not None:
+        ui.url = url
+        ui_task = asyncio.create_task(ui.run(stop), name="terminal-ui")
     try:
         await stop.wait()
     finally:
+        if ui_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await ui_task
         log.info("stopping: flushing metrics and snapshotting sessions")
         await runner.cleanup()
         log.info("stopped")
@@ -48,9 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"vidurai-proxy: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(config.logging)
+
+    ui = None
+    if should_show(config.ui.terminal, sys.stdout.isatty()):
+        # The dashboard owns the screen: log lines would tear it, so they go to a file.
+        logging_config = config.logging if config.logging.file else attrs.evolve(config.logging, file=UI_LOG_FILE)
+        configure_logging(logging_config, console=False)
+        warnings = WarningBuffer()
+        logging.getLogger().addHandler(warnings)
+        ui = TerminalUI(config.storage.database, warnings=warnings, log_file=logging_config.file)
+    else:
+        configure_logging(config.logging)
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, ui))
     except OSError as exc:  # port in use, permission denied: one line, not a traceback
         print(f"vidurai-proxy: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}",
               file=sys.stderr)

@@ -11,7 +11,7 @@ from typing import AsyncIterator, Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from . import handlers
+from . import dashboard, handlers
 from .compression import route_vidurai_logs
 from .config import Config
 from .cors import setup_cors
@@ -104,6 +104,7 @@ def create_app(config: Config) -> web.Application:
     router.add_get("/health", handlers.health)
     router.add_get("/metrics", metrics_text)
     router.add_get("/metrics.json", metrics_json)
+    router.add_routes(dashboard.routes())
     router.add_post("/v1/messages", handlers.anthropic_route("messages"))
     router.add_post("/v1/messages/count_tokens", handlers.anthropic_route("count_tokens"))
     router.add_post("/v1/chat/completions", handlers.chat_completions)

@@ -100,16 +100,18 @@ def load_locomo(path: Path) -> list[Conversation]:
 
 def question_body(provider: str, conversation: Conversation, question: str) -> dict[str, Any]:
     """The request a client would send: the whole chat, then the question as the latest user message."""
+    if provider == "openai":  # Chat Completions accepts consecutive user messages: the question stands alone
+        flat = [{"role": m["role"], "content": "\n\n".join(b["text"] for b in m["content"])}
+                for m in conversation.messages]
+        return {"model": MODEL[provider], "max_tokens": 256,
+                "messages": [{"role": "system", "content": conversation.system}, *flat,
+                             {"role": "user", "content": question}]}
     messages = [{"role": m["role"], "content": [dict(b) for b in m["content"]]} for m in conversation.messages]
-    if messages[-1]["role"] == "user":
+    if messages[-1]["role"] == "user":  # roles must alternate: the question joins the last user turn
         messages[-1]["content"].append({"type": "text", "text": question})
     else:
         messages.append({"role": "user", "content": [{"type": "text", "text": question}]})
-    if provider == "anthropic":
-        return {"model": MODEL[provider], "max_tokens": 256, "system": conversation.system, "messages": messages}
-    flat = [{"role": m["role"], "content": "\n\n".join(b["text"] for b in m["content"])} for m in messages]
-    return {"model": MODEL[provider], "max_tokens": 256,
-            "messages": [{"role": "system", "content": conversation.system}, *flat]}
+    return {"model": MODEL[provider], "max_tokens": 256, "system": conversation.system, "messages": messages}
 
 
 # --- a generated agent-style session -------------------------------------------------------------

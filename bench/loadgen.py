@@ -68,10 +68,15 @@ class Samples:
     block_rps: list[float] = attrs.field(factory=list)  # one per concurrent block, in round order
     cpu_seconds: float = 0.0  # CPU the server behind the path used during the concurrent blocks
     cpu_requests: int = 0  # requests those blocks sent
+    client_cpu_seconds: float = 0.0  # CPU the load generator itself used during those blocks
 
     @property
     def cpu_per_request(self) -> float:
         return self.cpu_seconds / self.cpu_requests if self.cpu_requests else math.nan
+
+    @property
+    def client_cpu_per_request(self) -> float:
+        return self.client_cpu_seconds / self.cpu_requests if self.cpu_requests else math.nan
 
     @property
     def rps(self) -> float:

@@ -9,6 +9,7 @@ import attrs
 from aiohttp import web
 
 from .records import RequestRecord, Usage
+from .sessions import tenant_of
 from .tokens import Calibration
 
 
@@ -27,7 +28,8 @@ class Call:
     @classmethod
     def begin(cls, request: web.Request, provider: str, endpoint: str) -> Call:
         record = RequestRecord(id=uuid.uuid4().hex, created_at=time.time(), provider=provider,
-                               endpoint=endpoint, method=request.method, path=request.path)
+                               endpoint=endpoint, method=request.method, path=request.path,
+                               tenant=tenant_of(request.headers))
         return cls(record=record, started=time.monotonic())
 
     def overhead_ms(self) -> float | None:

@@ -69,12 +69,12 @@ async def _remember_and_compress(request: web.Request, call: Call, provider: Pro
                                  body: dict[str, Any]) -> dict[str, Any] | None:
     """Find the session, let its memory compress the history; the rewritten body or None."""
     app = request.app
-    tenant = tenant_of(request.headers)
+    tenant = call.record.tenant or tenant_of(request.headers)
     session_id = session_id_for(tenant, provider.name, request.headers.get(SESSION_HEADER),
                                 provider.conversation_start(body))
     messages = provider.messages(body)
     session = app[SESSIONS].touch(session_id, tenant, len(messages))
-    call.record.session_id, call.record.tenant = session_id, tenant
+    call.record.session_id = session_id
     structlog.contextvars.bind_contextvars(session_id=session_id)
     async with session.lock:
         # In a thread: a cold session with a long history takes longer than other streams should wait.

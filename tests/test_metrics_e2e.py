@@ -207,9 +207,12 @@ async def test_openai_stream_with_include_usage_row(served: Served, fake_upstrea
                                             rel=1e-9)
 
 
+@pytest.mark.parametrize("options", [None, {"include_usage": False}], ids=["absent", "false"])
 async def test_openai_stream_without_include_usage(served: Served, fake_upstream: FakeUpstream,
-                                                   http: aiohttp.ClientSession) -> None:
-    body = {"model": GPT, "messages": MESSAGES, "stream": True}
+                                                   http: aiohttp.ClientSession, options: Any) -> None:
+    body: dict[str, Any] = {"model": GPT, "messages": MESSAGES, "stream": True}
+    if options is not None:
+        body["stream_options"] = options
     headers = {"Authorization": f"Bearer {OPENAI_KEY}"}
     async with http.post(served.url + "/v1/chat/completions", json=body, headers=headers) as response:
         assert response.status == 200
@@ -258,6 +261,19 @@ async def test_count_tokens_and_passthrough_rows(served: Served) -> None:
     assert rows[1]["session_id"] is None and rows[2]["session_id"] is None
 
 
+async def test_openai_responses_api_usage_row(served: Served) -> None:
+    async with openai_client(served.url + "/v1") as client:
+        response = await client.responses.create(model=GPT, input="hello",
+                                                 extra_headers={"x-fake-cache-read": "2"})
+    assert response.usage is not None
+    billed = response.usage.input_tokens - 2  # cached_tokens are part of input_tokens here too
+    row = await one_row(served, path="/v1/responses")
+    assert (row["provider"], row["endpoint"], row["model"]) == ("openai", "passthrough", GPT)
+    assert usage(row)[:3] == (billed, 9, 2)
+    assert row["cost_usd"] == pytest.approx(expected_cost("gpt-4o", input=billed, output=9, cache_read=2),
+                                            rel=1e-9)
+
+
 async def test_error_rows_for_429_and_upstream_down(served: Served, make_proxy: ProxyFactory,
                                                     closed_port_url: str, tmp_path: Path) -> None:
     async with anthropic_client(served.url) as client:
@@ -284,6 +300,30 @@ async def test_error_rows_for_429_and_upstream_down(served: Served, make_proxy: 
             async with http.get(url + "/metrics.json") as response:
                 totals = (await response.json())["totals"]
             assert (totals["requests"], totals["errors"]) == (1, 1)
+
+
+async def test_concurrent_calls_of_one_conversation_each_get_one_row(served: Served) -> None:
+    slow = {"x-fake-scenario": "slow", "x-fake-delay": "0.01"}  # so that the calls overlap
+
+    async def call(client: anthropic.AsyncAnthropic, n: int) -> None:
+        if n % 2:
+            await client.messages.create(model=CLAUDE, max_tokens=16, messages=MESSAGES, extra_headers=slow)
+            return
+        stream = await client.messages.create(model=CLAUDE, max_tokens=16, messages=MESSAGES, stream=True,
+                                              extra_headers=slow)
+        async for _ in stream:
+            pass
+
+    async with anthropic_client(served.url) as client:
+        await asyncio.gather(*(call(client, n) for n in range(30)))
+    rows = await wait_rows(served.db, "SELECT * FROM requests", count=30)
+    assert len(rows) == 30 and {r["status"] for r in rows} == {200}
+    assert sum(r["output_tokens"] for r in rows) == 30 * 9
+    assert len({r["session_id"] for r in rows}) == 1
+    await wait_rows(served.db, "SELECT * FROM sessions WHERE requests = 30")
+    session = query(served.db, "SELECT * FROM sessions")[0]
+    assert session["output_tokens"] == 30 * 9
+    assert session["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in rows), rel=1e-9)
 
 
 # --- cost --------------------------------------------------------------------------------------

@@ -115,6 +115,7 @@ async def test_tenants_isolated_and_raw_key_never_stored_or_logged(start_proxy: 
             async with http.post(proxy.url + "/v1/messages", json=body, headers=headers) as response:
                 assert response.status == 200
         rows = await wait_rows(db, "SELECT * FROM requests ORDER BY created_at", count=7)
+        assert db.with_name(db.name + "-wal").stat().st_size > 0  # rows not yet checkpointed are here
         raw_files_running = database_bytes(db)
         await proxy.stop()
         lines = log_lines(log_file)
@@ -250,6 +251,22 @@ async def test_idle_session_expires(start_proxy: Starter, tmp_path: Path) -> Non
     assert await session_of_last_request(db, 2) == session_id
     await wait_rows(db, "SELECT * FROM sessions WHERE id = ? AND expired_at IS NULL", (session_id,))
     assert (await proxy.get("/health"))["active_sessions"] == 1
+
+
+async def test_session_idle_past_timeout_while_down_is_expired_at_startup(start_proxy: Starter,
+                                                                          tmp_path: Path) -> None:
+    db = tmp_path / "vidurai.db"
+    first = await start_proxy(db, sessions_timeout="1")
+    await claude_turn(first.url, FIRST)
+    session_id = await session_of_last_request(db, 1)
+    await first.stop()
+    await asyncio.sleep(1.2)
+    second = await start_proxy(db, sessions_timeout="1")
+    assert (await second.get("/health"))["active_sessions"] == 0
+    await wait_rows(db, "SELECT * FROM sessions WHERE id = ? AND expired_at IS NOT NULL", (session_id,))
+    events = [r["event"] for r in query(db, "SELECT event FROM audit WHERE session_id = ? ORDER BY id",
+                                        (session_id,))]
+    assert events == ["created", "expired"], events
 
 
 async def test_snapshots_every_interval_and_on_stop(start_proxy: Starter, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import structlog
 from ..config import CompressionConfig
 from ..tokens import estimate_request
 from .chunks import plan
-from .content import own_text
+from .content import query_text
 from .memory import Chunk, SessionMemory, chunk_key
 from .recall import Candidate, render, select
 from .structure import INSTRUCTION_ROLES, Provider, cache_markers, has_thinking, markers_ordered, \
@@ -120,7 +120,7 @@ def _with_recall(provider: Provider, message: Any, memory: SessionMemory, chunks
     """The latest user message with the recalled old turns appended as one more text block."""
     if role(message) != "user":
         return message
-    query = own_text(provider, message)
+    query = query_text(provider, message)
     if not query.strip():
         return message  # an agent step (tool results only): recall would repeat uncached every step
     candidates: list[Candidate] = []
@@ -128,7 +128,7 @@ def _with_recall(provider: Provider, message: Any, memory: SessionMemory, chunks
     for chunk in chunks:
         for unit, doc in zip(chunk.units, chunk.docs):
             date = unit.date or date
-            candidates.append(Candidate(doc, unit.position, unit.role, date, unit.importance))
+            candidates.append(Candidate(doc, unit.position, unit.role, date))
     chosen = select(memory.index, query, candidates, budget)
     if not chosen:
         return message

@@ -105,6 +105,11 @@ def units(provider: Provider, message: Any) -> list[tuple[str, str]]:
     return found
 
 
-def own_text(provider: Provider, message: Any) -> str:
-    """The text a person wrote in a message (no tool results): the query for recall."""
-    return "\n".join(p.text for p in pieces(provider, message) if p.kind == "text")
+def query_text(provider: Provider, message: Any) -> str:
+    """What recall searches for: the last text a person wrote in the message (not tool results).
+
+    Only the last text block: clients put reminders and pasted context first and the request last,
+    and a chat whose latest message holds several turns asks about its last one.
+    """
+    texts = [p.text for p in pieces(provider, message) if p.kind == "text" and p.text.strip()]
+    return texts[-1] if texts else ""

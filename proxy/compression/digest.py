@@ -11,7 +11,7 @@ from .structure import Provider, role
 from .text import STOPWORDS, dates, sentences, telegraph
 
 # A digest costs about this share of its chunk's tokens (plus a short header).
-DIGEST_RATIO = 0.06
+DIGEST_RATIO = 0.03
 DIGEST_MIN_TOKENS = 12
 SENTENCE_MAX_WORDS = 14
 TOOL_LINE_CHARS = 90

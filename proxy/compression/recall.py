@@ -11,6 +11,11 @@ from .text import terms
 
 K1 = 1.2
 B = 0.75
+# Neighbour smoothing and the relative cutoff, tuned on LoCoMo (see bench/compression.py).
+PREVIOUS_WEIGHT = 0.8
+NEXT_WEIGHT = 0.4
+NEAR_WEIGHT = 0.3
+RELATIVE_CUTOFF = 0.15
 RECALL_HEADER = ("[Vidurai proxy: earlier parts of this conversation, folded above, that may matter "
                  "for this message; quoted verbatim with their position and date]")
 
@@ -77,29 +82,49 @@ class Candidate:
     position: int
     role: str
     date: str | None
-    importance: float
 
 
 def _line(candidate: Candidate, text: str) -> str:
     return f"#{candidate.position + 1} {candidate.role}: {text}"
 
 
+def _smoothed(raw: list[float]) -> list[float]:
+    """Each unit's score plus some of its neighbours': an answer rarely repeats the words of its question."""
+    n = len(raw)
+
+    def at(i: int) -> float:
+        return raw[i] if 0 <= i < n else 0.0
+
+    return [raw[i] + max(PREVIOUS_WEIGHT * at(i - 1), NEXT_WEIGHT * at(i + 1))
+            + NEAR_WEIGHT * max(at(i - 2), at(i + 2)) for i in range(n)]
+
+
 def select(index: RecallIndex, query: str, candidates: list[Candidate], budget: int) -> list[Candidate]:
-    """The most relevant candidates that fit the token budget, in conversation order."""
+    """The most relevant candidates that fit the token budget, in conversation order.
+
+    Candidates come in conversation order. Units scoring under RELATIVE_CUTOFF of the best one are
+    left out even when the budget allows: a precise question needs few turns, a vague one many.
+    """
     if budget <= 0 or not candidates or not query.strip():
         return []
-    first: dict[int, Candidate] = {}
-    for candidate in candidates:
-        first.setdefault(candidate.doc, candidate)
-    scored = index.scores(query, set(first))
-    # Ties between equally relevant turns go to the more important, then to the later one.
-    ranked = sorted(scored, key=lambda d: (-scored[d] * (0.9 + 0.2 * first[d].importance), -first[d].position))
+    scores = index.scores(query, {c.doc for c in candidates})
+    if not scores:
+        return []
+    smoothed = _smoothed([scores.get(c.doc, 0.0) for c in candidates])
+    best: dict[int, int] = {}  # doc -> its best-scoring occurrence
+    for i, candidate in enumerate(candidates):
+        if smoothed[i] > 0 and (candidate.doc not in best or smoothed[i] > smoothed[best[candidate.doc]]):
+            best[candidate.doc] = i
+    ranked = sorted(best.values(), key=lambda i: (-smoothed[i], -i))
+    floor = smoothed[ranked[0]] * RELATIVE_CUTOFF
     chosen: list[Candidate] = []
     spent = count_text(RECALL_HEADER)
     dates: set[str] = set()
-    for doc in ranked:
-        candidate = first[doc]
-        cost = count_text(_line(candidate, index.texts[doc])) + 1
+    for i in ranked:
+        if smoothed[i] < floor:
+            break
+        candidate = candidates[i]
+        cost = count_text(_line(candidate, index.texts[candidate.doc])) + 1
         if candidate.date and candidate.date not in dates:
             cost += count_text(candidate.date) + 3
         if spent + cost > budget:

@@ -34,6 +34,10 @@ your yours yourself yourselves s t d ll m re ve just also really yeah yes oh ok 
 thanks thank lot much like got get gets will going go goes went gone been sure well lol haha
 """.split())
 
+# Truncating stems to five letters conflates more variants than the stemmer alone; measured on
+# LoCoMo it found about one more evidence turn in a hundred at the same budget.
+TERM_LETTERS = 5
+
 # Words that carry meaning even though they are short and common: never dropped from a digest.
 KEEP_WORDS = frozenset("no not never don't didn't won't can't isn't wasn't without".split())
 
@@ -69,10 +73,15 @@ def stem(word: str) -> str:
     return word
 
 
+def term(word: str) -> str:
+    """The index term of a word: stemmed, then cut to five letters so 'paintings' meets 'painter'."""
+    return word if word.isdigit() else stem(word.replace("'", ""))[:TERM_LETTERS]
+
+
 @functools.lru_cache(maxsize=100_000)
 def terms(text: str) -> tuple[str, ...]:
-    """Index terms of a text: lowercase words without stopwords, lightly stemmed."""
-    return tuple(stem(w.replace("'", "")) for w in _WORD.findall(text.lower()) if w not in STOPWORDS)
+    """Index terms of a text: lowercase words without stopwords, stemmed and truncated."""
+    return tuple(term(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS)
 
 
 def sentences(text: str) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import json
-from typing import Any
+from typing import Any, Literal
 
 from ..records import Usage
 from ..sse import SSEDecoder, SSEEvent
@@ -87,7 +87,7 @@ class SSEUsageObserver(UsageObserver):
 class Provider(abc.ABC):
     """One upstream API family."""
 
-    name: str
+    name: Literal["anthropic", "openai"]
     base_url: str
 
     @abc.abstractmethod

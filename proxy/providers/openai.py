@@ -43,18 +43,29 @@ class OpenAI(Provider):
         raw = payload.get("usage")
         if not isinstance(raw, dict):
             return
+        # Chat Completions names; the Responses API (passed through) uses input/output names.
         prompt = token_field(raw, "prompt_tokens")
-        cached = token_field(raw.get("prompt_tokens_details"), "cached_tokens") or 0
+        details = raw.get("prompt_tokens_details")
+        if prompt is None:
+            prompt = token_field(raw, "input_tokens")
+            details = raw.get("input_tokens_details")
+        cached = token_field(details, "cached_tokens") or 0
         if prompt is not None:
-            # OpenAI counts cached tokens inside prompt_tokens; keep each tier once.
+            # OpenAI counts cached tokens inside the prompt total; keep each tier once.
             usage.input_tokens = max(prompt - cached, 0)
             usage.cache_read_tokens = cached
             usage.cache_write_tokens = 0
         completion = token_field(raw, "completion_tokens")
+        if completion is None:
+            completion = token_field(raw, "output_tokens")
         if completion is not None:
             usage.output_tokens = completion
 
     def read_stream_event(self, payload: dict[str, Any], observer: UsageObserver) -> None:
+        # Responses API streams wrap the response object: response.created ... response.completed.
+        response = payload.get("response")
+        if isinstance(response, dict):
+            payload = response
         if observer.model is None and isinstance(payload.get("model"), str):
             observer.model = payload["model"]
         self.read_usage(payload, observer.usage)

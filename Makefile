@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DEV_INSTALLED := $(VENV)/.dev-installed
 LOCOMO ?= ../shared/datasets/locomo-dev.json
 
-.PHONY: run test lint bench bench-compression clean
+.PHONY: run test lint bench bench-compression export clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench: $(DEV_INSTALLED)
 
 bench-compression: $(DEV_INSTALLED)
 	$(PY) -m bench.compression --locomo $(LOCOMO)
+
+# make export FORMAT=json OUT=requests.json ARGS="--since 2026-11-01"
+export: $(INSTALLED)
+	$(PY) -m proxy export --format $(or $(FORMAT),csv) --output $(or $(OUT),requests.csv) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -136,7 +136,7 @@ SETTINGS: tuple[Setting, ...] = (
             "JSON-lines log file (rotated); empty logs to the terminal only."),
     Setting("logging", "max_bytes", "10485760", _positive_int, "a positive integer",
             "Size at which the log file is rotated."),
-    Setting("logging", "backup_count", "5", _non_negative_int, "a non-negative integer",
+    Setting("logging", "backup_count", "5", _positive_int, "a positive integer",
             "Rotated log files kept."),
     Setting("ui", "terminal", "auto", _choice("auto", "on", "off"), "auto | on | off",
             "Live terminal dashboard: auto shows it when stdout is a terminal."),

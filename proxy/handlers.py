@@ -76,9 +76,13 @@ async def _remember_and_compress(request: web.Request, call: Call, provider: Pro
     session = app[SESSIONS].touch(session_id, tenant, len(messages))
     call.record.session_id = session_id
     structlog.contextvars.bind_contextvars(session_id=session_id)
+    settings = app[CONFIG].compression
     async with session.lock:
-        # In a thread: a cold session with a long history takes longer than other streams should wait.
-        result = await asyncio.to_thread(compress, provider.name, body, session.memory, app[CONFIG].compression)
+        if settings.enabled and len(messages) >= settings.threshold_messages:
+            # In a thread: a cold session with a long history takes longer than other streams should wait.
+            result = await asyncio.to_thread(compress, provider.name, body, session.memory, settings)
+        else:  # nothing to fold: only an estimate, cheaper than the thread hop
+            result = compress(provider.name, body, session.memory, settings)
         rows = session.memory.drain_memory_rows()
         session.snapshot_due = True
     writer = app[WRITER]

@@ -11,14 +11,22 @@ import structlog
 
 from .config import LoggingConfig
 
-_SECRET_KEYS = frozenset({"authorization", "x-api-key", "api_key", "api-key", "headers", "body", "messages"})
+_SECRET_KEYS = frozenset({"authorization", "x-api-key", "api-key", "headers", "body", "messages", "content"})
+
+
+def _is_secret(key: str) -> bool:
+    return key.lower().replace("_", "-") in _SECRET_KEYS
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "[redacted]" if isinstance(k, str) and _is_secret(k) else _redact(v) for k, v in value.items()}
+    return value
 
 
 def _drop_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     """Last line of defence: keys that could carry credentials or message bodies never reach a log."""
-    for key in _SECRET_KEYS.intersection(event):
-        event[key] = "[redacted]"
-    return event
+    return {key: "[redacted]" if _is_secret(key) else _redact(value) for key, value in event.items()}
 
 
 _SHARED: list[Any] = [
@@ -66,5 +74,6 @@ def configure_logging(config: LoggingConfig, *, console: bool = True, tty: bool 
         processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # Not cached: logging is reconfigured when the terminal UI takes the screen (and in tests).
+        cache_logger_on_first_use=False,
     )

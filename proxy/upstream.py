@@ -23,10 +23,12 @@ def _named_in_connection(headers: Mapping[str, str]) -> set[str]:
     return {name.strip().lower() for name in headers.get("connection", "").split(",") if name.strip()}
 
 
-def _filter(headers: Iterable[tuple[str, str]], drop: frozenset[str] | set[str]) -> CIMultiDict[str]:
+def _filter(headers: Iterable[tuple[str, str]], drop: frozenset[str] | set[str],
+            drop_prefix: str | None = None) -> CIMultiDict[str]:
     kept: CIMultiDict[str] = CIMultiDict()
     for name, value in headers:
-        if name.lower() not in drop:
+        lowered = name.lower()
+        if lowered not in drop and not (drop_prefix and lowered.startswith(drop_prefix)):
             kept.add(name, value)
     return kept
 
@@ -38,7 +40,8 @@ def request_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
 
 def response_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
     """Upstream response headers the client acts on: request ids, retry-after, rate limits, ..."""
-    return _filter(headers.items(), _RESPONSE_DROP | _named_in_connection(headers))
+    # CORS is the proxy's own policy ([server] allowed_origins), never upstream's.
+    return _filter(headers.items(), _RESPONSE_DROP | _named_in_connection(headers), "access-control-")
 
 
 def client_session(config: UpstreamConfig) -> aiohttp.ClientSession:

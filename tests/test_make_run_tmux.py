@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import re
 import shutil
+import signal
 import socket
 import time
 from pathlib import Path
@@ -50,6 +52,21 @@ class Tmux:
 
     async def pane_dead(self) -> bool:
         return (await self("display-message", "-p", "-t", "proxy", "#{pane_dead}")).strip() == "1"
+
+    async def stop(self) -> None:
+        """Leave nothing behind whatever happened: TERM (then KILL) `make run` and the proxy, then tmux."""
+        # Killing the tmux server alone is not enough: `make` and the proxy outlive their pane.
+        with contextlib.suppress(AssertionError, ValueError, ProcessLookupError):
+            pid = int((await self("display-message", "-p", "-t", "proxy", "#{pane_pid}")).strip())
+            for signum in (signal.SIGTERM, signal.SIGKILL):
+                if await self.pane_dead():
+                    break
+                os.killpg(pid, signum)  # exec'd by tmux, make leads the group the proxy runs in
+                for _ in range(40):
+                    if await self.pane_dead():
+                        break
+                    await asyncio.sleep(0.25)
+        await self("kill-server")
 
 
 def free_port() -> int:
@@ -174,4 +191,4 @@ async def test_make_run_under_tmux(fake_upstream: FakeUpstream, tmp_path: Path,
         # Everything was flushed to SQLite on the way out.
         assert (await reader.totals(str(database)))["requests"] == 4
     finally:
-        await tmux("kill-server")
+        await tmux.stop()

@@ -17,6 +17,8 @@ SENTENCE_MAX_WORDS = 14
 TOOL_LINE_CHARS = 90
 
 _NUMBER = re.compile(r"\d")
+_SPEAKER = re.compile(r"^[A-Z][\w .'-]{0,30}:\s+")  # "Caroline: ..." in a pasted transcript
+_DATE_ONLY = re.compile(r"\b(?:session\s+\d+|\d{1,2}:\d{2}\s*(?:am|pm)?)\b", re.IGNORECASE)
 _PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+")
 _DECISION = re.compile(
     r"\b(decid|agree|plan|will|going to|must|need|should|promis|bought|moved|start|finish|chose|choose|"
@@ -42,7 +44,7 @@ def importance(text: str) -> float:
         score += 0.1
     if "?" in text:
         score += 0.05
-    if _FILLER.match(text.strip()) and content < 6:
+    if _FILLER.match(_SPEAKER.sub("", text.strip(), count=1)) and content < 8:
         score -= 0.25
     return round(min(max(score, 0.1), 1.0), 3)
 
@@ -66,8 +68,11 @@ def _candidates(provider: Provider, messages: list[Any]) -> list[tuple[int, floa
                 found.append((index, 1.5, piece.text))
             else:
                 for sentence in sentences(piece.text):
-                    short = telegraph(sentence, SENTENCE_MAX_WORDS)
-                    if short:
+                    undated = _DATE_ONLY.sub(" ", sentence)
+                    for date in dates(sentence):
+                        undated = undated.replace(date, " ")
+                    short = telegraph(undated, SENTENCE_MAX_WORDS)
+                    if len(short.split()) >= 2:  # a bare date or name says nothing the header does not
                         found.append((index, importance(sentence), short))
     return found
 
@@ -92,9 +97,9 @@ def digest(provider: Provider, messages: list[Any], start: int) -> str:
             for date in dates(piece.text):
                 if date not in seen_dates:
                     seen_dates.append(date)
-    header = f"[messages {start + 1}-{start + len(messages)}"
+    header = f"[#{start + 1}-{start + len(messages)}"
     if seen_dates:
-        header += "; " + ", ".join(seen_dates[:3])
+        header += " " + "; ".join(seen_dates[:3])
     lines = [header + "]"]
     current = -1
     for position in sorted(chosen):

@@ -90,6 +90,7 @@ class Writer:
 
     def add_audit(self, session_id: str | None, event: str, detail: dict[str, Any], at: float) -> None:
         """Queue one `audit` row."""
+        log.info("audit", audit=event, session_id=session_id, detail=detail)
         self._enqueue("audit", statements.audit_params(session_id, event, detail, at))
 
     def _enqueue(self, kind: str, params: tuple[Any, ...]) -> None:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import math
 import multiprocessing
 import os
 import platform
 import pstats
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -322,6 +324,14 @@ def show_profile(path: str, limit: int = 30) -> None:
     stats.sort_stats("cumulative").print_stats(limit)
 
 
+def _stored_requests(database: Path) -> int | None:
+    """Rows the proxy's writer committed: evidence that it did all its work during the run."""
+    if not database.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        return int(conn.execute("SELECT count(*) FROM requests").fetchone()[0])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.proxy_overhead",
                                      description=(__doc__ or "").splitlines()[0])
@@ -358,7 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for server in reversed(servers):
                 server.stop()
+        stored = _stored_requests(Path(tmp) / "bench.db")
     print(render(results, [t.name for t in targets], plan))
+    if stored is not None:
+        print(f"(the proxy stored {stored} request rows in SQLite)", file=sys.stderr)
     print(f"\n(run took {time.monotonic() - started:.0f} s)", file=sys.stderr)
     if args.profile and "proxy" in {t.name for t in targets}:
         show_profile(args.profile)

@@ -139,7 +139,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("logging", "backup_count", "5", _positive_int, "a positive integer",
             "Rotated log files kept."),
     Setting("ui", "terminal", "auto", _choice("auto", "on", "off"), "auto | on | off",
-            "Live terminal dashboard: auto shows it when stdout is a terminal."),
+            "Live terminal dashboard: auto or on show it when stdout is a terminal; off never does. "
+            "Off a terminal (a service, CI) logs are always plain lines."),
 )
 
 

@@ -1,0 +1,123 @@
+"""Small generated conversations for the compression tests (and a check that they are valid)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Iterator
+
+import attrs
+import pytest
+from structlog.testing import capture_logs
+
+from proxy.compression import CompressionResult, SessionMemory, compress, route_vidurai_logs
+from proxy.compression.structure import problems
+from proxy.config import CompressionConfig
+
+SETTINGS = CompressionConfig(enabled=True, threshold_messages=10, min_tokens=2000, keep_recent=6,
+                             chunk_messages=20, recall_budget_tokens=1500, tool_result_max_tokens=400)
+TOPICS = ["sailing", "pottery", "chess", "violin", "gardening", "astronomy", "baking", "climbing"]
+LINE = "We talked again about {topic} and the plans for the weekend, which keep changing every week. "
+
+
+def settings(**changes: Any) -> CompressionConfig:
+    return attrs.evolve(SETTINGS, **changes)
+
+
+def chat_turn(index: int) -> str:
+    """A filler-rich turn about one topic, about 60 tokens."""
+    topic = TOPICS[index % len(TOPICS)]
+    return f"Turn {index}: " + LINE.format(topic=topic) * 3
+
+
+def anthropic_chat(turns: int, question: str = "What did we say about sailing?") -> dict[str, Any]:
+    """A plain Anthropic chat: user and assistant alternate, the question is the latest user message."""
+    messages: list[dict[str, Any]] = []
+    for index in range(turns):
+        role = "user" if index % 2 == 0 else "assistant"
+        messages.append({"role": role, "content": chat_turn(index)})
+    if messages[-1]["role"] == "user":
+        messages.append({"role": "assistant", "content": "Noted."})
+    messages.append({"role": "user", "content": question})
+    return {"model": "claude-test", "max_tokens": 100, "system": "Be brief.", "messages": messages,
+            "metadata": {"user_id": "u1"}, "temperature": 0.2}
+
+
+def anthropic_agent(steps: int, thinking: bool = True, result_lines: int = 120) -> dict[str, Any]:
+    """An agent session: each step an assistant tool_use (with thinking) and a user tool_result."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "Fix the failing test in parser.py."}]
+    for step in range(steps):
+        content: list[dict[str, Any]] = []
+        if thinking:
+            content.append({"type": "thinking", "thinking": f"Step {step}: read the next file.",
+                            "signature": f"sig-{step}"})
+        content.append({"type": "text", "text": f"Reading file {step}."})
+        content.append({"type": "tool_use", "id": f"toolu_{step:03d}", "name": "Read",
+                        "input": {"path": f"src/file_{step}.py"}})
+        messages.append({"role": "assistant", "content": content})
+        output = "\n".join(f"{step}:{line}: value_{line} = compute(value_{line - 1}) + {line * 7}"
+                           for line in range(result_lines))
+        messages.append({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": f"toolu_{step:03d}", "content": output}]})
+    return {"model": "claude-test", "max_tokens": 100, "system": [{"type": "text", "text": "Agent."}],
+            "tools": [{"name": "Read", "description": "Read a file", "input_schema": {"type": "object"}}],
+            "messages": messages}
+
+
+def openai_agent(steps: int, result_lines: int = 60) -> dict[str, Any]:
+    """An OpenAI chat with tool calls: assistant tool_calls, then one tool message per call."""
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "You are helpful."},
+                                      {"role": "user", "content": "Look at every file about sailing."}]
+    for step in range(steps):
+        calls = [{"id": f"call_{step}_{n}", "type": "function",
+                  "function": {"name": "read", "arguments": json.dumps({"path": f"f{step}_{n}.txt"})}}
+                 for n in range(2)]
+        messages.append({"role": "assistant", "content": None, "tool_calls": calls})
+        for call in calls:
+            text = "\n".join(f"{call['id']} line {i}: sailing notes {i * 3}" for i in range(result_lines))
+            messages.append({"role": "tool", "tool_call_id": call["id"], "content": text})
+        messages.append({"role": "assistant", "content": f"Step {step} done. " + chat_turn(step)})
+        messages.append({"role": "user", "content": f"Continue with step {step + 1}. " + chat_turn(step + 1)})
+    return {"model": "gpt-test", "messages": messages, "tools": [
+        {"type": "function", "function": {"name": "read", "parameters": {"type": "object"}}}]}
+
+
+def run(provider: str, body: dict[str, Any], memory: SessionMemory | None = None,
+        config: CompressionConfig = SETTINGS) -> CompressionResult:
+    """compress() on a copy, checking it left the body alone."""
+    before = copy.deepcopy(body)
+    result = compress(provider, body, memory or SessionMemory("test"), config)  # type: ignore[arg-type]
+    assert body == before, "compress() mutated the request body"
+    return result
+
+
+def texts(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from texts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from texts(item)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _quiet_vidurai() -> None:
+    route_vidurai_logs()
+
+
+@pytest.mark.parametrize("body", [anthropic_chat(40), anthropic_agent(12)])
+def test_generated_anthropic_conversations_are_valid(body: dict[str, Any]) -> None:
+    assert problems("anthropic", body["messages"]) == []
+
+
+def test_generated_openai_conversation_is_valid() -> None:
+    assert problems("openai", openai_agent(6)["messages"]) == []
+
+
+def test_vidurai_logs_go_to_structlog_at_debug() -> None:
+    with capture_logs() as logs:
+        SessionMemory("logs")
+    assert logs and all(entry["log_level"] == "debug" for entry in logs)
+    assert any("Vidurai" in entry["event"] for entry in logs)

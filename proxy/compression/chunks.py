@@ -12,11 +12,15 @@ from .structure import Provider, answered_ids, has_thinking, is_dependent, is_pl
 
 @attrs.frozen
 class Plan:
-    """How one request is split: messages[start:folded_end] fold in chunks, messages[recent:] stay verbatim."""
+    """How one request is split.
+
+    messages[start:folded_end] fold into digests, chunk by chunk; messages[folded_end:verbatim] stay
+    but their large tool results are cut; messages[verbatim:] are forwarded exactly as sent.
+    """
 
     start: int  # first conversation message (after OpenAI's leading system/developer messages)
     boundaries: tuple[int, ...]  # chunk starts, then the end of the last folded chunk
-    recent: int  # first message of the verbatim window
+    verbatim: int  # first message of the verbatim window
 
     @property
     def folded_end(self) -> int:
@@ -46,20 +50,29 @@ def boundaries(provider: Provider, messages: list[Any], start: int, chunk: int, 
     return found
 
 
-def recent_start(provider: Provider, messages: list[Any], start: int, keep_recent: int) -> int:
-    """First message of the verbatim window: the last keep_recent, widened over tool pairs and thinking."""
+def verbatim_start(provider: Provider, messages: list[Any], start: int, keep_recent: int) -> int:
+    """First message of the verbatim window: the last keep_recent, widened so no tool pair is split."""
     index = max(start, len(messages) - keep_recent)
     while index > start and is_dependent(provider, messages[index]):
         index -= 1
-    # The latest assistant turn runs from the latest message a person wrote; if it thinks, keep all of it.
-    turn = next((i for i in range(len(messages) - 1, start - 1, -1) if is_plain_user(provider, messages[i])), None)
-    if turn is not None and turn < index and any(has_thinking(m) for m in messages[turn:]):
-        index = turn
     return index
 
 
+def fold_limit(provider: Provider, messages: list[Any], start: int, verbatim: int) -> int:
+    """How far folding may reach: not into the latest assistant turn when that turn thinks.
+
+    The turn runs from the latest message a person wrote; its thinking blocks must reach the provider
+    whole, so none of its messages is folded (its old tool results may still be cut).
+    """
+    turn = next((i for i in range(len(messages) - 1, start - 1, -1) if is_plain_user(provider, messages[i])), None)
+    if turn is not None and turn < verbatim and any(has_thinking(m) for m in messages[turn:]):
+        return turn
+    return verbatim
+
+
 def plan(provider: Provider, messages: list[Any], keep_recent: int, chunk: int) -> Plan:
-    """The cut of this request: whole chunks that end before the verbatim window are folded."""
+    """The cut of this request: whole chunks that end before the fold limit are folded."""
     start = leading_instructions(provider, messages)
-    recent = recent_start(provider, messages, start, keep_recent)
-    return Plan(start=start, boundaries=tuple(boundaries(provider, messages, start, chunk, recent)), recent=recent)
+    verbatim = verbatim_start(provider, messages, start, keep_recent)
+    limit = fold_limit(provider, messages, start, verbatim)
+    return Plan(start=start, boundaries=tuple(boundaries(provider, messages, start, chunk, limit)), verbatim=verbatim)

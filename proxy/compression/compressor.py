@@ -86,8 +86,9 @@ def _compress(provider: Provider, body: Mapping[str, Any], memory: SessionMemory
         if provider == "openai":  # instructions given mid-conversation are kept, not summarised
             out.extend(m for m in messages[cut.start:folded_end] if role(m) in INSTRUCTION_ROLES)
         out.append(_digest_message(provider, chunks, messages[cut.start:folded_end], messages[folded_end:]))
-    out.extend(cut_tool_results(provider, m, settings.tool_result_max_tokens) for m in messages[folded_end:cut.recent])
-    out.extend(messages[cut.recent:])
+    out.extend(cut_tool_results(provider, m, settings.tool_result_max_tokens)
+               for m in messages[folded_end:cut.verbatim])
+    out.extend(messages[cut.verbatim:])
     if chunks and settings.recall_budget_tokens > 0:
         out[-1] = _with_recall(provider, out[-1], memory, chunks, settings.recall_budget_tokens)
     forwarded = {**body, "messages": out}

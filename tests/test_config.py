@@ -150,3 +150,10 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         config.server.port = 1  # type: ignore[misc]
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         config.server = config.server  # type: ignore[misc]
+
+
+def test_readme_documents_every_key() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    missing = [f"[{s.section}] {s.key}" for s in SETTINGS
+               if f"`[{s.section}] {s.key}`" not in readme or f"`{s.env_var}`" not in readme]
+    assert missing == []

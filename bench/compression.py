@@ -17,21 +17,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import random
 import statistics
 import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import attrs
+import structlog
 
-from proxy.compression import SessionMemory, compress
+from proxy.compression import SessionMemory, compress, route_vidurai_logs
 from proxy.compression.structure import problems
 from proxy.config import CompressionConfig, load_config
-from proxy.tokens import estimate_request
+from proxy.tokens import count_message, estimate_request
 
 DEFAULT_LOCOMO = "../shared/datasets/locomo-dev.json"
 MODEL = {"anthropic": "claude-sonnet-4-5", "openai": "gpt-4o"}
@@ -63,11 +66,11 @@ def _turn_text(turn: dict[str, Any]) -> str:
 
 def load_locomo(path: Path) -> list[Conversation]:
     """Each LoCoMo sample as a chat: consecutive turns of one speaker share a message."""
-    conversations = []
+    conversations: list[Conversation] = []
     for sample in json.loads(path.read_text(encoding="utf-8")):
         talk = sample["conversation"]
-        sessions = sorted((int(k.split("_")[1]) for k in talk if k.startswith("session_") and k.count("_") == 1
-                           and isinstance(talk[k], list) and talk[k]))
+        sessions = sorted(int(k.split("_")[1]) for k in talk if k.startswith("session_") and k.count("_") == 1
+                           and isinstance(talk[k], list) and talk[k])
         first_speaker = talk[f"session_{sessions[0]}"][0]["speaker"]
         other = talk["speaker_b"] if first_speaker == talk["speaker_a"] else talk["speaker_a"]
         messages: list[dict[str, Any]] = []
@@ -87,14 +90,15 @@ def load_locomo(path: Path) -> list[Conversation]:
                     messages.append({"role": role, "content": blocks})
         questions = []
         for qa in sample["qa"]:
-            ids = [part.strip() for raw in qa.get("evidence", []) for part in str(raw).replace(";", ",").split(",")]
+            ids = [part.strip() for raw in qa.get("evidence", [])
+                   for part in str(raw).replace(";", ",").split(",")]
             evidence = tuple(texts[i] for i in ids if i in texts)
             if evidence:
                 questions.append(Question(str(qa["question"]), int(qa["category"]), evidence))
         system = (f"You are {other}, chatting with your friend {first_speaker} over many sessions. "
                   "Answer questions about your conversations briefly and precisely.")
-        conversations.append(Conversation(sample.get("sample_id", f"conv-{len(conversations)}"), system, turns,
-                                          tuple(messages), tuple(questions)))
+        name = sample.get("sample_id", f"conv-{len(conversations)}")
+        conversations.append(Conversation(name, system, turns, tuple(messages), tuple(questions)))
     return conversations
 
 
@@ -106,7 +110,8 @@ def question_body(provider: str, conversation: Conversation, question: str) -> d
         return {"model": MODEL[provider], "max_tokens": 256,
                 "messages": [{"role": "system", "content": conversation.system}, *flat,
                              {"role": "user", "content": question}]}
-    messages = [{"role": m["role"], "content": [dict(b) for b in m["content"]]} for m in conversation.messages]
+    messages = [{"role": m["role"], "content": [dict(b) for b in m["content"]]}
+                for m in conversation.messages]
     if messages[-1]["role"] == "user":  # roles must alternate: the question joins the last user turn
         messages[-1]["content"].append({"type": "text", "text": question})
     else:
@@ -125,7 +130,7 @@ _WORDS = ("config session cache token stream parser request writer reader messag
 
 
 def _code(rng: random.Random, lines: int) -> str:
-    out = []
+    out: list[str] = []
     while len(out) < lines:
         name = "_".join(rng.sample(_WORDS, 2))
         out.append(f"def {name}(value: int, other: str | None = None) -> dict[str, int]:")
@@ -149,7 +154,8 @@ def agent_requests(seed: int = 7, tasks: int = 8) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     requests = []
     system = [{"type": "text", "text": "You are a coding agent working in a Python repository."},
-              {"type": "text", "text": "Use the tools. Be careful and precise.", "cache_control": {"type": "ephemeral"}}]
+              {"type": "text", "text": "Use the tools. Be careful and precise.",
+               "cache_control": {"type": "ephemeral"}}]
 
     def send() -> None:
         body = json.loads(json.dumps({"model": MODEL["anthropic"], "max_tokens": 4096, "system": system,
@@ -162,8 +168,8 @@ def agent_requests(seed: int = 7, tasks: int = 8) -> list[dict[str, Any]]:
     for task in range(tasks):
         module = rng.choice(_WORDS)
         messages.append({"role": "user", "content": [{"type": "text", "text": (
-            f"Task {task + 1}: the {module} module drops a {rng.choice(_WORDS)} when the {rng.choice(_WORDS)} "
-            f"is full. Find the cause in proxy/{module}.py, fix it and run the tests.")}]})
+            f"Task {task + 1}: the {module} module drops a {rng.choice(_WORDS)} when the "
+            f"{rng.choice(_WORDS)} is full. Find the cause in proxy/{module}.py, fix it, run the tests.")}]})
         send()
         for step in range(rng.randint(4, 7)):
             call += 1
@@ -206,82 +212,259 @@ def squeezed(text: str) -> str:
     return "".join(text.lower().split())
 
 
-def forwarded_text(body: dict[str, Any]) -> str:
-    return "\x00".join(squeezed(s) for s in strings(body.get("messages")))
-
-
 def valid(provider: str, original: dict[str, Any], forwarded: dict[str, Any]) -> bool:
     """Valid for the provider, and everything but the messages unchanged."""
-    same_rest = {k: v for k, v in original.items() if k != "messages"} == \
-                {k: v for k, v in forwarded.items() if k != "messages"}
-    return same_rest and not problems(provider, forwarded.get("messages"))  # type: ignore[arg-type]
+    rest = {k: v for k, v in original.items() if k != "messages"}
+    return rest == {k: v for k, v in forwarded.items() if k != "messages"} and \
+        not problems(provider, forwarded.get("messages"))  # type: ignore[arg-type]
 
 
 @attrs.define
 class Tally:
-    """Totals for one table row."""
+    """Totals for one row of the table."""
 
     requests: int = 0
-    compressed: int = 0
     valid: int = 0
     original: int = 0
     forwarded: int = 0
     evidence: int = 0
     kept: int = 0
+    questions: int = 0
     all_kept: int = 0
+    per_question: float = 0.0  # sum over questions of the share of their evidence kept
     by_category: dict[int, list[int]] = attrs.Factory(lambda: defaultdict(lambda: [0, 0]))
     times_ms: list[float] = attrs.Factory(list)
 
     def add(self, provider: str, original: dict[str, Any], forwarded: dict[str, Any],
             question: Question | None) -> None:
         self.requests += 1
-        self.compressed += forwarded is not original and forwarded != original
         self.valid += valid(provider, original, forwarded)
         self.original += estimate_request(original)
         self.forwarded += estimate_request(forwarded)
-        if question is not None:
-            text = forwarded_text(forwarded)
-            kept = sum(squeezed(e) in text for e in question.evidence)
-            self.evidence += len(question.evidence)
-            self.kept += kept
-            self.all_kept += kept == len(question.evidence)
-            self.by_category[question.category][0] += kept
-            self.by_category[question.category][1] += len(question.evidence)
+        if question is None:
+            return
+        text = "\x00".join(squeezed(s) for s in strings(forwarded.get("messages")))
+        kept = sum(squeezed(e) in text for e in question.evidence)
+        self.evidence += len(question.evidence)
+        self.kept += kept
+        self.questions += 1
+        self.all_kept += kept == len(question.evidence)
+        self.per_question += kept / len(question.evidence)
+        self.by_category[question.category][0] += kept
+        self.by_category[question.category][1] += len(question.evidence)
 
-    @property
-    def reduction(self) -> float:
-        return 1 - self.forwarded / self.original if self.original else 0.0
+    def merge(self, other: Tally) -> None:
+        for field in ("requests", "valid", "original", "forwarded", "evidence", "kept", "questions",
+                      "all_kept", "per_question"):
+            setattr(self, field, getattr(self, field) + getattr(other, field))
+        for category, (kept, total) in other.by_category.items():
+            self.by_category[category][0] += kept
+            self.by_category[category][1] += total
+        self.times_ms.extend(other.times_ms)
 
-    @property
-    def recall(self) -> float:
-        return self.kept / self.evidence if self.evidence else 1.0
+    def row(self, name: str, turns: str = "") -> str:
+        n, q = max(self.requests, 1), max(self.questions, 1)
+        quality = f"{'':>7} {'':>6} {'':>8}"
+        if self.evidence:
+            quality = (f"{self.kept / self.evidence:>7.1%} {self.per_question / q:>6.1%} "
+                       f"{self.all_kept / q:>8.1%}")
+        return (f"{name:<20} {turns:>5} {self.requests:>5} {self.valid / n:>6.0%} {self.original // n:>9} "
+                f"{self.forwarded // n:>8} {1 - self.forwarded / max(self.original, 1):>9.1%} {quality} "
+                f"{_ms(self.times_ms, 0.5):>7} {_ms(self.times_ms, 0.95):>7}")
 
 
-def timed_compress(provider: str, body: dict[str, Any], memory: SessionMemory,
-                   settings: CompressionConfig) -> tuple[dict[str, Any], float]:
-    started = time.perf_counter()
-    result = compress(provider, body, memory, settings)  # type: ignore[arg-type]
-    return (result.body if result.body is not None else body), (time.perf_counter() - started) * 1000
+def _ms(times: list[float], share: float) -> str:
+    if not times:
+        return "-"
+    ordered = sorted(times)
+    return f"{ordered[min(len(ordered) - 1, int(len(ordered) * share))]:.1f}"
 
 
-def in_process(conversations: list[Conversation], providers: list[str], settings: CompressionConfig,
-               agent: list[dict[str, Any]]) -> tuple[dict[str, Tally], Tally]:
-    """Every request compressed by compress() in this process, one warm SessionMemory per conversation."""
-    rows: dict[str, Tally] = {}
+# --- running the requests ---------------------------------------------------------------------------
+
+Plan = list[tuple[str, str, dict[str, Any], Question | None]]  # row, session, body, question
+
+
+def requests_of(conversations: list[Conversation], providers: list[str],
+                agent: list[dict[str, Any]]) -> dict[str, Plan]:
+    """Every request of the run, by provider: each question of each conversation, then the agent session."""
+    plans: dict[str, Plan] = {}
     for provider in providers:
-        for conversation in conversations:
-            tally = rows.setdefault(f"{conversation.name} {provider}", Tally())
-            memory = SessionMemory(f"{conversation.name}-{provider}")
-            for number, question in enumerate(conversation.questions):
-                body = question_body(provider, conversation, question.text)
-                forwarded, ms = timed_compress(provider, body, memory, settings)
-                if number:  # the first request of a session is the cold one
-                    tally.times_ms.append(ms)
-                tally.add(provider, body, forwarded, question)
-    agent_tally = Tally()
-    memory = SessionMemory("agent")
-    for body in agent:
-        forwarded, ms = timed_compress("anthropic", body, memory, settings)
-        agent_tally.times_ms.append(ms)
-        agent_tally.add("anthropic", body, forwarded, None)
-    return rows, agent_tally
+        plan: Plan = [(f"{c.name} {provider}", f"{c.name}-{provider}", question_body(provider, c, q.text), q)
+                      for c in conversations for q in c.questions]
+        if provider == "anthropic":
+            plan += [("agent session", "agent", body, None) for body in agent]
+        plans[provider] = plan
+    return plans
+
+
+def in_process(plans: dict[str, Plan], settings: CompressionConfig) -> dict[str, Tally]:
+    """compress() called directly, one warm SessionMemory per conversation; its time is measured here."""
+    rows: dict[str, Tally] = {}
+    memories: dict[str, SessionMemory] = {}
+    for provider, plan in plans.items():
+        for row, session, body, question in plan:
+            tally = rows.setdefault(row, Tally())
+            warm = session in memories
+            memory = memories.setdefault(session, SessionMemory(session))
+            started = time.perf_counter()
+            result = compress(provider, body, memory, settings)  # type: ignore[arg-type]
+            elapsed = (time.perf_counter() - started) * 1000
+            if warm:  # the first request of a session does the cold work once
+                tally.times_ms.append(elapsed)
+            tally.add(provider, body, body if result.body is None else result.body, question)
+    return rows
+
+
+async def through_proxy(plans: dict[str, Plan], overrides: dict[str, str]) -> dict[str, Tally]:
+    """Every request through the real proxy to the recording fake upstream, judged on what upstream got."""
+    import aiohttp
+
+    from proxy.app import create_app, start_server
+    from tests.fake_upstream import running_fake_upstream
+
+    anthropic_auth = {"x-api-key": "sk-ant-bench", "anthropic-version": "2023-06-01"}
+    headers = {"anthropic": ("/v1/messages", anthropic_auth),
+               "openai": ("/v1/chat/completions", {"authorization": "Bearer sk-bench"})}
+    rows: dict[str, Tally] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        async with running_fake_upstream() as fake:
+            config = load_config(path=Path(folder) / "absent.ini", env={},
+                                 upstream_anthropic_base_url=fake.anthropic_base_url,
+                                 upstream_openai_base_url=fake.openai_base_url,
+                                 storage_database=str(Path(folder) / "bench.db"), **overrides)
+            runner, port = await start_server(create_app(config), "127.0.0.1", 0)
+            try:
+                async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as client:
+                    for provider, plan in plans.items():
+                        path, auth = headers[provider]
+                        for row, session, body, question in plan:
+                            sent = {**auth, "x-vidurai-session": session}
+                            async with client.post(path, json=body, headers=sent) as response:
+                                await response.read()
+                                if response.status != 200:
+                                    raise RuntimeError(f"the proxy answered {response.status}")
+                            forwarded = fake.requests[-1].json
+                            assert isinstance(forwarded, dict)
+                            rows.setdefault(row, Tally()).add(provider, body, forwarded, question)
+            finally:
+                await runner.cleanup()
+    return rows
+
+
+def _shared_prefix(previous: list[str], current: list[str]) -> int:
+    """How many leading messages two requests share, byte for byte."""
+    pairs = zip(previous, current, strict=False)
+    return next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(previous), len(current)))
+
+
+def _warm_cost(previous: list[str], current: list[str]) -> float:
+    """Input cost in full-price tokens when the previous request's prefix is cached (read 0.1, write 1.25)."""
+    same = _shared_prefix(previous, current)
+    cached = sum(count_message(json.loads(m)) for m in current[:same])
+    fresh = sum(count_message(json.loads(m)) for m in current[same:])
+    return 0.1 * cached + 1.25 * fresh
+
+
+def prefix_stability(conversation: Conversation, settings: CompressionConfig) -> str:
+    """Play a chat turn by turn: how often the forwarded prefix changes, and what a warm cache makes of it."""
+    memory = SessionMemory("turn-by-turn")
+    sent_before: list[str] = []
+    original_before: list[str] = []
+    folds = requests = forwarded = original = 0
+    warm_compressed = warm_original = 0.0
+    messages = list(conversation.messages)
+    for end in range(2, len(messages) + 1):
+        if messages[end - 1]["role"] != "user":
+            continue
+        body: dict[str, Any] = {"model": MODEL["anthropic"], "max_tokens": 256,
+                                "system": conversation.system, "messages": messages[:end]}
+        result = compress("anthropic", body, memory, settings)
+        sent = [json.dumps(m, sort_keys=True) for m in (result.body or body)["messages"]]
+        plain = [json.dumps(m, sort_keys=True) for m in body["messages"]]
+        folds += bool(sent_before) and _shared_prefix(sent_before, sent) == 0
+        warm_compressed += _warm_cost(sent_before, sent)
+        warm_original += _warm_cost(original_before, plain)
+        forwarded += result.tokens_forwarded_est
+        original += result.tokens_original_est
+        sent_before, original_before, requests = sent, plain, requests + 1
+    return (f"Turn by turn on {conversation.name} ({requests} requests, {folds} of them after a chunk "
+            f"fold changed the prefix): forwarded {forwarded // requests} vs {original // requests} tokens "
+            f"per request ({1 - forwarded / original:.0%} fewer); with a warm prompt cache (reads 0.1, "
+            f"writes 1.25) the input costs {warm_compressed / warm_original:.2f}x the uncompressed one.")
+
+
+# --- the report -------------------------------------------------------------------------------------
+
+HEADER = (f"{'conversation':<20} {'turns':>5} {'reqs':>5} {'valid':>6} {'orig tok':>9} {'fwd tok':>8} "
+          f"{'reduction':>9} {'recall':>7} {'per-q':>6} {'all-kept':>8} {'p50 ms':>7} {'p95 ms':>7}")
+
+
+def report(rows: dict[str, Tally], timing: dict[str, Tally], conversations: list[Conversation],
+           mode: str) -> list[tuple[str, bool]]:
+    """Print the table; return the targets of issue 4 with whether each was met."""
+    turns = {c.name: c.turns for c in conversations}
+    print(f"\nThrough {mode}. Tokens: proxy.tokens estimates per request (original, forwarded).")
+    print("recall: evidence turns kept / evidence turns; per-q: mean share kept per question; all-kept:")
+    print("questions with all their evidence kept; ms: compress() alone, in-process, warm session.\n")
+    print(HEADER + "\n" + "-" * len(HEADER))
+    total, long = Tally(), Tally()
+    for name, tally in rows.items():
+        tally.times_ms = timing.get(name, Tally()).times_ms
+        if name != "agent session":
+            total.merge(tally)
+            if turns.get(name.split()[0], 0) >= 600:
+                long.times_ms.extend(tally.times_ms)
+            print(tally.row(name, str(turns.get(name.split()[0], ""))))
+    print("-" * len(HEADER))
+    print(total.row("LoCoMo total"))
+    agent = rows.get("agent session", Tally())
+    print(agent.row("agent session"))
+    print("\nEvidence recall by LoCoMo question category: " + ", ".join(
+        f"{CATEGORIES.get(c, c)} {k / n:.1%} ({k}/{n})" for c, (k, n) in sorted(total.by_category.items())))
+    print(f"Compression time on the 600+ turn conversations, warm session: p50 {_ms(long.times_ms, 0.5)} ms, "
+          f"p95 {_ms(long.times_ms, 0.95)} ms ({len(long.times_ms)} requests).")
+    return [("input-token reduction >= 80%", 1 - total.forwarded / max(total.original, 1) >= 0.80),
+            ("evidence recall >= 90%", total.kept >= 0.9 * total.evidence),
+            ("100% valid", total.valid == total.requests and agent.valid == agent.requests),
+            ("p50 <= 20 ms on 600+ turns", bool(long.times_ms) and statistics.median(long.times_ms) <= 20),
+            ("agent session reduced >= 30%", agent.original > 0 and agent.forwarded <= 0.7 * agent.original)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Input-token reduction and evidence recall of compression.")
+    parser.add_argument("--locomo", default=DEFAULT_LOCOMO, help="locomo-dev.json (read, never copied)")
+    parser.add_argument("--in-process", action="store_true", help="call compress() directly, no proxy")
+    parser.add_argument("--providers", default="anthropic,openai", help="comma-separated: anthropic,openai")
+    parser.add_argument("--questions", type=int, default=0, help="at most this many questions each")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a [compression] setting for this run, e.g. --set recall_budget_tokens=3000")
+    args = parser.parse_args(argv)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    route_vidurai_logs()
+    path = Path(args.locomo)
+    if not path.exists():
+        print(f"{path}: no such file (pass --locomo PATH)", file=sys.stderr)
+        return 2
+    overrides = {f"compression_{key}": value for key, value in (item.split("=", 1) for item in args.set)}
+    settings = load_config(path=Path(tempfile.gettempdir()) / "absent.ini", env={}, **overrides).compression
+    conversations = load_locomo(path)
+    if args.questions:
+        conversations = [attrs.evolve(c, questions=c.questions[: args.questions]) for c in conversations]
+    plans = requests_of(conversations, [p.strip() for p in args.providers.split(",") if p.strip()],
+                        agent_requests())
+    print(f"Settings: {settings}")
+    timing = in_process(plans, settings)
+    if args.in_process:
+        rows, mode = timing, "compress() in-process"
+    else:
+        rows = asyncio.run(through_proxy(plans, overrides))
+        mode = "the real proxy to a recording fake upstream"
+    targets = report(rows, timing, conversations, mode)
+    print(prefix_stability(min(conversations, key=lambda c: c.turns), settings))
+    print("Targets: " + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in targets))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,8 +6,8 @@ the floor any Python proxy pays), and through the real proxy doing all its work 
 sessions, usage parsing; requests below the compression threshold). Every server runs in its own
 process; this process is the load generator. Rounds rotate the order of the paths so drift hits all alike.
 
-    .venv/bin/python -m bench.proxy_overhead            # full run, about 2 minutes
-    .venv/bin/python -m bench.proxy_overhead --quick    # one short round, about 20 seconds
+    .venv/bin/python -m bench.proxy_overhead            # full run, about 90 seconds
+    .venv/bin/python -m bench.proxy_overhead --quick    # two short rounds, about 20 seconds
     .venv/bin/python -m bench.proxy_overhead --profile proxy.prof   # proxy under cProfile: slower
 """
 
@@ -66,14 +66,14 @@ class Plan:
 
 # --- servers, each in its own process ------------------------------------------------------------
 
-def _build(kind: str, options: dict[str, str]) -> tuple[web.Application, bool]:
-    """The application for one server kind, and whether clients may cancel its handlers."""
+def _build(kind: str, options: dict[str, str]) -> web.Application:
+    """The application for one server kind: upstream, bare or proxy."""
     if kind == "upstream":
         from tests.fake_upstream import FakeUpstream
-        return FakeUpstream(record=False).app(), False
+        return FakeUpstream(record=False).app()
     if kind == "bare":
         from .bare_passthrough import create_app as bare_app
-        return bare_app(options["upstream"]), False
+        return bare_app(options["upstream"])
     from proxy.app import create_app
     from proxy.config import load_config
     from proxy.logs import configure_logging
@@ -81,19 +81,20 @@ def _build(kind: str, options: dict[str, str]) -> tuple[web.Application, bool]:
                          upstream_openai_base_url=options["openai"], storage_database=options["database"],
                          logging_level="warning")
     configure_logging(config.logging)  # as `python -m proxy` does; the level is warning here
-    return create_app(config), True
+    return create_app(config)
 
 
 async def _serve_async(kind: str, conn: Connection, options: dict[str, str]) -> None:
     if kind == "proxy":
         from proxy.app import start_server
-        runner, port = await start_server(_build(kind, options)[0], "127.0.0.1", 0)
+        runner, port = await start_server(_build(kind, options), "127.0.0.1", 0)  # as the proxy serves
     else:
-        runner = web.AppRunner(_build(kind, options)[0], access_log=None, shutdown_timeout=0.5)
+        runner = web.AppRunner(_build(kind, options), access_log=None, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
+    # cProfile sees the event loop's thread only: the proxy's own code runs there.
     profiler = cProfile.Profile() if options.get("profile") else None
     conn.send(("ready", port))
     if profiler:
@@ -137,7 +138,7 @@ class Server:
         process.start()
         deadline = time.monotonic() + 60
         while not parent.poll(0.1):
-            if not process.is_alive() or time.monotonic() > deadline:
+            if (not process.is_alive() or time.monotonic() > deadline) and not parent.poll():
                 process.kill()
                 raise RuntimeError(f"{kind} server exited or did not start within 60 s")
         status, value = parent.recv()

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import attrs
 
-from .structure import Provider, answered_ids, has_thinking, is_dependent, is_plain_user, leading_instructions, \
-    opened_ids, role
+from .structure import (
+    Provider,
+    answered_ids,
+    has_thinking,
+    is_dependent,
+    is_plain_user,
+    leading_instructions,
+    opened_ids,
+    role,
+)
 
 
 @attrs.frozen
@@ -28,7 +37,7 @@ class Plan:
 
     @property
     def chunks(self) -> list[tuple[int, int]]:
-        return list(zip(self.boundaries, self.boundaries[1:]))
+        return list(itertools.pairwise(self.boundaries))
 
 
 def boundaries(provider: Provider, messages: list[Any], start: int, chunk: int, limit: int) -> list[int]:
@@ -64,7 +73,8 @@ def fold_limit(provider: Provider, messages: list[Any], start: int, verbatim: in
     The turn runs from the latest message a person wrote; its thinking blocks must reach the provider
     whole, so none of its messages is folded (its old tool results may still be cut).
     """
-    turn = next((i for i in range(len(messages) - 1, start - 1, -1) if is_plain_user(provider, messages[i])), None)
+    turn = next((i for i in range(len(messages) - 1, start - 1, -1)
+                 if is_plain_user(provider, messages[i])), None)
     if turn is not None and turn < verbatim and any(has_thinking(m) for m in messages[turn:]):
         return turn
     return verbatim
@@ -75,4 +85,4 @@ def plan(provider: Provider, messages: list[Any], keep_recent: int, chunk: int) 
     start = leading_instructions(provider, messages)
     verbatim = verbatim_start(provider, messages, start, keep_recent)
     limit = fold_limit(provider, messages, start, verbatim)
-    return Plan(start=start, boundaries=tuple(boundaries(provider, messages, start, chunk, limit)), verbatim=verbatim)
+    return Plan(start, tuple(boundaries(provider, messages, start, chunk, limit)), verbatim)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import attrs
 import structlog
@@ -13,8 +14,16 @@ from .chunks import plan
 from .content import query_text
 from .memory import Chunk, SessionMemory, chunk_key
 from .recall import Candidate, render, select
-from .structure import INSTRUCTION_ROLES, Provider, cache_markers, has_thinking, markers_ordered, \
-    problems, role, thinking_blocks
+from .structure import (
+    INSTRUCTION_ROLES,
+    Provider,
+    cache_markers,
+    has_thinking,
+    markers_ordered,
+    problems,
+    role,
+    thinking_blocks,
+)
 from .toolcut import cut_tool_results
 
 log = structlog.get_logger(__name__)
@@ -56,7 +65,8 @@ def compress(provider: Literal["anthropic", "openai"], body: Mapping[str, Any], 
         return _compress(provider, body, memory, settings, original)
     except Exception as exc:
         log.warning("compression failed open", provider=provider, error=type(exc).__name__)
-        return CompressionResult(None, original, original, count, count, 0, f"failed_open:{type(exc).__name__}")
+        reason = f"failed_open:{type(exc).__name__}"
+        return CompressionResult(None, original, original, count, count, 0, reason)
 
 
 def _unchanged(original: int, count: int, reason: str) -> CompressionResult:
@@ -65,21 +75,22 @@ def _unchanged(original: int, count: int, reason: str) -> CompressionResult:
     return CompressionResult(None, original, original, count, count, 0, reason)
 
 
-def _compress(provider: Provider, body: Mapping[str, Any], memory: SessionMemory, settings: CompressionConfig,
-              original: int) -> CompressionResult:
+def _compress(provider: Provider, body: Mapping[str, Any], memory: SessionMemory,
+              settings: CompressionConfig, original: int) -> CompressionResult:
     messages = body.get("messages")
+    count = len(messages) if isinstance(messages, list) else 0
     if not settings.enabled:
-        return _unchanged(original, 0, "disabled")
+        return _unchanged(original, count, "disabled")
     if not isinstance(messages, list):
-        return _unchanged(original, 0, "invalid:messages_not_a_list")
-    count = len(messages)
+        return _unchanged(original, count, "invalid:messages_not_a_list")
     if count < settings.threshold_messages or original <= settings.min_tokens:
         return _unchanged(original, count, "below_threshold")
     before = problems(provider, messages)
     if "message_not_an_object" in before:
         return _unchanged(original, count, "invalid:message_not_an_object")
     cut = plan(provider, messages, settings.keep_recent, settings.chunk_messages)
-    chunks = [memory.chunk(provider, messages[a:b], a, chunk_key(provider, messages[a:b], a)) for a, b in cut.chunks]
+    chunks = [memory.chunk(provider, messages[a:b], a, chunk_key(provider, messages[a:b], a))
+              for a, b in cut.chunks]
     folded_end = cut.folded_end
     out: list[Any] = list(messages[: cut.start])
     if chunks:
@@ -98,10 +109,12 @@ def _compress(provider: Provider, body: Mapping[str, Any], memory: SessionMemory
     estimate = estimate_request(forwarded)
     if estimate >= original:
         return _unchanged(original, count, "not_smaller")
-    return CompressionResult(forwarded, original, estimate, count, len(out), folded_end - cut.start, "compressed")
+    folded = folded_end - cut.start
+    return CompressionResult(forwarded, original, estimate, count, len(out), folded, "compressed")
 
 
-def _digest_message(provider: Provider, chunks: list[Chunk], folded: list[Any], kept: list[Any]) -> dict[str, Any]:
+def _digest_message(provider: Provider, chunks: list[Chunk], folded: list[Any],
+                    kept: list[Any]) -> dict[str, Any]:
     """The user message standing in for the folded chunks: a fixed intro, then one digest per chunk."""
     if provider == "openai":
         return {"role": "user", "content": "\n\n".join([DIGEST_INTRO, *(c.digest for c in chunks)])}
@@ -117,7 +130,8 @@ def _digest_message(provider: Provider, chunks: list[Chunk], folded: list[Any], 
     return {"role": "user", "content": content}
 
 
-def _with_recall(provider: Provider, message: Any, memory: SessionMemory, chunks: list[Chunk], budget: int) -> Any:
+def _with_recall(provider: Provider, message: Any, memory: SessionMemory, chunks: list[Chunk],
+                 budget: int) -> Any:
     """The latest user message with the recalled old turns appended as one more text block."""
     if role(message) != "user":
         return message
@@ -127,7 +141,7 @@ def _with_recall(provider: Provider, message: Any, memory: SessionMemory, chunks
     candidates: list[Candidate] = []
     date: str | None = None
     for chunk in chunks:
-        for unit, doc in zip(chunk.units, chunk.docs):
+        for unit, doc in zip(chunk.units, chunk.docs, strict=True):
             date = unit.date or date
             candidates.append(Candidate(doc, unit.position, unit.role, date))
     chosen = select(memory.index, query, candidates, budget)
@@ -160,7 +174,9 @@ def _check(provider: Provider, messages: list[Any], out: list[Any], before: list
     if provider == "anthropic":
         markers = cache_markers(out)
         original_markers = cache_markers(messages)
-        if len(markers) > len(original_markers) or (markers_ordered(original_markers) and not markers_ordered(markers)):
-            return "cache_markers"
+        if len(markers) > len(original_markers):
+            return "cache_markers_added"
+        if markers_ordered(original_markers) and not markers_ordered(markers):
+            return "cache_markers_misordered"
     return None
 

@@ -57,13 +57,15 @@ def _short(text: str, limit: int) -> str:
 def _candidates(provider: Provider, messages: list[Any]) -> list[tuple[int, float, str]]:
     """(message index, score, digest line) for everything the digest could say, in order."""
     found: list[tuple[int, float, str]] = []
+    seen: set[str] = set()
     for index, message in enumerate(messages):
         for piece in pieces(provider, message):
             if piece.kind == "tool_use":
                 found.append((index, 2.0, "called " + _short(piece.text, TOOL_LINE_CHARS)))
             elif piece.kind == "tool_result":
                 lines = piece.text.count("\n") + 1
-                found.append((index, 0.9, f"result ({lines} lines): " + _short(piece.text, TOOL_LINE_CHARS // 2)))
+                head = _short(piece.text, TOOL_LINE_CHARS // 2)
+                found.append((index, 0.9, f"result ({lines} lines): {head}"))
             elif piece.kind == "attachment":
                 found.append((index, 1.5, piece.text))
             else:
@@ -72,7 +74,9 @@ def _candidates(provider: Provider, messages: list[Any]) -> list[tuple[int, floa
                     for date in dates(sentence):
                         undated = undated.replace(date, " ")
                     short = telegraph(undated, SENTENCE_MAX_WORDS)
-                    if len(short.split()) >= 2:  # a bare date or name says nothing the header does not
+                    # A bare date or name says nothing the header does not; a repeat says nothing new.
+                    if len(short.split()) >= 2 and short.lower() not in seen:
+                        seen.add(short.lower())
                         found.append((index, importance(sentence), short))
     return found
 

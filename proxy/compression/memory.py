@@ -104,8 +104,8 @@ class SessionMemory:
         known = len(self.index)
         doc = self.index.add(unit.text)
         if doc == known:  # a text seen for the first time in this session
-            self.vidurai.remember(unit.text, importance=unit.importance, position=unit.position, role=unit.role,
-                                  kind=unit.kind, date=unit.date)
+            self.vidurai.remember(unit.text, importance=unit.importance, position=unit.position,
+                                  role=unit.role, kind=unit.kind, date=unit.date)
             self._rows.append(MemoryRow(self.session_id, unit.position, unit.role, "turn", unit.importance,
                                         unit.text, sha(unit.text), time.time()))
         return doc
@@ -124,16 +124,18 @@ class SessionMemory:
                            "vidurai": _vidurai_state(self.vidurai)}, ensure_ascii=False)
 
     @classmethod
-    def restore(cls, session_id: str, snapshot: str) -> "SessionMemory":
+    def restore(cls, session_id: str, snapshot: str) -> SessionMemory:
         """A memory rebuilt from snapshot(); raises ValueError when the snapshot is not one of ours."""
         state = json.loads(snapshot)
         if not isinstance(state, dict) or state.get("version") != SNAPSHOT_VERSION:
             raise ValueError("unknown snapshot version")
         memory = cls(session_id)
         for item in state["chunks"]:
-            found = tuple(Unit(int(p), str(r), str(k), str(t), d, float(i)) for p, r, k, t, d, i in item["units"])
-            memory._store(Chunk(str(item["key"]), int(item["start"]), int(item["end"]), str(item["digest"]), found,
-                                tuple(memory.index.add(u.text) for u in found)))
+            found = tuple(Unit(int(p), str(r), str(k), str(t), d, float(i))
+                          for p, r, k, t, d, i in item["units"])
+            docs = tuple(memory.index.add(u.text) for u in found)
+            memory._store(Chunk(str(item["key"]), int(item["start"]), int(item["end"]), str(item["digest"]),
+                                found, docs))
         _load_vidurai(memory.vidurai, state.get("vidurai") or {})
         return memory
 

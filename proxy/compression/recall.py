@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+
 import attrs
 
 from ..tokens import count_text

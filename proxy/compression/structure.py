@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
 Provider = Literal["anthropic", "openai"]
 
@@ -40,13 +41,17 @@ def opened_ids(provider: Provider, message: Any) -> list[str]:
     if provider == "anthropic":
         return [str(b.get("id")) for b in _typed(message, "tool_use")]
     calls = message.get("tool_calls") or []
-    return [str(c.get("id")) if isinstance(c, dict) else "" for c in calls] if isinstance(calls, list) else [""]
+    if not isinstance(calls, list):
+        return [""]
+    return [str(c.get("id")) if isinstance(c, dict) else "" for c in calls]
 
 
 def answered_ids(provider: Provider, message: Any) -> list[str]:
     """Tool call ids this message answers."""
     if provider == "anthropic":
-        return [str(b.get("tool_use_id")) for b in _typed(message, "tool_result")] if role(message) == "user" else []
+        if role(message) != "user":
+            return []
+        return [str(b.get("tool_use_id")) for b in _typed(message, "tool_result")]
     return [str(message.get("tool_call_id"))] if role(message) == "tool" else []
 
 

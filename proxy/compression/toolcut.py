@@ -24,7 +24,8 @@ def cut_text(text: str, max_tokens: int) -> str:
     if 0 <= cut < keep // 2:
         tail = tail[cut + 1:]
     removed = text[len(head): len(text) - len(tail)]
-    marker = (f"\n[... {count_text(removed)} tokens ({removed.count(chr(10)) + 1} lines, {len(removed)} chars)"
+    lines = removed.count("\n") + 1
+    marker = (f"\n[... {count_text(removed)} tokens ({lines} lines, {len(removed)} chars)"
               " of this old tool result removed by the Vidurai proxy ...]\n")
     return head + marker + tail
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import aiosqlite
+import sqlite3
 
 from proxy.records import MemoryRow, RequestRecord, SessionRecord
 
@@ -176,21 +176,21 @@ def _session_totals(params: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-async def apply(conn: aiosqlite.Connection, kind: str, params: tuple[Any, ...]) -> None:
+def apply(conn: sqlite3.Connection, kind: str, params: tuple[Any, ...]) -> None:
     """Run the statements of one queued row (the caller holds the transaction)."""
     if kind == "request":
-        cursor = await conn.execute(INSERT_REQUEST, params)
+        cursor = conn.execute(INSERT_REQUEST, params)
         # rowcount 0: the id was already stored (a retried batch), so it is not counted twice.
         if cursor.rowcount == 1 and params[2] is not None:
-            await conn.execute(ADD_TO_SESSION, _session_totals(params))
+            conn.execute(ADD_TO_SESSION, _session_totals(params))
     elif kind == "session":
-        await conn.execute(UPSERT_SESSION, params)
+        conn.execute(UPSERT_SESSION, params)
     elif kind == "memory":
-        await conn.execute(INSERT_MEMORY, params)
+        conn.execute(INSERT_MEMORY, params)
     elif kind == "snapshot":
-        await conn.execute(INSERT_SNAPSHOT, params)
-        await conn.execute(PRUNE_SNAPSHOTS, (params[0],))
+        conn.execute(INSERT_SNAPSHOT, params)
+        conn.execute(PRUNE_SNAPSHOTS, (params[0],))
     elif kind == "audit":
-        await conn.execute(INSERT_AUDIT, params)
+        conn.execute(INSERT_AUDIT, params)
     else:
         raise ValueError(f"unknown row kind {kind!r}")

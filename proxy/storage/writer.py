@@ -1,13 +1,14 @@
-"""The single SQLite writer: the request path enqueues rows, one task batches and commits them."""
+"""The single SQLite writer: the request path enqueues rows; one thread batches and commits them."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import sqlite3
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-import aiosqlite
 import structlog
 
 from proxy.records import MemoryRow, RequestRecord, SessionRecord
@@ -23,6 +24,7 @@ BATCH_SIZE = 500
 MAX_PENDING = 100_000
 
 Op = tuple[str, tuple[Any, ...]]
+T = TypeVar("T")
 
 
 class Writer:
@@ -33,7 +35,9 @@ class Writer:
         self.flush_interval = flush_interval
         self.busy_timeout_ms = busy_timeout_ms
         self._pending: list[Op] = []
-        self._conn: aiosqlite.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
+        # One thread owns the write connection, as in datasette's single writer.
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
         self._flushing = asyncio.Lock()
@@ -45,13 +49,21 @@ class Writer:
     async def start(self) -> None:
         """Apply migrations, open the write connection and start the writer task."""
         await asyncio.to_thread(migrate_path, self.path)
-        # isolation_level=None: the writer issues BEGIN/COMMIT itself, one transaction per batch.
-        self._conn = await aiosqlite.connect(self.path, isolation_level=None)
-        # Someone running `sqlite3 vidurai.db` may hold the write lock for a moment; wait for it.
-        await self._conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        # NORMAL in WAL mode survives a killed process; only an OS crash may lose the last commit.
-        await self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn = await self._in_thread(self._connect)
         self._task = asyncio.create_task(self._run(), name="storage-writer")
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: the writer issues BEGIN/COMMIT itself, one transaction per batch.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # Someone running `sqlite3 vidurai.db` may hold the write lock for a moment; wait for it.
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        # NORMAL in WAL mode survives a killed process; only an OS crash may lose the last commit.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run on the writer's own thread: the connection is only ever used from there."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def close(self) -> None:
         """Write everything still queued, then close the connection."""
@@ -63,8 +75,9 @@ class Writer:
         self._task = None
         if self._pending:
             log.error("storage.unflushed_on_close", rows=len(self._pending))
-        await self._conn.close()
+        await self._in_thread(self._conn.close)
         self._conn = None
+        self._executor.shutdown(wait=True)
 
     @property
     def queued(self) -> int:
@@ -137,20 +150,12 @@ class Writer:
         if not self._pending or self._conn is None:
             return True
         batch, self._pending = self._pending, []
-        conn = self._conn
         try:
-            # IMMEDIATE takes the write lock up front, where busy_timeout waits for it cleanly.
-            await conn.execute("BEGIN IMMEDIATE")
-            failed = 0
-            for kind, params in batch:
-                failed += await self._apply(conn, kind, params)
-            await conn.execute("COMMIT")
+            # The whole batch in one hop to the writer thread: one await per batch, not per row.
+            failed = await self._in_thread(self._write_batch, self._conn, batch)
         except Exception as exc:
             # The whole transaction failed (locked too long, disk full or gone): keep the rows
             # for the next attempt, ahead of anything queued since.
-            with contextlib.suppress(Exception):
-                if conn.in_transaction:
-                    await conn.execute("ROLLBACK")
             self._pending[:0] = batch
             log.error("storage.batch_failed", error=str(exc), error_type=type(exc).__name__, rows=len(batch))
             return False
@@ -158,18 +163,34 @@ class Writer:
         self.rows_failed += failed
         return True
 
-    async def _apply(self, conn: aiosqlite.Connection, kind: str, params: tuple[Any, ...]) -> int:
-        """Run one row's statements inside a savepoint; return 1 if the row was rejected."""
-        await conn.execute("SAVEPOINT row")
+    @staticmethod
+    def _write_batch(conn: sqlite3.Connection, batch: list[Op]) -> int:
+        """One transaction; a row at fault is rolled back alone. Returns how many were rejected."""
         try:
-            await statements.apply(conn, kind, params)
+            # IMMEDIATE takes the write lock up front, where busy_timeout waits for it cleanly.
+            conn.execute("BEGIN IMMEDIATE")
+            failed = sum(Writer._apply(conn, kind, params) for kind, params in batch)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            raise
+        return failed
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, kind: str, params: tuple[Any, ...]) -> int:
+        """Run one row's statements inside a savepoint; return 1 if the row was rejected."""
+        conn.execute("SAVEPOINT row")
+        try:
+            statements.apply(conn, kind, params)
         except sqlite3.OperationalError:
             raise  # the database, not the row (locked, full, I/O): the batch is retried
         except Exception as exc:
             # A constraint, a value SQLite cannot bind: only this row is at fault, so it is
             # rolled back and the rest of the batch is kept.
-            await conn.execute("ROLLBACK TO row")
-            await conn.execute("RELEASE row")
+            conn.execute("ROLLBACK TO row")
+            conn.execute("RELEASE row")
             log.error(
                 "storage.row_rejected",
                 kind=kind,
@@ -178,5 +199,5 @@ class Writer:
                 row_id=params[0] if params else None,
             )
             return 1
-        await conn.execute("RELEASE row")
+        conn.execute("RELEASE row")
         return 0

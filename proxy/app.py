@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
-import uuid
 from typing import AsyncIterator, Awaitable, Callable
 
 import structlog
@@ -35,7 +35,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Binds a request id for every log line, logs one line per request, hides tracebacks."""
     structlog.contextvars.clear_contextvars()
-    request_id = uuid.uuid4().hex[:16]
+    request_id = os.urandom(8).hex()
     structlog.contextvars.bind_contextvars(request_id=request_id, method=request.method, path=request.path)
     started = time.monotonic()
     status = 500

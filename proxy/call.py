@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 
 import attrs
 from aiohttp import web
@@ -27,7 +27,7 @@ class Call:
 
     @classmethod
     def begin(cls, request: web.Request, provider: str, endpoint: str) -> Call:
-        record = RequestRecord(id=uuid.uuid4().hex, created_at=time.time(), provider=provider,
+        record = RequestRecord(id=os.urandom(16).hex(), created_at=time.time(), provider=provider,
                                endpoint=endpoint, method=request.method, path=request.path,
                                tenant=tenant_of(request.headers))
         return cls(record=record, started=time.monotonic())

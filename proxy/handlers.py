@@ -24,6 +24,9 @@ log = structlog.get_logger(__name__)
 
 # Endpoints whose conversation the proxy reads, remembers and may compress.
 CONVERSATION_ENDPOINTS = frozenset({"messages", "chat_completions"})
+# Bodies above this are estimated in a thread even when too short to fold: a huge tool result
+# would otherwise hold up every other stream while it is tokenized.
+INLINE_BODY_LIMIT = 64 * 1024
 
 
 class BadRequest(Exception):
@@ -66,7 +69,7 @@ def _provider_for(request: web.Request) -> Provider:
 
 
 async def _remember_and_compress(request: web.Request, call: Call, provider: Provider,
-                                 body: dict[str, Any]) -> dict[str, Any] | None:
+                                 body: dict[str, Any], body_size: int) -> dict[str, Any] | None:
     """Find the session, let its memory compress the history; the rewritten body or None."""
     app = request.app
     tenant = call.record.tenant or tenant_of(request.headers)
@@ -78,10 +81,10 @@ async def _remember_and_compress(request: web.Request, call: Call, provider: Pro
     structlog.contextvars.bind_contextvars(session_id=session_id)
     settings = app[CONFIG].compression
     async with session.lock:
-        if settings.enabled and len(messages) >= settings.threshold_messages:
+        if settings.enabled and (len(messages) >= settings.threshold_messages or body_size > INLINE_BODY_LIMIT):
             # In a thread: a cold session with a long history takes longer than other streams should wait.
             result = await asyncio.to_thread(compress, provider.name, body, session.memory, settings)
-        else:  # nothing to fold: only an estimate, cheaper than the thread hop
+        else:  # nothing to fold, little to count: cheaper than the thread hop
             result = compress(provider.name, body, session.memory, settings)
         rows = session.memory.drain_memory_rows()
         session.snapshot_due = True
@@ -114,7 +117,7 @@ async def model_call(request: web.Request, provider: Provider, endpoint: str) ->
         structlog.contextvars.bind_contextvars(model=call.record.model)
         outgoing = None
         if endpoint in CONVERSATION_ENDPOINTS:
-            outgoing = await _remember_and_compress(request, call, provider, body)
+            outgoing = await _remember_and_compress(request, call, provider, body, len(raw))
         rewritten = False
         if call.record.stream:
             target = dict(outgoing if outgoing is not None else body)
@@ -158,7 +161,6 @@ def _finish(app: web.Application, call: Call) -> None:
     except Exception:  # a pricing or metrics bug must not lose the row
         log.exception("metrics bookkeeping failed")
     app[WRITER].add_request(record)
-    structlog.contextvars.bind_contextvars(status=record.status, duration_ms=record.duration_ms)
 
 
 async def health(request: web.Request) -> web.Response:

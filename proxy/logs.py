@@ -71,7 +71,9 @@ def configure_logging(config: LoggingConfig, *, console: bool = True, tty: bool 
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
     structlog.configure(
-        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # Level first: a debug line costs nothing at info, before any processor runs.
+        processors=[structlog.stdlib.filter_by_level, *_SHARED,
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         # Not cached: logging is reconfigured when the terminal UI takes the screen (and in tests).

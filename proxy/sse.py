@@ -14,6 +14,11 @@ class SSEEvent:
     raw: bytes = b""  # the event's bytes as received, terminator included
 
 
+def whole_events(chunk: bytes) -> bool:
+    """Whether a chunk is made of complete \\n-terminated events (the usual shape upstream sends)."""
+    return chunk.endswith(b"\n\n") and b"\r" not in chunk
+
+
 class SSEDecoder:
     """Splits a byte stream into events; chunks may cut lines and UTF-8 characters anywhere.
 
@@ -26,6 +31,11 @@ class SSEDecoder:
         self._raw = bytearray()
         self._event = ""
         self._data: list[str] = []
+
+    @property
+    def idle(self) -> bool:
+        """No partial line or event held: the next chunk starts a new event."""
+        return not self._pending and not self._raw
 
     def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
         """Events completed by this chunk, in order."""

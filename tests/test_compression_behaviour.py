@@ -1,4 +1,4 @@
-"""When compression runs, what it keeps stable across turns and restarts, whose content it uses, and failing open."""
+"""When compression runs, what stays stable across turns and restarts, whose content it adds, failing open."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def test_small_requests_pass_through() -> None:
     result = run("anthropic", few_messages)
     assert (result.body, result.reason) == (None, "below_threshold")
     assert result.tokens_forwarded_est == result.tokens_original_est == estimate_request(few_messages)
-    short_turns = {**anthropic_chat(30), "messages": [{"role": r, "content": "hi"} for r in ["user", "assistant"] * 15]}
+    short_turns = {**anthropic_chat(30),
+                   "messages": [{"role": r, "content": "hi"} for r in ["user", "assistant"] * 15]}
     assert run("anthropic", short_turns).reason == "below_threshold"
     assert run("anthropic", anthropic_chat(61), config=settings(enabled=False)).reason == "disabled"
 
@@ -45,7 +46,7 @@ def test_prefix_is_byte_identical_from_turn_to_turn_until_the_next_chunk_folds()
     previous: dict[str, Any] | None = None
     folds = 0
     for end in range(40, 140, 2):  # the conversation as it grows, one exchange per request
-        body = {**anthropic_chat(2), "messages": full[:end] + [{"role": "user", "content": "And sailing?"}]}
+        body = {**anthropic_chat(2), "messages": [*full[:end], {"role": "user", "content": "And sailing?"}]}
         result = run("anthropic", body, memory)
         assert result.body is not None and problems("anthropic", result.body["messages"]) == []
         if previous is not None:
@@ -54,10 +55,12 @@ def test_prefix_is_byte_identical_from_turn_to_turn_until_the_next_chunk_folds()
                 assert _prefix(result.body) == _prefix(previous)
                 # ...and everything after the digests up to the previous latest message, too.
                 kept = len(previous["messages"]) - 1
-                assert json.dumps(result.body["messages"][:kept - 1]) == json.dumps(previous["messages"][:kept - 1])
+                same = json.dumps(previous["messages"][:kept - 1])
+                assert json.dumps(result.body["messages"][:kept - 1]) == same
             else:
                 folds += 1
-                assert len(now) == len(before) + 1 and now[:-1] == before  # a new digest block, earlier ones intact
+                # One new digest block; the earlier ones are intact.
+                assert len(now) == len(before) + 1 and now[:-1] == before
         previous = result.body
     assert folds >= 3
 
@@ -117,7 +120,7 @@ def test_nothing_from_another_conversation_is_added() -> None:
     lambda b: b.update(messages="not a list"),
     lambda b: b.update(messages={"role": "user"}),
     lambda b: b.update(messages=[]),
-    lambda b: b["messages"][5].update(content=[{"type": "tool_result", "tool_use_id": "missing", "content": "x"}]),
+    lambda b: b["messages"][5].update(content=[{"type": "tool_result", "tool_use_id": "gone"}]),
 ])
 def test_malformed_requests_fail_open(make: Any) -> None:
     body = anthropic_chat(61)
@@ -133,7 +136,8 @@ def test_malformed_requests_fail_open(make: Any) -> None:
 
 def test_images_documents_and_unusual_blocks_compress_validly() -> None:
     body = anthropic_chat(61)
-    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo" * 50}}
+    image = {"type": "image",
+             "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo" * 50}}
     document = {"type": "document", "title": "Lease.pdf",
                 "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0" * 50}}
     body["messages"][2] = {"role": "user", "content": [image, {"type": "text", "text": "my cat"}, document]}
@@ -145,7 +149,8 @@ def test_images_documents_and_unusual_blocks_compress_validly() -> None:
     result = run("anthropic", body)
     assert result.reason == "compressed" and result.body is not None
     assert problems("anthropic", result.body["messages"]) == []
-    assert "[image]" in json.dumps(result.body["messages"][0]) and "Lease.pdf" in json.dumps(result.body["messages"][0])
+    digests = json.dumps(result.body["messages"][0])
+    assert "[image]" in digests and "Lease.pdf" in digests
     assert result.body["messages"][-1]["content"][0] is image  # the latest attachment goes through untouched
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -45,7 +46,7 @@ def test_anthropic_first_message_is_user_and_roles_alternate() -> None:
     assert result.body is not None
     roles = [m["role"] for m in result.body["messages"]]
     assert roles[0] == "user"
-    assert all(a != b for a, b in zip(roles, roles[1:]))
+    assert all(a != b for a, b in itertools.pairwise(roles))
     assert result.body["messages"][0]["content"][0]["text"] == DIGEST_INTRO
 
 
@@ -57,7 +58,7 @@ def test_latest_assistant_turn_with_thinking_is_never_folded() -> None:
     assert result.messages_folded == 0
     out = result.body["messages"]
     assert problems("anthropic", out) == []
-    for original, forwarded in zip(body["messages"], out):
+    for original, forwarded in zip(body["messages"], out, strict=True):
         if original["role"] == "assistant":
             assert forwarded is original  # thinking, text and tool_use blocks: the very same objects
 
@@ -66,7 +67,7 @@ def test_thinking_of_earlier_turns_is_folded_whole_and_latest_kept() -> None:
     first = anthropic_agent(25)["messages"]
     # A new request from the person starts a new turn; the earlier turn's thinking may fold away.
     later = anthropic_agent(3)
-    messages = first + [{"role": "assistant", "content": "Done."}, later["messages"][0]] + later["messages"][1:]
+    messages = [*first, {"role": "assistant", "content": "Done."}, *later["messages"]]
     body = {**later, "messages": messages}
     result = run("anthropic", body)
     assert result.reason == "compressed" and result.body is not None
@@ -97,8 +98,9 @@ def test_openai_tool_messages_follow_their_calls() -> None:
 
 
 def test_non_message_fields_system_and_tools_unchanged() -> None:
-    for provider, body in (("anthropic", anthropic_agent(30, thinking=False)), ("anthropic", anthropic_chat(61)),
-                           ("openai", openai_agent(12))):
+    cases = (("anthropic", anthropic_agent(30, thinking=False)), ("anthropic", anthropic_chat(61)),
+             ("openai", openai_agent(12)))
+    for provider, body in cases:
         result = run(provider, body)
         assert result.body is not None
         assert {k: v for k, v in result.body.items() if k != "messages"} == \
@@ -136,7 +138,8 @@ def test_old_tool_results_cut_to_head_and_tail_with_a_marker() -> None:
     first_result = out[2]["content"][0]["content"]
     original = body["messages"][2]["content"][0]["content"]
     assert "removed by the Vidurai proxy" in first_result
-    assert first_result.startswith(original.split("\n")[0]) and first_result.endswith(original.split("\n")[-1])
+    lines = original.split("\n")
+    assert first_result.startswith(lines[0]) and first_result.endswith(lines[-1])
     assert count_text(first_result) < SETTINGS.tool_result_max_tokens + 60
     assert out[-1] == body["messages"][-1]  # the recent ones are not cut
 

@@ -80,18 +80,20 @@ def pieces(provider: Provider, message: Any) -> list[Piece]:
 
 def split_long(text: str, max_tokens: int = UNIT_MAX_TOKENS) -> Iterator[str]:
     """A text as is when short, else in runs of whole lines of at most about max_tokens each."""
-    if count_text(text) <= max_tokens:
+    total = count_text(text)
+    if total <= max_tokens:
         yield text
         return
+    # Sized in characters at the text's own chars-per-token: counting each line's tokens costs more.
+    limit = max_tokens * len(text) / total
     run: list[str] = []
     size = 0
     for line in text.split("\n"):
-        tokens = count_text(line) + 1
-        if run and size + tokens > max_tokens:
+        if run and size + len(line) + 1 > limit:
             yield "\n".join(run)
             run, size = [], 0
         run.append(line)
-        size += tokens
+        size += len(line) + 1
     if run:
         yield "\n".join(run)
 

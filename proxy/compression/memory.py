@@ -13,6 +13,7 @@ from vidurai import ViduraiMemory
 from vidurai.core.koshas import Memory
 
 from ..records import MemoryRow
+from ..tokens import count_message
 from .content import units
 from .digest import digest, importance
 from .recall import RecallIndex
@@ -46,6 +47,7 @@ class Chunk:
     digest: str
     units: tuple[Unit, ...]
     docs: tuple[int, ...]  # the recall index id of each unit
+    tokens: int  # estimated tokens of the messages it stands for
 
     @property
     def last_date(self) -> str | None:
@@ -89,7 +91,7 @@ class SessionMemory:
             return cached
         found = _units_of(provider, messages, start)
         made = Chunk(key, start, start + len(messages), digest(provider, messages, start), tuple(found),
-                     tuple(self._remember(unit) for unit in found))
+                     tuple(self._remember(unit) for unit in found), sum(count_message(m) for m in messages))
         self._store(made)
         self._rows.append(MemoryRow(self.session_id, start, "user", "digest", 1.0, made.digest,
                                     sha(made.digest), time.time()))
@@ -117,11 +119,12 @@ class SessionMemory:
 
     def snapshot(self) -> str:
         """The session's state as JSON text, for the `snapshots` table."""
-        chunks = [{"key": c.key, "start": c.start, "end": c.end, "digest": c.digest,
+        chunks = [{"key": c.key, "start": c.start, "end": c.end, "digest": c.digest, "tokens": c.tokens,
                    "units": [[u.position, u.role, u.kind, u.text, u.date, u.importance] for u in c.units]}
                   for c in self._chunks.values()]
+        known = {u.text for c in self._chunks.values() for u in c.units}
         return json.dumps({"version": SNAPSHOT_VERSION, "session_id": self.session_id, "chunks": chunks,
-                           "vidurai": _vidurai_state(self.vidurai)}, ensure_ascii=False)
+                           "vidurai": _vidurai_state(self.vidurai, known)}, ensure_ascii=False)
 
     @classmethod
     def restore(cls, session_id: str, snapshot: str) -> SessionMemory:
@@ -135,36 +138,45 @@ class SessionMemory:
                           for p, r, k, t, d, i in item["units"])
             docs = tuple(memory.index.add(u.text) for u in found)
             memory._store(Chunk(str(item["key"]), int(item["start"]), int(item["end"]), str(item["digest"]),
-                                found, docs))
-        _load_vidurai(memory.vidurai, state.get("vidurai") or {})
+                                found, docs, int(item["tokens"])))
+        texts = {sha(text): text for text in memory.index.texts}
+        _load_vidurai(memory.vidurai, state.get("vidurai") or [], texts)
         return memory
 
 
-def _dump(memory: Memory) -> dict[str, Any]:
-    return {"content": memory.content, "importance": memory.importance, "access_count": memory.access_count,
-            "timestamp": memory.timestamp.isoformat(), "metadata": memory.metadata}
+def _vidurai_state(vidurai: ViduraiMemory, known: set[str]) -> list[dict[str, Any]]:
+    """Vidurai 1.5's three layers as plain data (it has no serializer of its own).
+
+    A memory sits in up to three layers as one object: it is written once, with the layers it is in,
+    and its text by hash when a chunk already carries it.
+    """
+    layers: dict[int, tuple[Memory, str]] = {}
+    for name, memories in (("w", vidurai.working.memories), ("e", vidurai.episodic.memories.values()),
+                           ("a", vidurai.archival.memories.values())):
+        for memory in memories:
+            held = layers.get(id(memory))
+            layers[id(memory)] = (memory, (held[1] if held else "") + name)
+    state = []
+    for memory, where in layers.values():
+        text = {"sha": sha(memory.content)} if memory.content in known else {"content": memory.content}
+        state.append({**text, "layers": where, "importance": memory.importance,
+                      "access_count": memory.access_count, "timestamp": memory.timestamp.isoformat(),
+                      "metadata": memory.metadata})
+    return state
 
 
-def _load(item: dict[str, Any]) -> Memory:
-    return Memory(content=str(item["content"]), importance=float(item["importance"]),
-                  timestamp=datetime.fromisoformat(item["timestamp"]), access_count=int(item["access_count"]),
-                  metadata=dict(item.get("metadata") or {}))
-
-
-def _vidurai_state(vidurai: ViduraiMemory) -> dict[str, list[dict[str, Any]]]:
-    """Vidurai 1.5's three layers as plain data (it has no serializer of its own)."""
-    return {"working": [_dump(m) for m in vidurai.working.memories],
-            "episodic": [_dump(m) for m in vidurai.episodic.memories.values()],
-            "archival": [_dump(m) for m in vidurai.archival.memories.values()]}
-
-
-def _load_vidurai(vidurai: ViduraiMemory, state: dict[str, Any]) -> None:
-    for item in state.get("working", []):
-        vidurai.working.memories.append(_load(item))
-    for item in state.get("episodic", []):
-        memory = _load(item)
-        vidurai.episodic.memories[memory.memory_id] = memory
-        vidurai.episodic.access_order.append(memory.memory_id)
-    for item in state.get("archival", []):
-        memory = _load(item)
-        vidurai.archival.memories[memory.memory_id] = memory
+def _load_vidurai(vidurai: ViduraiMemory, state: list[dict[str, Any]], texts: dict[str, str]) -> None:
+    for item in state:
+        content = item.get("content") or texts.get(str(item.get("sha")))
+        if content is None:
+            continue  # its chunk was pushed out of the cache; recall never needed Vidurai's copy anyway
+        memory = Memory(content=str(content), importance=float(item["importance"]),
+                        timestamp=datetime.fromisoformat(item["timestamp"]),
+                        access_count=int(item["access_count"]), metadata=dict(item.get("metadata") or {}))
+        if "w" in item["layers"]:
+            vidurai.working.memories.append(memory)
+        if "e" in item["layers"]:
+            vidurai.episodic.memories[memory.memory_id] = memory
+            vidurai.episodic.access_order.append(memory.memory_id)
+        if "a" in item["layers"]:
+            vidurai.archival.memories[memory.memory_id] = memory

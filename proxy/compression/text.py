@@ -20,6 +20,8 @@ _DATE = re.compile(
     re.IGNORECASE,
 )
 
+_YEAR = re.compile(r"\d{4}")
+
 STOPWORDS = frozenset("""
 a about above after again against all am an and any are aren't as at be because been before being
 below between both but by can can't cannot could couldn't did didn't do does doesn't doing don't down
@@ -91,6 +93,8 @@ def sentences(text: str) -> list[str]:
 
 def dates(text: str) -> list[str]:
     """Calendar dates written in a text, in order of appearance."""
+    if not _YEAR.search(text):  # the full pattern is slow on long tool output; every date has a year
+        return []
     return [m.group(0) for m in _DATE.finditer(text)]
 
 

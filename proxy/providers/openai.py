@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from ..records import Usage
+from ..sse import SSEDecoder, SSEEvent, whole_events
 from .base import Provider, SSEUsageObserver, UsageObserver, token_field
 
 _ERROR_TYPES = {
@@ -105,17 +106,31 @@ class _HiddenUsageObserver(SSEUsageObserver):
     """
 
     def feed(self, chunk: bytes) -> bytes:
-        out = bytearray()
-        for event in self._decoder.feed(chunk):
-            self.observe(event)
-            compact = event.data.replace(" ", "")
-            if '"usage"' in compact:
-                if '"choices":[]' in compact and '"usage":null' not in compact:
-                    continue  # the usage chunk the client did not ask for
-                out += _NULL_USAGE.sub(b"", event.raw, count=1)
-            else:
-                out += event.raw
-        return bytes(out)
+        if self._decoder.idle and whole_events(chunk) and b"\n\n\n" not in chunk:
+            # The usual shape: whole events, each ending in one blank line; no decoding needed.
+            return b"".join(self._forward(raw + b"\n\n", None) for raw in chunk.split(b"\n\n")[:-1])
+        return b"".join(self._forward(event.raw, event) for event in self._decoder.feed(chunk))
+
+    def _forward(self, raw: bytes, event: SSEEvent | None) -> bytes:
+        """The bytes of one event as the client would have had them without include_usage."""
+        if b'"usage":null' in raw:
+            if self.model is None:
+                self.observe(event or _decode(raw))
+            stripped = raw.replace(b',"usage":null', b"", 1)
+            return stripped if stripped != raw else _NULL_USAGE.sub(b"", raw, count=1)
+        if b'"usage"' not in raw:
+            return raw
+        event = event or _decode(raw)
+        self.observe(event)
+        compact = event.data.replace(" ", "")
+        if '"choices":[]' in compact and '"usage":null' not in compact:
+            return b""  # the usage chunk the client did not ask for
+        return _NULL_USAGE.sub(b"", raw, count=1)
 
     def finish(self) -> bytes:
         return self._decoder.flush()
+
+
+def _decode(raw: bytes) -> SSEEvent:
+    """One complete event's bytes, parsed."""
+    return next(iter(SSEDecoder().feed(raw)), SSEEvent(raw=raw))

@@ -8,8 +8,21 @@ from aiohttp import ClientSession, TCPConnector, web
 
 _SESSION = web.AppKey("session", ClientSession)
 # Connection-level headers, plus the ones aiohttp recomputes for each side.
-_DROP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-                   "proxy-connection", "host", "content-length", "date", "server"})
+_DROP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+        "host",
+        "content-length",
+        "date",
+        "server",
+    }
+)
 
 
 def _kept(headers: object) -> dict[str, str]:
@@ -26,8 +39,9 @@ def create_app(upstream: str) -> web.Application:
 
     async def forward(request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        async with request.app[_SESSION].request(request.method, upstream + request.path_qs, data=body,
-                                                 headers=_kept(request.headers)) as up:
+        async with request.app[_SESSION].request(
+            request.method, upstream + request.path_qs, data=body, headers=_kept(request.headers)
+        ) as up:
             response = web.StreamResponse(status=up.status, headers=_kept(up.headers))
             if up.content_length is not None:
                 response.content_length = up.content_length

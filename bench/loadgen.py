@@ -43,8 +43,11 @@ class Scenario:
     def body(self, conversation: int) -> bytes:
         """A short conversation (below any compression threshold); one per concurrent worker."""
         messages = [{"role": "user", "content": f"Benchmark conversation {conversation}: say hello."}]
-        body: dict[str, object] = {"model": "claude-fake-1" if self.provider == "anthropic" else "gpt-fake-1",
-                                   "max_tokens": 64, "messages": messages}
+        body: dict[str, object] = {
+            "model": "claude-fake-1" if self.provider == "anthropic" else "gpt-fake-1",
+            "max_tokens": 64,
+            "messages": messages,
+        }
         if self.stream:
             body["stream"] = True  # OpenAI without stream_options, as the SDK sends it by default
         return json.dumps(body).encode()
@@ -100,12 +103,17 @@ def percentile(values: list[float], q: float) -> float:
 def client_session(concurrency: int) -> aiohttp.ClientSession:
     """One keep-alive pool per target, as large as the highest concurrency."""
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, force_close=False)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30),
-                                 auto_decompress=False, skip_auto_headers=("User-Agent",))
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=30),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent",),
+    )
 
 
-async def _one(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
-               samples: Samples) -> float:
+async def _one(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], samples: Samples
+) -> float:
     """One request; returns when it finished (perf_counter), or 0 after an error."""
     started = time.perf_counter()
     first: float | None = None
@@ -126,16 +134,23 @@ async def _one(session: aiohttp.ClientSession, url: str, body: bytes, headers: d
     return done
 
 
-async def sequential(session: aiohttp.ClientSession, target: Target, scenario: Scenario, count: int,
-                     samples: Samples) -> None:
+async def sequential(
+    session: aiohttp.ClientSession, target: Target, scenario: Scenario, count: int, samples: Samples
+) -> None:
     """Concurrency 1: `count` requests one after another on one keep-alive connection."""
     url, headers, body = scenario.url(target), scenario.headers(), scenario.body(0)
     for _ in range(count):
         await _one(session, url, body, headers, samples)
 
 
-async def concurrent(session: aiohttp.ClientSession, target: Target, scenario: Scenario, concurrency: int,
-                     duration: float, samples: Samples) -> None:
+async def concurrent(
+    session: aiohttp.ClientSession,
+    target: Target,
+    scenario: Scenario,
+    concurrency: int,
+    duration: float,
+    samples: Samples,
+) -> None:
     """`concurrency` workers (one conversation each) sending back to back for `duration` seconds.
 
     Throughput counts the requests finished within `duration`; those still running then are

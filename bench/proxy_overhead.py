@@ -58,28 +58,38 @@ class Plan:
     def describe(self) -> str:
         load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
         python = f"{platform.python_implementation()} {platform.python_version()}"
-        return (f"{python}, aiohttp {aiohttp.__version__}, "
-                f"{os.cpu_count()} CPUs (load average {load} at the end). {self.rounds} rounds; each runs "
-                f"every path in turn, {self.sequential_requests} requests at concurrency 1 and "
-                f"{self.concurrent_seconds:g} s at concurrency {HIGH} per request kind.")
+        return (
+            f"{python}, aiohttp {aiohttp.__version__}, "
+            f"{os.cpu_count()} CPUs (load average {load} at the end). {self.rounds} rounds; each runs "
+            f"every path in turn, {self.sequential_requests} requests at concurrency 1 and "
+            f"{self.concurrent_seconds:g} s at concurrency {HIGH} per request kind."
+        )
 
 
 # --- servers, each in its own process ------------------------------------------------------------
+
 
 def _build(kind: str, options: dict[str, str]) -> web.Application:
     """The application for one server kind: upstream, bare or proxy."""
     if kind == "upstream":
         from tests.fake_upstream import FakeUpstream
+
         return FakeUpstream(record=False).app()
     if kind == "bare":
         from .bare_passthrough import create_app as bare_app
+
         return bare_app(options["upstream"])
     from proxy.app import create_app
     from proxy.config import load_config
     from proxy.logs import configure_logging
-    config = load_config(env={}, upstream_anthropic_base_url=options["anthropic"],
-                         upstream_openai_base_url=options["openai"], storage_database=options["database"],
-                         logging_level="warning")
+
+    config = load_config(
+        env={},
+        upstream_anthropic_base_url=options["anthropic"],
+        upstream_openai_base_url=options["openai"],
+        storage_database=options["database"],
+        logging_level="warning",
+    )
     configure_logging(config.logging)  # as `python -m proxy` does; the level is warning here
     return create_app(config)
 
@@ -87,6 +97,7 @@ def _build(kind: str, options: dict[str, str]) -> web.Application:
 async def _serve_async(kind: str, conn: Connection, options: dict[str, str]) -> None:
     if kind == "proxy":
         from proxy.app import start_server
+
         runner, port = await start_server(_build(kind, options), "127.0.0.1", 0)  # as the proxy serves
     else:
         runner = web.AppRunner(_build(kind, options), access_log=None, shutdown_timeout=0.5)
@@ -192,13 +203,17 @@ async def measure(plan: Plan, targets: list[Target], servers: dict[str, Server])
                 await sequential(sessions[target.name], target, scenario, plan.warmup_requests, warm)
                 await concurrent(sessions[target.name], target, scenario, HIGH, 0.3, warm)
                 if warm.errors:
-                    print(f"  warm-up {target.name} / {scenario.name}: {warm.errors} errors; first: "
-                          f"{warm.first_error}", file=sys.stderr)
+                    print(
+                        f"  warm-up {target.name} / {scenario.name}: {warm.errors} errors; first: "
+                        f"{warm.first_error}",
+                        file=sys.stderr,
+                    )
         for round_no in range(plan.rounds):
             shift = round_no % len(targets)
             order = targets[shift:] + targets[:shift]
-            print(f"  round {round_no + 1}/{plan.rounds}: {', '.join(t.name for t in order)}",
-                  file=sys.stderr)
+            print(
+                f"  round {round_no + 1}/{plan.rounds}: {', '.join(t.name for t in order)}", file=sys.stderr
+            )
             for scenario in SCENARIOS:
                 for target in order:
                     cell = results.setdefault((scenario.name, target.name, 1), Samples())
@@ -207,8 +222,9 @@ async def measure(plan: Plan, targets: list[Target], servers: dict[str, Server])
                     cell = results.setdefault((scenario.name, target.name, HIGH), Samples())
                     server, sent = servers[target.name], len(cell.total) + cell.errors
                     cpu, client_cpu = server.cpu_seconds(), time.process_time()
-                    await concurrent(sessions[target.name], target, scenario, HIGH, plan.concurrent_seconds,
-                                     cell)
+                    await concurrent(
+                        sessions[target.name], target, scenario, HIGH, plan.concurrent_seconds, cell
+                    )
                     cell.cpu_seconds += server.cpu_seconds() - cpu
                     cell.client_cpu_seconds += time.process_time() - client_cpu
                     cell.cpu_requests += len(cell.total) + cell.errors - sent
@@ -219,6 +235,7 @@ async def measure(plan: Plan, targets: list[Target], servers: dict[str, Server])
 
 
 # --- report --------------------------------------------------------------------------------------
+
 
 def _ms(value: float, signed: bool = False) -> str:
     if math.isnan(value):
@@ -255,8 +272,11 @@ def _latency_table(results: dict[Key, Samples], names: list[str]) -> tuple[list[
                     (p50, p99), (b50, b99) = added["proxy"], added["bare"]
                     added["over"] = (p50 - b50, p99 - b99)
                 cells = [f"{_ms(a50, True)} / {_ms(a99, True)}" for a50, a99 in added.values()]
-                lines.append(f"| {scenario.name} | {label} | {concurrency} | {_ms(d50)} / {_ms(d99)} | "
-                             + " | ".join(cells) + " |")
+                lines.append(
+                    f"| {scenario.name} | {label} | {concurrency} | {_ms(d50)} / {_ms(d99)} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
                 if concurrency == 1 and "proxy" in added:
                     worst50, worst99 = max(worst50, added["proxy"][0]), max(worst99, added["proxy"][1])
     return lines, worst50, worst99
@@ -266,10 +286,14 @@ def _throughput_table(results: dict[Key, Samples], names: list[str]) -> tuple[li
     """Rows of requests/second and CPU per request, and the proxy's worst share of direct."""
     others = [n for n in names if n != "direct"]
     both = {"bare", "proxy"} <= set(names)
-    header = ("| Request | Direct | " + " | ".join(PATHS[n] for n in others) + " |"
-              + (" Proxy vs bare |" if both else "")
-              + " Client CPU ms/req | Upstream CPU ms/req |"
-              + "".join(f" {SHORT[n]} CPU ms/req |" for n in others))
+    header = (
+        "| Request | Direct | "
+        + " | ".join(PATHS[n] for n in others)
+        + " |"
+        + (" Proxy vs bare |" if both else "")
+        + " Client CPU ms/req | Upstream CPU ms/req |"
+        + "".join(f" {SHORT[n]} CPU ms/req |" for n in others)
+    )
     lines = [header, "|---|" + "---:|" * (header.count("|") - 2)]
     worst = math.inf
     for scenario in SCENARIOS:
@@ -290,31 +314,47 @@ def render(results: dict[Key, Samples], names: list[str], plan: Plan) -> str:
     """Markdown ready for the README: both tables, errors if any, then the targets of issue 2."""
     latency, worst50, worst99 = _latency_table(results, names)
     throughput, worst_share = _throughput_table(results, names)
-    lines = ["### Proxy overhead (`make bench`)", "",
-             "The same local fake upstream called directly, through a bare aiohttp pass-through (the floor "
-             "any Python proxy pays: one more process and one more loopback hop) and through the proxy "
-             "doing all its work; each server in its own process, one aiohttp load generator with "
-             f"keep-alive, small requests below the compression threshold. {plan.describe()}", "",
-             "Latency added to direct, milliseconds, p50 / p99:", "", *latency, "",
-             f"Throughput at concurrency {HIGH}: requests/second (median of rounds) with % of direct (median "
-             "of per-round ratios). CPU time per request of the load generator (client) and of each server "
-             "process (all its threads) is the figure least disturbed by other load on the machine; on a "
-             "saturated machine the share of direct a path can reach is about (client + upstream) / "
-             "(client + upstream + its own CPU).", "", *throughput]
-    errors = [f"{key[1]} / {key[0]} / concurrency {key[2]}: {cell.errors} ({cell.first_error})"
-              for key, cell in results.items() if cell.errors]
+    lines = [
+        "### Proxy overhead (`make bench`)",
+        "",
+        "The same local fake upstream called directly, through a bare aiohttp pass-through (the floor "
+        "any Python proxy pays: one more process and one more loopback hop) and through the proxy "
+        "doing all its work; each server in its own process, one aiohttp load generator with "
+        f"keep-alive, small requests below the compression threshold. {plan.describe()}",
+        "",
+        "Latency added to direct, milliseconds, p50 / p99:",
+        "",
+        *latency,
+        "",
+        f"Throughput at concurrency {HIGH}: requests/second (median of rounds) with % of direct (median "
+        "of per-round ratios). CPU time per request of the load generator (client) and of each server "
+        "process (all its threads) is the figure least disturbed by other load on the machine; on a "
+        "saturated machine the share of direct a path can reach is about (client + upstream) / "
+        "(client + upstream + its own CPU).",
+        "",
+        *throughput,
+    ]
+    errors = [
+        f"{key[1]} / {key[0]} / concurrency {key[2]}: {cell.errors} ({cell.first_error})"
+        for key, cell in results.items()
+        if cell.errors
+    ]
     if errors:
         lines += ["", "Errors: " + "; ".join(errors)]
     if "proxy" in names:
+
         def verdict(ok: bool) -> str:
             return "met" if ok else "**not met**"
-        lines += ["", "Targets of issue 2 (worst case over the rows above):", "",
-                  f"- added p50 ≤ 1 ms at concurrency 1: {_ms(worst50, True)} ms, "
-                  f"{verdict(worst50 <= 0.001)}",
-                  f"- added p99 ≤ 5 ms at concurrency 1: {_ms(worst99, True)} ms, "
-                  f"{verdict(worst99 <= 0.005)}",
-                  f"- throughput ≥ 70% of direct at concurrency {HIGH}: {worst_share:.0%}, "
-                  f"{verdict(worst_share >= 0.7)}"]
+
+        lines += [
+            "",
+            "Targets of issue 2 (worst case over the rows above):",
+            "",
+            f"- added p50 ≤ 1 ms at concurrency 1: {_ms(worst50, True)} ms, {verdict(worst50 <= 0.001)}",
+            f"- added p99 ≤ 5 ms at concurrency 1: {_ms(worst99, True)} ms, {verdict(worst99 <= 0.005)}",
+            f"- throughput ≥ 70% of direct at concurrency {HIGH}: {worst_share:.0%}, "
+            f"{verdict(worst_share >= 0.7)}",
+        ]
     return "\n".join(lines)
 
 
@@ -334,12 +374,16 @@ def _stored_requests(database: Path) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.proxy_overhead",
-                                     description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.proxy_overhead", description=(__doc__ or "").splitlines()[0]
+    )
     parser.add_argument("--quick", action="store_true", help="two short rounds (about 25 s)")
     parser.add_argument("--rounds", type=int, help="number of rounds (default 8, --quick 2)")
-    parser.add_argument("--profile", metavar="FILE",
-                        help="run the proxy under cProfile (slower: its figures are not comparable)")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="run the proxy under cProfile (slower: its figures are not comparable)",
+    )
     args = parser.parse_args(argv)
     plan = Plan.of(args.quick)
     if args.rounds:
@@ -351,13 +395,20 @@ def main(argv: list[str] | None = None) -> int:
             upstream = Server.start("upstream", {})
             servers.append(upstream)
             servers.append(Server.start("bare", {"upstream": upstream.url}))
-            targets = [Target("direct", f"{upstream.url}/anthropic", f"{upstream.url}/openai/v1"),
-                       Target("bare", f"{servers[1].url}/anthropic", f"{servers[1].url}/openai/v1")]
+            targets = [
+                Target("direct", f"{upstream.url}/anthropic", f"{upstream.url}/openai/v1"),
+                Target("bare", f"{servers[1].url}/anthropic", f"{servers[1].url}/openai/v1"),
+            ]
             try:
-                proxy = Server.start("proxy", {
-                    "anthropic": f"{upstream.url}/anthropic", "openai": f"{upstream.url}/openai/v1",
-                    "database": str(Path(tmp) / "bench.db"),
-                    "profile": os.path.abspath(args.profile) if args.profile else ""})
+                proxy = Server.start(
+                    "proxy",
+                    {
+                        "anthropic": f"{upstream.url}/anthropic",
+                        "openai": f"{upstream.url}/openai/v1",
+                        "database": str(Path(tmp) / "bench.db"),
+                        "profile": os.path.abspath(args.profile) if args.profile else "",
+                    },
+                )
                 servers.append(proxy)
                 targets.append(Target("proxy", proxy.url, f"{proxy.url}/v1"))
             except RuntimeError as exc:

@@ -26,8 +26,14 @@ async def serve(config: Config, ui: TerminalUI | None) -> None:
     app = create_app(config)
     runner, port = await start_server(app, config.server.host, config.server.port)
     url = f"http://{config.server.host}:{port}"
-    log.info("listening", url=url, config=config.source, anthropic=config.upstream.anthropic_base_url,
-             openai=config.upstream.openai_base_url, database=config.storage.database)
+    log.info(
+        "listening",
+        url=url,
+        config=config.source,
+        anthropic=config.upstream.anthropic_base_url,
+        openai=config.upstream.openai_base_url,
+        database=config.storage.database,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -53,8 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         from .export import main as export_main
 
         return export_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m proxy", description=__doc__,
-                                     epilog="python -m proxy export --help: export requests for billing")
+    parser = argparse.ArgumentParser(
+        prog="python -m proxy",
+        description=__doc__,
+        epilog="python -m proxy export --help: export requests for billing",
+    )
     parser.add_argument("--config", help="configuration file (default: $VIDURAI_CONFIG or vidurai.ini)")
     args = parser.parse_args(argv)
     try:
@@ -66,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     ui = None
     if should_show(config.ui.terminal, sys.stdout.isatty()):
         # The dashboard owns the screen: log lines would tear it, so they go to a file.
-        logging_config = config.logging if config.logging.file else attrs.evolve(config.logging, file=UI_LOG_FILE)
+        logging_config = (
+            config.logging if config.logging.file else attrs.evolve(config.logging, file=UI_LOG_FILE)
+        )
         configure_logging(logging_config, console=False)
         warnings = WarningBuffer()
         logging.getLogger().addHandler(warnings)
@@ -76,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(serve(config, ui))
     except OSError as exc:  # port in use, permission denied: one line, not a traceback
-        print(f"vidurai-proxy: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}",
-              file=sys.stderr)
+        print(
+            f"vidurai-proxy: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import time
-from typing import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from aiohttp import web
@@ -15,8 +15,7 @@ from . import dashboard, handlers
 from .compression import route_vidurai_logs
 from .config import Config
 from .cors import setup_cors
-from .keys import (ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT,
-                   UPSTREAM, WRITER)
+from .keys import ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, UPSTREAM, WRITER
 from .maintenance import maintain_sessions, restore_sessions
 from .pricing import PriceTable
 from .prom import PromMetrics
@@ -52,8 +51,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     except Exception:
         log.exception("unhandled error")
         provider = request.app[ANTHROPIC] if request.path.startswith("/v1/messages") else request.app[OPENAI]
-        return handlers.error_response(provider, 500, "The proxy hit an internal error; the request was "
-                                                      "not forwarded. Details are in the proxy's log.")
+        return handlers.error_response(
+            provider,
+            500,
+            "The proxy hit an internal error; the request was not forwarded. Details are in the proxy's log.",
+        )
     finally:
         if request.path not in ("/health", "/metrics", "/metrics.json"):
             log.info("request", status=status, duration_ms=round((time.monotonic() - started) * 1000, 2))
@@ -87,8 +89,9 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(config: Config) -> web.Application:
     """The proxy as an aiohttp application, for `python -m proxy` and for tests."""
     route_vidurai_logs()
-    app = web.Application(client_max_size=config.server.max_body_mb * 1024 * 1024,
-                          middlewares=[request_context])
+    app = web.Application(
+        client_max_size=config.server.max_body_mb * 1024 * 1024, middlewares=[request_context]
+    )
     app[CONFIG] = config
     app[STARTED_AT] = time.monotonic()
     app[ANTHROPIC] = Anthropic(config.upstream.anthropic_base_url)

@@ -27,9 +27,15 @@ class Call:
 
     @classmethod
     def begin(cls, request: web.Request, provider: str, endpoint: str) -> Call:
-        record = RequestRecord(id=os.urandom(16).hex(), created_at=time.time(), provider=provider,
-                               endpoint=endpoint, method=request.method, path=request.path,
-                               tenant=tenant_of(request.headers))
+        record = RequestRecord(
+            id=os.urandom(16).hex(),
+            created_at=time.time(),
+            provider=provider,
+            endpoint=endpoint,
+            method=request.method,
+            path=request.path,
+            tenant=tenant_of(request.headers),
+        )
         return cls(record=record, started=time.monotonic())
 
     def overhead_ms(self) -> float | None:
@@ -53,8 +59,10 @@ class Call:
         overhead = (self.sent_at or now) - self.started + (now - (self.headers_at or now))
         parts = [f"tokens_saved={self.estimated_saving(calibration)}", f"overhead_ms={overhead * 1000:.2f}"]
         if self.original_est is not None and self.forwarded_est is not None:
-            parts += [f"tokens_original_est={calibration.adjust(self.record.model, self.original_est)}",
-                      f"tokens_forwarded_est={calibration.adjust(self.record.model, self.forwarded_est)}"]
+            parts += [
+                f"tokens_original_est={calibration.adjust(self.record.model, self.original_est)}",
+                f"tokens_forwarded_est={calibration.adjust(self.record.model, self.forwarded_est)}",
+            ]
         return "; ".join(parts)
 
     def settle_usage(self, usage: Usage, calibration: Calibration) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import configparser
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -95,52 +96,171 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("server", "host", "127.0.0.1", _text, "a host name or IP address",
-            "Address to listen on. Keep 127.0.0.1 unless other machines must reach the proxy."),
+    Setting(
+        "server",
+        "host",
+        "127.0.0.1",
+        _text,
+        "a host name or IP address",
+        "Address to listen on. Keep 127.0.0.1 unless other machines must reach the proxy.",
+    ),
     Setting("server", "port", "8080", _port, "an integer from 0 to 65535", "TCP port to listen on."),
-    Setting("server", "max_body_mb", "64", _positive_int, "a positive integer",
-            "Largest request body accepted, in MiB; larger requests get 413."),
-    Setting("server", "allowed_origins", "", _origins, "empty, * or a comma-separated list of origins",
-            "Origins allowed by CORS; empty sends no CORS headers at all."),
-    Setting("upstream", "anthropic_base_url", "https://api.anthropic.com", _url, "an http(s) URL",
-            "Anthropic API base URL, without /v1 (like ANTHROPIC_BASE_URL)."),
-    Setting("upstream", "openai_base_url", "https://api.openai.com/v1", _url, "an http(s) URL",
-            "OpenAI-compatible API base URL, with /v1 (like OPENAI_BASE_URL)."),
-    Setting("upstream", "connect_timeout", "10", _positive_float, "a positive number of seconds",
-            "Seconds to wait for a connection to upstream before answering 502."),
-    Setting("upstream", "read_timeout", "600", _positive_float, "a positive number of seconds",
-            "Longest silence allowed while reading from upstream (no total limit on streams); then 504."),
+    Setting(
+        "server",
+        "max_body_mb",
+        "64",
+        _positive_int,
+        "a positive integer",
+        "Largest request body accepted, in MiB; larger requests get 413.",
+    ),
+    Setting(
+        "server",
+        "allowed_origins",
+        "",
+        _origins,
+        "empty, * or a comma-separated list of origins",
+        "Origins allowed by CORS; empty sends no CORS headers at all.",
+    ),
+    Setting(
+        "upstream",
+        "anthropic_base_url",
+        "https://api.anthropic.com",
+        _url,
+        "an http(s) URL",
+        "Anthropic API base URL, without /v1 (like ANTHROPIC_BASE_URL).",
+    ),
+    Setting(
+        "upstream",
+        "openai_base_url",
+        "https://api.openai.com/v1",
+        _url,
+        "an http(s) URL",
+        "OpenAI-compatible API base URL, with /v1 (like OPENAI_BASE_URL).",
+    ),
+    Setting(
+        "upstream",
+        "connect_timeout",
+        "10",
+        _positive_float,
+        "a positive number of seconds",
+        "Seconds to wait for a connection to upstream before answering 502.",
+    ),
+    Setting(
+        "upstream",
+        "read_timeout",
+        "600",
+        _positive_float,
+        "a positive number of seconds",
+        "Longest silence allowed while reading from upstream (no total limit on streams); then 504.",
+    ),
     Setting("storage", "database", "vidurai.db", _text, "a file path", "SQLite database file."),
-    Setting("storage", "flush_interval", "0.5", _positive_float, "a positive number of seconds",
-            "How often the single writer commits queued rows (at most 1 second is lost on a crash)."),
-    Setting("sessions", "timeout", "3600", _positive_int, "a positive integer (seconds)",
-            "A session idle this long is expired and its memory released."),
-    Setting("sessions", "snapshot_interval", "60", _positive_int, "a positive integer (seconds)",
-            "How often the Vidurai memory of active sessions is snapshotted to SQLite."),
+    Setting(
+        "storage",
+        "flush_interval",
+        "0.5",
+        _positive_float,
+        "a positive number of seconds",
+        "How often the single writer commits queued rows (at most 1 second is lost on a crash).",
+    ),
+    Setting(
+        "sessions",
+        "timeout",
+        "3600",
+        _positive_int,
+        "a positive integer (seconds)",
+        "A session idle this long is expired and its memory released.",
+    ),
+    Setting(
+        "sessions",
+        "snapshot_interval",
+        "60",
+        _positive_int,
+        "a positive integer (seconds)",
+        "How often the Vidurai memory of active sessions is snapshotted to SQLite.",
+    ),
     Setting("compression", "enabled", "true", _bool, "true or false", "Compress long conversations."),
-    Setting("compression", "threshold_messages", "10", _positive_int, "a positive integer",
-            "Compress only conversations with at least this many messages."),
-    Setting("compression", "min_tokens", "2000", _non_negative_int, "a non-negative integer",
-            "Compress only conversations estimated above this many tokens."),
-    Setting("compression", "keep_recent", "6", _positive_int, "a positive integer",
-            "The latest messages always forwarded verbatim (widened to keep tool pairs whole)."),
-    Setting("compression", "chunk_messages", "20", _positive_int, "a positive integer",
-            "Old messages are folded in chunks of this many, so the forwarded prefix stays cacheable."),
-    Setting("compression", "recall_budget_tokens", "1500", _non_negative_int, "a non-negative integer",
-            "Tokens of old turns recalled verbatim for the latest user message."),
-    Setting("compression", "tool_result_max_tokens", "400", _positive_int, "a positive integer",
-            "Old tool results longer than this are cut to head and tail."),
-    Setting("logging", "level", "info", _choice("debug", "info", "warning", "error"),
-            "debug | info | warning | error", "Lowest level logged."),
-    Setting("logging", "file", "", _text, "empty or a file path",
-            "JSON-lines log file (rotated); empty logs to the terminal only."),
-    Setting("logging", "max_bytes", "10485760", _positive_int, "a positive integer",
-            "Size at which the log file is rotated."),
-    Setting("logging", "backup_count", "5", _positive_int, "a positive integer",
-            "Rotated log files kept."),
-    Setting("ui", "terminal", "auto", _choice("auto", "on", "off"), "auto | on | off",
-            "Live terminal dashboard: auto or on show it when stdout is a terminal; off never does. "
-            "Off a terminal (a service, CI) logs are always plain lines."),
+    Setting(
+        "compression",
+        "threshold_messages",
+        "10",
+        _positive_int,
+        "a positive integer",
+        "Compress only conversations with at least this many messages.",
+    ),
+    Setting(
+        "compression",
+        "min_tokens",
+        "2000",
+        _non_negative_int,
+        "a non-negative integer",
+        "Compress only conversations estimated above this many tokens.",
+    ),
+    Setting(
+        "compression",
+        "keep_recent",
+        "6",
+        _positive_int,
+        "a positive integer",
+        "The latest messages always forwarded verbatim (widened to keep tool pairs whole).",
+    ),
+    Setting(
+        "compression",
+        "chunk_messages",
+        "20",
+        _positive_int,
+        "a positive integer",
+        "Old messages are folded in chunks of this many, so the forwarded prefix stays cacheable.",
+    ),
+    Setting(
+        "compression",
+        "recall_budget_tokens",
+        "1500",
+        _non_negative_int,
+        "a non-negative integer",
+        "Tokens of old turns recalled verbatim for the latest user message.",
+    ),
+    Setting(
+        "compression",
+        "tool_result_max_tokens",
+        "400",
+        _positive_int,
+        "a positive integer",
+        "Old tool results longer than this are cut to head and tail.",
+    ),
+    Setting(
+        "logging",
+        "level",
+        "info",
+        _choice("debug", "info", "warning", "error"),
+        "debug | info | warning | error",
+        "Lowest level logged.",
+    ),
+    Setting(
+        "logging",
+        "file",
+        "",
+        _text,
+        "empty or a file path",
+        "JSON-lines log file (rotated); empty logs to the terminal only.",
+    ),
+    Setting(
+        "logging",
+        "max_bytes",
+        "10485760",
+        _positive_int,
+        "a positive integer",
+        "Size at which the log file is rotated.",
+    ),
+    Setting("logging", "backup_count", "5", _positive_int, "a positive integer", "Rotated log files kept."),
+    Setting(
+        "ui",
+        "terminal",
+        "auto",
+        _choice("auto", "on", "off"),
+        "auto | on | off",
+        "Live terminal dashboard: auto or on show it when stdout is a terminal; off never does. "
+        "Off a terminal (a service, CI) logs are always plain lines.",
+    ),
 )
 
 
@@ -244,8 +364,9 @@ def _parse_price(model: str, raw: str) -> Price:
     return Price(*numbers)
 
 
-def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None,
-                **overrides: Any) -> Config:
+def load_config(
+    path: str | Path | None = None, env: Mapping[str, str] | None = None, **overrides: Any
+) -> Config:
     """Read the ini file (VIDURAI_CONFIG or vidurai.ini), then VIDURAI_* variables, then overrides.
 
     Overrides are keyword arguments named `section_key` holding raw strings, used by tests.
@@ -269,8 +390,10 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         if section == "pricing":
             continue
         if section not in _SECTION_CLASSES:
-            raise ConfigError(f"[{section}] in {path}: unknown section; known: "
-                              + ", ".join(sorted([*_SECTION_CLASSES, "pricing"])))
+            raise ConfigError(
+                f"[{section}] in {path}: unknown section; known: "
+                + ", ".join(sorted([*_SECTION_CLASSES, "pricing"]))
+            )
         for key in parser[section]:
             if (section, key) not in known:
                 raise ConfigError(f"[{section}] {key} in {path}: unknown key")
@@ -295,8 +418,10 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     if overrides:
         raise ConfigError(f"unknown setting override: {', '.join(overrides)}")
 
-    pricing = [(model, _parse_price(model, raw))
-               for model, raw in (parser["pricing"].items() if parser.has_section("pricing") else [])]
+    pricing = [
+        (model, _parse_price(model, raw))
+        for model, raw in (parser["pricing"].items() if parser.has_section("pricing") else [])
+    ]
     pricing.sort(key=lambda item: len(item[0]), reverse=True)
     sections = {name: cls(**values[name]) for name, cls in _SECTION_CLASSES.items()}
     return Config(**sections, pricing=tuple(pricing), source=str(path))
@@ -317,9 +442,11 @@ def render_default_ini() -> str:
     """vidurai.ini as shipped: every setting with its help and default (a test keeps them in step)."""
     import textwrap
 
-    lines = ["# Vidurai Proxy configuration.",
-             "# Another file: VIDURAI_CONFIG=path. Any key can be overridden by an environment variable",
-             "# VIDURAI_<SECTION>_<KEY>, e.g. VIDURAI_SERVER_PORT=9000. Every value below is the default."]
+    lines = [
+        "# Vidurai Proxy configuration.",
+        "# Another file: VIDURAI_CONFIG=path. Any key can be overridden by an environment variable",
+        "# VIDURAI_<SECTION>_<KEY>, e.g. VIDURAI_SERVER_PORT=9000. Every value below is the default.",
+    ]
     section = None
     for setting in SETTINGS:
         if setting.section != section:

@@ -12,10 +12,16 @@ PAGE = "dashboard.html"
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png"}
 _NAME = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9]+)+$")
 # The page talks to this proxy only: a script or style from anywhere else would be refused.
-_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-_HEADERS = {"Cache-Control": "no-cache", "Content-Security-Policy": _CSP,
-            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": _CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 @functools.lru_cache(maxsize=32)
@@ -36,12 +42,16 @@ async def page(request: web.Request) -> web.Response:
 async def static(request: web.Request) -> web.Response:
     """A script, stylesheet or image of the page, by file name (no directories)."""
     name = request.match_info["name"]
-    suffix = name[name.rfind("."):] if "." in name else ""
+    suffix = name[name.rfind(".") :] if "." in name else ""
     body = _read(name) if _NAME.match(name) and suffix in _TYPES else None
     if body is None:
         raise web.HTTPNotFound(text=f"no dashboard file {name!r}")
-    return web.Response(body=body, content_type=_TYPES[suffix],
-                        charset="utf-8" if suffix in (".js", ".css", ".svg") else None, headers=_HEADERS)
+    return web.Response(
+        body=body,
+        content_type=_TYPES[suffix],
+        charset="utf-8" if suffix in (".js", ".css", ".svg") else None,
+        headers=_HEADERS,
+    )
 
 
 async def slash(request: web.Request) -> web.Response:
@@ -51,5 +61,8 @@ async def slash(request: web.Request) -> web.Response:
 
 def routes() -> list[web.RouteDef]:
     """The dashboard's routes; add them before any catch-all route."""
-    return [web.get("/dashboard", page), web.get("/dashboard/", slash),
-            web.get("/dashboard/static/{name}", static)]
+    return [
+        web.get("/dashboard", page),
+        web.get("/dashboard/", slash),
+        web.get("/dashboard/static/{name}", static),
+    ]

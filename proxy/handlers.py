@@ -46,8 +46,11 @@ async def _read_body(request: web.Request) -> bytes:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[CONFIG].server.max_body_mb
-        raise BadRequest(413, f"Request body exceeds the proxy's limit of {limit} MiB "
-                              "(raise [server] max_body_mb in vidurai.ini).") from None
+        raise BadRequest(
+            413,
+            f"Request body exceeds the proxy's limit of {limit} MiB "
+            "(raise [server] max_body_mb in vidurai.ini).",
+        ) from None
 
 
 def _parse_object(raw: bytes) -> dict[str, Any]:
@@ -68,20 +71,24 @@ def _provider_for(request: web.Request) -> Provider:
     return request.app[OPENAI]
 
 
-async def _remember_and_compress(request: web.Request, call: Call, provider: Provider,
-                                 body: dict[str, Any], body_size: int) -> dict[str, Any] | None:
+async def _remember_and_compress(
+    request: web.Request, call: Call, provider: Provider, body: dict[str, Any], body_size: int
+) -> dict[str, Any] | None:
     """Find the session, let its memory compress the history; the rewritten body or None."""
     app = request.app
     tenant = call.record.tenant or tenant_of(request.headers)
-    session_id = session_id_for(tenant, provider.name, request.headers.get(SESSION_HEADER),
-                                provider.conversation_start(body))
+    session_id = session_id_for(
+        tenant, provider.name, request.headers.get(SESSION_HEADER), provider.conversation_start(body)
+    )
     messages = provider.messages(body)
     session = app[SESSIONS].touch(session_id, tenant, len(messages))
     call.record.session_id = session_id
     structlog.contextvars.bind_contextvars(session_id=session_id)
     settings = app[CONFIG].compression
     async with session.lock:
-        if settings.enabled and (len(messages) >= settings.threshold_messages or body_size > INLINE_BODY_LIMIT):
+        if settings.enabled and (
+            len(messages) >= settings.threshold_messages or body_size > INLINE_BODY_LIMIT
+        ):
             # In a thread: a cold session with a long history takes longer than other streams should wait.
             result = await asyncio.to_thread(compress, provider.name, body, session.memory, settings)
         else:  # nothing to fold, little to count: cheaper than the thread hop
@@ -95,10 +102,18 @@ async def _remember_and_compress(request: web.Request, call: Call, provider: Pro
     call.record.messages_original = result.messages_original
     call.record.messages_forwarded = result.messages_forwarded
     if result.body is not None:
-        writer.add_audit(session_id, "compressed", {
-            "messages_folded": result.messages_folded, "messages_before": result.messages_original,
-            "messages_after": result.messages_forwarded, "tokens_before_est": result.tokens_original_est,
-            "tokens_after_est": result.tokens_forwarded_est}, time.time())
+        writer.add_audit(
+            session_id,
+            "compressed",
+            {
+                "messages_folded": result.messages_folded,
+                "messages_before": result.messages_original,
+                "messages_after": result.messages_forwarded,
+                "tokens_before_est": result.tokens_original_est,
+                "tokens_after_est": result.tokens_forwarded_est,
+            },
+            time.time(),
+        )
     elif result.reason.startswith(("failed_open", "invalid")):
         writer.add_audit(session_id, "compression_failed_open", {"reason": result.reason}, time.time())
     return result.body
@@ -123,8 +138,11 @@ async def model_call(request: web.Request, provider: Provider, endpoint: str) ->
             target = dict(outgoing if outgoing is not None else body)
             if provider.prepare_stream(target):
                 outgoing, rewritten = target, True
-        data = raw if outgoing is None else json.dumps(outgoing, ensure_ascii=False,
-                                                       separators=(",", ":")).encode("utf-8")
+        data = (
+            raw
+            if outgoing is None
+            else json.dumps(outgoing, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        )
         return await relay(request, call, provider, data, rewritten)
     except (BadRequest, UpstreamFailure) as exc:
         call.record.status, call.record.error = exc.status, exc.message
@@ -183,9 +201,9 @@ async def health(request: web.Request) -> web.Response:
 def anthropic_route(endpoint: str) -> Any:
     async def handler(request: web.Request) -> web.StreamResponse:
         return await model_call(request, request.app[ANTHROPIC], endpoint)
+
     return handler
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await model_call(request, request.app[OPENAI], "chat_completions")
-

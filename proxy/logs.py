@@ -20,7 +20,9 @@ def _is_secret(key: str) -> bool:
 
 def _redact(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: "[redacted]" if isinstance(k, str) and _is_secret(k) else _redact(v) for k, v in value.items()}
+        return {
+            k: "[redacted]" if isinstance(k, str) and _is_secret(k) else _redact(v) for k, v in value.items()
+        }
     return value
 
 
@@ -54,26 +56,42 @@ def configure_logging(config: LoggingConfig, *, console: bool = True, tty: bool 
     if console:
         renderer: Any = structlog.dev.ConsoleRenderer(colors=True) if tty else json_renderer
         stream = logging.StreamHandler(sys.stderr)
-        stream.setFormatter(structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=_SHARED,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                        structlog.processors.format_exc_info, renderer]))
+        stream.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=_SHARED,
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    renderer,
+                ],
+            )
+        )
         root.addHandler(stream)
     if config.file:
         rotating = logging.handlers.RotatingFileHandler(
-            config.file, maxBytes=config.max_bytes, backupCount=config.backup_count, encoding="utf-8")
-        rotating.setFormatter(structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=_SHARED,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                        structlog.processors.format_exc_info, json_renderer]))
+            config.file, maxBytes=config.max_bytes, backupCount=config.backup_count, encoding="utf-8"
+        )
+        rotating.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=_SHARED,
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    json_renderer,
+                ],
+            )
+        )
         root.addHandler(rotating)
     # aiohttp's access log repeats our one line per request.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
     structlog.configure(
         # Level first: a debug line costs nothing at info, before any processor runs.
-        processors=[structlog.stdlib.filter_by_level, *_SHARED,
-                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_SHARED,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         # Not cached: logging is reconfigured when the terminal UI takes the screen (and in tests).

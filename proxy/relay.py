@@ -26,8 +26,9 @@ CLIENT_CLOSED = 499
 LARGE_BODY = 1024 * 1024
 
 
-async def relay(request: web.Request, call: Call, provider: Provider, data: bytes | None,
-                rewritten: bool) -> web.StreamResponse:
+async def relay(
+    request: web.Request, call: Call, provider: Provider, data: bytes | None, rewritten: bool
+) -> web.StreamResponse:
     """Send the request upstream and stream its answer back, reading usage on the way.
 
     Nothing is held back: each upstream chunk is written as soon as it arrives. Failures before the
@@ -47,17 +48,22 @@ async def relay(request: web.Request, call: Call, provider: Provider, data: byte
     observer: UsageObserver | None = None
     call.sent_at = time.monotonic()
     try:
-        async with request.app[UPSTREAM].request(request.method, url, data=body, headers=headers,
-                                                 allow_redirects=False) as upstream:
+        async with request.app[UPSTREAM].request(
+            request.method, url, data=body, headers=headers, allow_redirects=False
+        ) as upstream:
             call.headers_at = time.monotonic()
             call.record.status = upstream.status
             streaming = upstream.content_type == "text/event-stream"
             observer = provider.observer(streaming, rewritten)
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                          headers=response_headers(upstream.headers))
+            response = web.StreamResponse(
+                status=upstream.status, reason=upstream.reason, headers=response_headers(upstream.headers)
+            )
             response.headers[STATS_HEADER] = call.stats_header(calibration)
-            if (upstream.content_length is not None and not rewritten
-                    and "content-encoding" not in upstream.headers):
+            if (
+                upstream.content_length is not None
+                and not rewritten
+                and "content-encoding" not in upstream.headers
+            ):
                 response.content_length = upstream.content_length
             await response.prepare(request)
             call.prepared_at = time.monotonic()

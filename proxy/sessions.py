@@ -6,7 +6,8 @@ import asyncio
 import hashlib
 import json
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import structlog
@@ -44,9 +45,10 @@ def session_id_for(tenant: str, provider: str, explicit: str | None, conversatio
     if explicit:
         basis = "header\0" + explicit
     else:
-        basis = "start\0" + json.dumps(_without_cache_control(conversation_start), sort_keys=True,
-                                       ensure_ascii=False, default=str)
-    digest = hashlib.sha256(f"{tenant}\0{provider}\0{basis}".encode("utf-8")).hexdigest()
+        basis = "start\0" + json.dumps(
+            _without_cache_control(conversation_start), sort_keys=True, ensure_ascii=False, default=str
+        )
+    digest = hashlib.sha256(f"{tenant}\0{provider}\0{basis}".encode()).hexdigest()
     return digest[:24]
 
 
@@ -82,8 +84,10 @@ class SessionRegistry:
         now = time.time() if now is None else now
         session = self._sessions.get(session_id)
         if session is None or session.record.tenant != tenant:
-            session = Session(SessionRecord(id=session_id, tenant=tenant, created_at=now, last_seen_at=now),
-                              SessionMemory(session_id))
+            session = Session(
+                SessionRecord(id=session_id, tenant=tenant, created_at=now, last_seen_at=now),
+                SessionMemory(session_id),
+            )
             self._sessions[session_id] = session
             self._writer.add_audit(session_id, "created", {"tenant": tenant}, now)
             log.info("session created", session_id=session_id, tenant=tenant)
@@ -100,7 +104,9 @@ class SessionRegistry:
             try:
                 memory = SessionMemory.restore(record.id, state)
             except Exception as exc:  # a damaged snapshot costs the cache, never the session
-                log.warning("snapshot unreadable, starting empty", session_id=record.id, error=type(exc).__name__)
+                log.warning(
+                    "snapshot unreadable, starting empty", session_id=record.id, error=type(exc).__name__
+                )
         self._sessions[record.id] = Session(record, memory)
         self._writer.add_audit(record.id, "restored", {"from_snapshot": bool(state)}, time.time())
 
@@ -118,7 +124,9 @@ class SessionRegistry:
             del self._sessions[session.id]
             session.record.expired_at = now
             self._writer.upsert_session(attrs.evolve(session.record))
-            self._writer.add_audit(session.id, "expired", {"idle_s": round(now - session.record.last_seen_at)}, now)
+            self._writer.add_audit(
+                session.id, "expired", {"idle_s": round(now - session.record.last_seen_at)}, now
+            )
         return [s.id for s in expired]
 
     async def snapshot(self, force: bool = False) -> int:

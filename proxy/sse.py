@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import attrs
 
@@ -49,7 +49,7 @@ class SSEDecoder:
                 end = carriage
                 if carriage + 1 == length:
                     break  # a \r at the end may be the first half of \r\n: wait for more
-                after = carriage + 2 if buffer[carriage + 1:carriage + 2] == b"\n" else carriage + 1
+                after = carriage + 2 if buffer[carriage + 1 : carriage + 2] == b"\n" else carriage + 1
             elif newline >= 0:
                 end, after = newline, newline + 1
             else:

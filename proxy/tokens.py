@@ -60,7 +60,8 @@ def count_block(block: Any) -> int:
         return count_content(block.get("content")) + MESSAGE_OVERHEAD_TOKENS
     if kind == "tool_use":
         return count_text(str(block.get("name", ""))) + count_text(
-            json.dumps(block.get("input", {}), ensure_ascii=False, sort_keys=True))
+            json.dumps(block.get("input", {}), ensure_ascii=False, sort_keys=True)
+        )
     return count_text(json.dumps(block, ensure_ascii=False, sort_keys=True))
 
 

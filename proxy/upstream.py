@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import aiohttp
 from multidict import CIMultiDict
@@ -10,10 +10,20 @@ from multidict import CIMultiDict
 from .config import UpstreamConfig
 
 # RFC 9110 section 7.6.1 connection-specific headers, plus what the proxy sets itself.
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
-    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 _REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "accept-encoding", "x-vidurai-session"}
 # aiohttp decompresses upstream bodies so usage can be read; length and encoding no longer hold.
 _RESPONSE_DROP = HOP_BY_HOP | {"content-length", "content-encoding", "server", "date"}
@@ -23,8 +33,9 @@ def _named_in_connection(headers: Mapping[str, str]) -> set[str]:
     return {name.strip().lower() for name in headers.get("connection", "").split(",") if name.strip()}
 
 
-def _filter(headers: Iterable[tuple[str, str]], drop: frozenset[str] | set[str],
-            drop_prefix: str | None = None) -> CIMultiDict[str]:
+def _filter(
+    headers: Iterable[tuple[str, str]], drop: frozenset[str] | set[str], drop_prefix: str | None = None
+) -> CIMultiDict[str]:
     kept: CIMultiDict[str] = CIMultiDict()
     for name, value in headers:
         lowered = name.lower()
@@ -71,10 +82,19 @@ def describe_failure(exc: BaseException, url: str) -> UpstreamFailure:
     """Translate a client-side exception into what a person can act on."""
     host = url.split("/")[2] if "://" in url else url
     if isinstance(exc, aiohttp.ServerTimeoutError) or isinstance(exc, TimeoutError):
-        return UpstreamFailure(504, f"Upstream {host} did not answer in time (see [upstream] "
-                                    "connect_timeout and read_timeout in vidurai.ini).")
+        return UpstreamFailure(
+            504,
+            f"Upstream {host} did not answer in time (see [upstream] "
+            "connect_timeout and read_timeout in vidurai.ini).",
+        )
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamFailure(502, f"Cannot connect to upstream {host}: {exc.os_error.strerror or exc}. "
-                                    "Check [upstream] base URLs in vidurai.ini and your network.")
-    return UpstreamFailure(502, f"Upstream {host} failed: {type(exc).__name__}. Try again; if it persists, "
-                                "check the upstream service.")
+        return UpstreamFailure(
+            502,
+            f"Cannot connect to upstream {host}: {exc.os_error.strerror or exc}. "
+            "Check [upstream] base URLs in vidurai.ini and your network.",
+        )
+    return UpstreamFailure(
+        502,
+        f"Upstream {host} failed: {type(exc).__name__}. Try again; if it persists, "
+        "check the upstream service.",
+    )

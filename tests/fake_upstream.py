@@ -77,12 +77,23 @@ OPENAI_MODELS = ("gpt-fake-1", "gpt-fake-2")
 CREATED = 1700000000
 MAX_BODY = 256 * 1024 * 1024
 
-_ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
-                          403: "permission_error", 404: "not_found_error", 413: "request_too_large",
-                          429: "rate_limit_error", 500: "api_error", 504: "timeout_error",
-                          529: "overloaded_error"}
-_OPENAI_ERRORS = {401: ("invalid_request_error", "invalid_api_key"), 429: ("requests", "rate_limit_exceeded"),
-                  404: ("invalid_request_error", "model_not_found")}
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+_OPENAI_ERRORS = {
+    401: ("invalid_request_error", "invalid_api_key"),
+    429: ("requests", "rate_limit_exceeded"),
+    404: ("invalid_request_error", "model_not_found"),
+}
 
 
 def body_tokens(body: bytes) -> int:
@@ -148,15 +159,23 @@ def _dumps(value: Any) -> str:
 
 
 def _tool_input(schema: Any) -> dict[str, Any]:
-    defaults: dict[str, Any] = {"string": "fake", "integer": 1, "number": 1.5, "boolean": True,
-                                "array": [], "object": {}}
+    defaults: dict[str, Any] = {
+        "string": "fake",
+        "integer": 1,
+        "number": 1.5,
+        "boolean": True,
+        "array": [],
+        "object": {},
+    }
     properties = schema.get("properties", {}) if isinstance(schema, dict) else {}
-    return {name: defaults.get(str(spec.get("type")) if isinstance(spec, dict) else "")
-            for name, spec in properties.items()}
+    return {
+        name: defaults.get(str(spec.get("type")) if isinstance(spec, dict) else "")
+        for name, spec in properties.items()
+    }
 
 
 def _json_pieces(text: str, size: int = 8) -> list[str]:
-    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
 Handler = Callable[[_Call], Awaitable[web.StreamResponse]]
@@ -216,8 +235,9 @@ class FakeUpstream:
 
     # --- request plumbing -------------------------------------------------------------------
 
-    def _endpoint(self, provider: str, handler: Handler
-                  ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def _endpoint(
+        self, provider: str, handler: Handler
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
             body = await request.read()
             try:
@@ -229,10 +249,15 @@ class FakeUpstream:
             if not scenario and isinstance(model, str) and model.startswith("fake-"):
                 scenario = model.removeprefix("fake-")
             record = RecordedRequest(
-                method=request.method, path=request.path.removeprefix(f"/{provider}"),
+                method=request.method,
+                path=request.path.removeprefix(f"/{provider}"),
                 query_string=request.rel_url.raw_query_string,  # as sent, not re-encoded
                 headers=CIMultiDictProxy(CIMultiDict(request.headers)),
-                body=body, json=parsed, provider=provider, scenario=scenario)
+                body=body,
+                json=parsed,
+                provider=provider,
+                scenario=scenario,
+            )
             if self._record:
                 self.requests.append(record)
             serial = next(self._serial)
@@ -268,8 +293,12 @@ class FakeUpstream:
         if call.record.provider == "anthropic":
             remaining = "0" if status == 429 else "999"
             headers = {"request-id": call.request_id, "anthropic-organization-id": "fake-org"}
-            for kind, limit in (("requests", "1000"), ("tokens", "80000"), ("input-tokens", "40000"),
-                                ("output-tokens", "16000")):
+            for kind, limit in (
+                ("requests", "1000"),
+                ("tokens", "80000"),
+                ("input-tokens", "40000"),
+                ("output-tokens", "16000"),
+            ):
                 headers[f"anthropic-ratelimit-{kind}-limit"] = limit
                 headers[f"anthropic-ratelimit-{kind}-remaining"] = remaining
                 headers[f"anthropic-ratelimit-{kind}-reset"] = "2030-01-01T00:00:00Z"
@@ -277,17 +306,25 @@ class FakeUpstream:
                 headers["x-should-retry"] = "true" if status in (408, 409, 429) or status >= 500 else "false"
         else:
             remaining = "0" if status == 429 else "9999"
-            headers = {"x-request-id": call.request_id, "openai-processing-ms": "12",
-                       "openai-organization": "fake-org", "openai-version": "2020-10-01",
-                       "x-ratelimit-limit-requests": "10000", "x-ratelimit-remaining-requests": remaining,
-                       "x-ratelimit-reset-requests": "6ms", "x-ratelimit-limit-tokens": "30000000",
-                       "x-ratelimit-remaining-tokens": remaining, "x-ratelimit-reset-tokens": "0s"}
+            headers = {
+                "x-request-id": call.request_id,
+                "openai-processing-ms": "12",
+                "openai-organization": "fake-org",
+                "openai-version": "2020-10-01",
+                "x-ratelimit-limit-requests": "10000",
+                "x-ratelimit-remaining-requests": remaining,
+                "x-ratelimit-reset-requests": "6ms",
+                "x-ratelimit-limit-tokens": "30000000",
+                "x-ratelimit-remaining-tokens": remaining,
+                "x-ratelimit-reset-tokens": "0s",
+            }
         if status == 429:
             headers["retry-after"], headers["retry-after-ms"] = "7", "7000"
         return headers
 
-    def _json(self, call: _Call, payload: Any, status: int = 200,
-              extra: dict[str, str] | None = None) -> web.Response:
+    def _json(
+        self, call: _Call, payload: Any, status: int = 200, extra: dict[str, str] | None = None
+    ) -> web.Response:
         headers = {**self._headers(call, status), **(extra or {}), "content-type": "application/json"}
         body = _dumps(payload).encode()
         call.record.response_status = status
@@ -296,16 +333,22 @@ class FakeUpstream:
         response_class = _HalfResponse if call.scenario == "cut" else web.Response
         return response_class(status=status, body=body, headers=headers)
 
-    def _error(self, call: _Call, status: int, message: str,
-               retry_after_ms: str | None = None) -> web.Response:
+    def _error(
+        self, call: _Call, status: int, message: str, retry_after_ms: str | None = None
+    ) -> web.Response:
         if call.record.provider == "anthropic":
-            kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error" if status >= 500
-                                              else "invalid_request_error")
-            payload: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message},
-                                       "request_id": call.request_id}
+            kind = _ANTHROPIC_ERROR_TYPES.get(
+                status, "api_error" if status >= 500 else "invalid_request_error"
+            )
+            payload: dict[str, Any] = {
+                "type": "error",
+                "error": {"type": kind, "message": message},
+                "request_id": call.request_id,
+            }
         else:
-            kind, code = _OPENAI_ERRORS.get(status, ("server_error" if status >= 500 else
-                                                     "invalid_request_error", None))
+            kind, code = _OPENAI_ERRORS.get(
+                status, ("server_error" if status >= 500 else "invalid_request_error", None)
+            )
             payload = {"error": {"message": message, "type": kind, "param": None, "code": code}}
         extra = {"retry-after": "0", "retry-after-ms": retry_after_ms} if retry_after_ms else None
         return self._json(call, payload, status, extra)
@@ -315,11 +358,15 @@ class FakeUpstream:
 
     # --- streaming --------------------------------------------------------------------------
 
-    async def _stream(self, call: _Call, frames: list[bytes], first_delta: int, error_frame: bytes
-                      ) -> web.StreamResponse:
+    async def _stream(
+        self, call: _Call, frames: list[bytes], first_delta: int, error_frame: bytes
+    ) -> web.StreamResponse:
         """Send SSE frames one write each, applying the stream scenarios."""
-        headers = {**self._headers(call, 200), "cache-control": "no-cache",
-                   "content-type": "text/event-stream; charset=utf-8"}
+        headers = {
+            **self._headers(call, 200),
+            "cache-control": "no-cache",
+            "content-type": "text/event-stream; charset=utf-8",
+        }
         response = web.StreamResponse(status=200, headers=headers)
         call.record.response_status = 200
         call.record.response_headers = headers
@@ -377,8 +424,12 @@ class FakeUpstream:
         tool = self._anthropic_forced_tool(call.body)
         if tool is not None:
             arguments = _tool_input(tool.get("input_schema"))
-            block = {"type": "tool_use", "id": f"toolu_fake_{call.serial:06d}", "name": tool["name"],
-                     "input": arguments}
+            block = {
+                "type": "tool_use",
+                "id": f"toolu_fake_{call.serial:06d}",
+                "name": tool["name"],
+                "input": arguments,
+            }
             return [block], _json_pieces(_dumps(arguments)), "tool_use"
         pieces = call.pieces()
         return [{"type": "text", "text": "".join(pieces)}], pieces, "end_turn"
@@ -394,60 +445,105 @@ class FakeUpstream:
 
     def _anthropic_usage(self, call: _Call, output_tokens: int) -> dict[str, Any]:
         cache_read, cache_write = call.cache()
-        return {"input_tokens": call.input_tokens, "cache_creation_input_tokens": cache_write,
-                "cache_read_input_tokens": cache_read, "output_tokens": output_tokens}
+        return {
+            "input_tokens": call.input_tokens,
+            "cache_creation_input_tokens": cache_write,
+            "cache_read_input_tokens": cache_read,
+            "output_tokens": output_tokens,
+        }
 
     async def _anthropic_messages(self, call: _Call) -> web.StreamResponse:
         blocks, pieces, stop_reason = self._anthropic_blocks(call)
-        message = {"id": f"msg_fake_{call.serial:06d}", "type": "message", "role": "assistant",
-                   "model": call.body.get("model", ""), "content": blocks, "stop_reason": stop_reason,
-                   "stop_sequence": None, "usage": {**self._anthropic_usage(call, len(pieces)),
-                                                     "service_tier": "standard"}}
+        message = {
+            "id": f"msg_fake_{call.serial:06d}",
+            "type": "message",
+            "role": "assistant",
+            "model": call.body.get("model", ""),
+            "content": blocks,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": {**self._anthropic_usage(call, len(pieces)), "service_tier": "standard"},
+        }
         if not call.body.get("stream"):
             return self._json(call, message)
 
         def event(name: str, data: dict[str, Any]) -> bytes:
             return f"event: {name}\ndata: {_dumps(data)}\n\n".encode()
 
-        start = {**message, "content": [], "stop_reason": None,
-                 "usage": {**self._anthropic_usage(call, 1), "service_tier": "standard"}}
+        start = {
+            **message,
+            "content": [],
+            "stop_reason": None,
+            "usage": {**self._anthropic_usage(call, 1), "service_tier": "standard"},
+        }
         block = blocks[0]
         opening: dict[str, Any] = {"type": "text", "text": ""}
         delta_type, delta_field = "text_delta", "text"
         if block["type"] == "tool_use":
             opening, delta_type, delta_field = {**block, "input": {}}, "input_json_delta", "partial_json"
-        frames = [event("message_start", {"type": "message_start", "message": start}),
-                  event("content_block_start", {"type": "content_block_start", "index": 0,
-                                                "content_block": opening}),
-                  event("ping", {"type": "ping"})]
-        frames += [event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                 "delta": {"type": delta_type, delta_field: p}})
-                   for p in pieces]
-        frames += [event("content_block_stop", {"type": "content_block_stop", "index": 0}),
-                   event("message_delta", {"type": "message_delta",
-                                           "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                                           "usage": self._anthropic_usage(call, len(pieces))}),
-                   event("message_stop", {"type": "message_stop"})]
-        error = event("error", {"type": "error", "request_id": call.request_id,
-                                "error": {"type": "overloaded_error", "message": "Overloaded"}})
+        frames = [
+            event("message_start", {"type": "message_start", "message": start}),
+            event(
+                "content_block_start", {"type": "content_block_start", "index": 0, "content_block": opening}
+            ),
+            event("ping", {"type": "ping"}),
+        ]
+        frames += [
+            event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": delta_type, delta_field: p}},
+            )
+            for p in pieces
+        ]
+        frames += [
+            event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                    "usage": self._anthropic_usage(call, len(pieces)),
+                },
+            ),
+            event("message_stop", {"type": "message_stop"}),
+        ]
+        error = event(
+            "error",
+            {
+                "type": "error",
+                "request_id": call.request_id,
+                "error": {"type": "overloaded_error", "message": "Overloaded"},
+            },
+        )
         return await self._stream(call, frames, 3, error)
 
     async def _anthropic_count_tokens(self, call: _Call) -> web.StreamResponse:
         return self._json(call, {"input_tokens": call.input_tokens})
 
     async def _anthropic_models(self, call: _Call) -> web.StreamResponse:
-        data = [{"type": "model", "id": model, "display_name": model.replace("-", " ").title(),
-                 "created_at": "2025-01-01T00:00:00Z", "lifecycle": "active"} for model in ANTHROPIC_MODELS]
-        return self._json(call, {"data": data, "has_more": False, "first_id": data[0]["id"],
-                                 "last_id": data[-1]["id"]})
+        data = [
+            {
+                "type": "model",
+                "id": model,
+                "display_name": model.replace("-", " ").title(),
+                "created_at": "2025-01-01T00:00:00Z",
+                "lifecycle": "active",
+            }
+            for model in ANTHROPIC_MODELS
+        ]
+        return self._json(
+            call, {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
+        )
 
     # --- OpenAI -----------------------------------------------------------------------------
 
     @staticmethod
     def _openai_forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
         tools: list[dict[str, Any]] = [
-            t["function"] for t in body.get("tools") or []
-            if isinstance(t, dict) and isinstance(t.get("function"), dict) and "name" in t["function"]]
+            t["function"]
+            for t in body.get("tools") or []
+            if isinstance(t, dict) and isinstance(t.get("function"), dict) and "name" in t["function"]
+        ]
         choice = body.get("tool_choice")
         if not tools or not (choice == "required" or isinstance(choice, dict)):
             return None
@@ -456,76 +552,141 @@ class FakeUpstream:
 
     def _openai_usage(self, call: _Call, completion_tokens: int) -> dict[str, Any]:
         cache_read, _ = call.cache()
-        return {"prompt_tokens": call.input_tokens, "completion_tokens": completion_tokens,
-                "total_tokens": call.input_tokens + completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": cache_read, "audio_tokens": 0},
-                "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                              "accepted_prediction_tokens": 0,
-                                              "rejected_prediction_tokens": 0}}
+        return {
+            "prompt_tokens": call.input_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": call.input_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cache_read, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
 
     async def _openai_chat(self, call: _Call) -> web.StreamResponse:
         body = call.body
         tool = self._openai_forced_tool(body)
-        common = {"id": f"chatcmpl-fake{call.serial:06d}", "created": CREATED, "model": body.get("model", ""),
-                  "system_fingerprint": "fp_fake"}
+        common = {
+            "id": f"chatcmpl-fake{call.serial:06d}",
+            "created": CREATED,
+            "model": body.get("model", ""),
+            "system_fingerprint": "fp_fake",
+        }
         call_id = f"call_fake_{call.serial:06d}"
         if tool is not None:
             arguments = _dumps(_tool_input(tool.get("parameters")))
             pieces, finish = _json_pieces(arguments), "tool_calls"
-            tool_call = {"id": call_id, "type": "function",
-                         "function": {"name": tool["name"], "arguments": arguments}}
-            message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None,
-                                       "tool_calls": [tool_call]}
+            tool_call = {
+                "id": call_id,
+                "type": "function",
+                "function": {"name": tool["name"], "arguments": arguments},
+            }
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": None,
+                "refusal": None,
+                "tool_calls": [tool_call],
+            }
         else:
             pieces, finish = call.pieces(), "stop"
             message = {"role": "assistant", "content": "".join(pieces), "refusal": None}
         if not body.get("stream"):
-            return self._json(call, {**common, "object": "chat.completion", "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-                "usage": self._openai_usage(call, len(pieces)), "service_tier": "default"})
+            return self._json(
+                call,
+                {
+                    **common,
+                    "object": "chat.completion",
+                    "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+                    "usage": self._openai_usage(call, len(pieces)),
+                    "service_tier": "default",
+                },
+            )
 
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-            data: dict[str, Any] = {**common, "object": "chat.completion.chunk", "choices": [
-                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+            data: dict[str, Any] = {
+                **common,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            }
             if include_usage:
                 data["usage"] = None  # with include_usage every chunk carries usage, null until the last
             return f"data: {_dumps(data)}\n\n".encode()
 
         if tool is not None:
-            first = {"role": "assistant", "content": None, "tool_calls": [
-                {"index": 0, "id": call_id, "type": "function",
-                 "function": {"name": tool["name"], "arguments": ""}}]}
-            frames = [chunk(first)] + [chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
-                                       for p in pieces]
+            first = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": tool["name"], "arguments": ""},
+                    }
+                ],
+            }
+            frames = [chunk(first)] + [
+                chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) for p in pieces
+            ]
         else:
             frames = [chunk({"role": "assistant", "content": "", "refusal": None})]
             frames += [chunk({"content": p}) for p in pieces]
         frames.append(chunk({}, finish))
         if include_usage:
-            final = {**common, "object": "chat.completion.chunk", "choices": [],
-                     "usage": self._openai_usage(call, len(pieces))}
+            final = {
+                **common,
+                "object": "chat.completion.chunk",
+                "choices": [],
+                "usage": self._openai_usage(call, len(pieces)),
+            }
             frames.append(f"data: {_dumps(final)}\n\n".encode())
         frames.append(b"data: [DONE]\n\n")
-        error = {"error": {"message": "The server had an error while processing your request.",
-                           "type": "server_error", "param": None, "code": None}}
+        error = {
+            "error": {
+                "message": "The server had an error while processing your request.",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+        }
         return await self._stream(call, frames, 1, f"data: {_dumps(error)}\n\n".encode())
 
     async def _openai_responses(self, call: _Call) -> web.StreamResponse:
         pieces = call.pieces()
         cache_read, _ = call.cache()
-        return self._json(call, {
-            "id": f"resp_fake_{call.serial:06d}", "object": "response", "created_at": CREATED,
-            "status": "completed", "model": call.body.get("model", ""), "output": [
-                {"type": "message", "id": f"msg_fake_{call.serial:06d}", "status": "completed",
-                 "role": "assistant",
-                 "content": [{"type": "output_text", "text": "".join(pieces), "annotations": []}]}],
-            "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
-            "usage": {"input_tokens": call.input_tokens, "output_tokens": len(pieces),
-                      "total_tokens": call.input_tokens + len(pieces),
-                      "input_tokens_details": {"cached_tokens": cache_read},
-                      "output_tokens_details": {"reasoning_tokens": 0}}})
+        return self._json(
+            call,
+            {
+                "id": f"resp_fake_{call.serial:06d}",
+                "object": "response",
+                "created_at": CREATED,
+                "status": "completed",
+                "model": call.body.get("model", ""),
+                "output": [
+                    {
+                        "type": "message",
+                        "id": f"msg_fake_{call.serial:06d}",
+                        "status": "completed",
+                        "role": "assistant",
+                        "content": [{"type": "output_text", "text": "".join(pieces), "annotations": []}],
+                    }
+                ],
+                "parallel_tool_calls": True,
+                "tool_choice": "auto",
+                "tools": [],
+                "usage": {
+                    "input_tokens": call.input_tokens,
+                    "output_tokens": len(pieces),
+                    "total_tokens": call.input_tokens + len(pieces),
+                    "input_tokens_details": {"cached_tokens": cache_read},
+                    "output_tokens_details": {"reasoning_tokens": 0},
+                },
+            },
+        )
 
     async def _openai_embeddings(self, call: _Call) -> web.StreamResponse:
         inputs = call.body.get("input", "")
@@ -537,13 +698,21 @@ class FakeUpstream:
             encoded: Any = base64.b64encode(struct.pack("<8f", *vector)).decode() if as_base64 else vector
             data.append({"object": "embedding", "index": index, "embedding": encoded})
         usage = {"prompt_tokens": call.input_tokens, "total_tokens": call.input_tokens}
-        return self._json(call, {"object": "list", "data": data, "model": call.body.get("model", ""),
-                                 "usage": usage})
+        return self._json(
+            call, {"object": "list", "data": data, "model": call.body.get("model", ""), "usage": usage}
+        )
 
     async def _openai_models(self, call: _Call) -> web.StreamResponse:
-        return self._json(call, {"object": "list", "data": [
-            {"id": model, "object": "model", "created": CREATED, "owned_by": "fake"}
-            for model in OPENAI_MODELS]})
+        return self._json(
+            call,
+            {
+                "object": "list",
+                "data": [
+                    {"id": model, "object": "model", "created": CREATED, "owned_by": "fake"}
+                    for model in OPENAI_MODELS
+                ],
+            },
+        )
 
 
 class _HalfResponse(web.Response):
@@ -558,8 +727,9 @@ class _HalfResponse(web.Response):
 
 
 @contextlib.asynccontextmanager
-async def running_fake_upstream(*, record: bool = True, host: str = "127.0.0.1"
-                                ) -> AsyncIterator[FakeUpstream]:
+async def running_fake_upstream(
+    *, record: bool = True, host: str = "127.0.0.1"
+) -> AsyncIterator[FakeUpstream]:
     """Start a FakeUpstream on an ephemeral loopback port; stop it on exit."""
     fake = FakeUpstream(record=record)
     # A short shutdown: `hang` handlers only end when their client goes away.

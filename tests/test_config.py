@@ -29,17 +29,21 @@ def test_zero_configuration_defaults(tmp_path: Path) -> None:
 
 def test_shipped_ini_loads_and_matches_the_declared_defaults(tmp_path: Path) -> None:
     shipped = load_config(REPO_INI, env={})
-    assert attrs.evolve(shipped, source="") == attrs.evolve(load_config(tmp_path / "absent.ini", env={}),
-                                                            source="")
+    assert attrs.evolve(shipped, source="") == attrs.evolve(
+        load_config(tmp_path / "absent.ini", env={}), source=""
+    )
     # Every key is documented in the file, with its help text and allowed values.
     assert REPO_INI.read_text(encoding="utf-8") == render_default_ini()
 
 
 def test_ini_file_is_read(tmp_path: Path) -> None:
-    path = _write(tmp_path, "[server]\nport = 9001\nhost = 0.0.0.0\n\n"
-                            "[upstream]\nread_timeout = 30.5\n"
-                            "openai_base_url = http://localhost:11434/v1/\n\n"
-                            "[storage]\ndatabase = /tmp/x.db\n")
+    path = _write(
+        tmp_path,
+        "[server]\nport = 9001\nhost = 0.0.0.0\n\n"
+        "[upstream]\nread_timeout = 30.5\n"
+        "openai_base_url = http://localhost:11434/v1/\n\n"
+        "[storage]\ndatabase = /tmp/x.db\n",
+    )
     config = load_config(path, env={})
     assert (config.server.host, config.server.port) == ("0.0.0.0", 9001)
     assert config.upstream.read_timeout == 30.5
@@ -62,8 +66,11 @@ def test_vidurai_config_missing_file_is_an_error(tmp_path: Path) -> None:
 
 def test_environment_overrides_file(tmp_path: Path) -> None:
     path = _write(tmp_path, "[server]\nport = 9001\n\n[upstream]\nconnect_timeout = 3\n")
-    env = {"VIDURAI_SERVER_PORT": "9000", "VIDURAI_UPSTREAM_ANTHROPIC_BASE_URL": "http://127.0.0.1:1/x",
-           "VIDURAI_COMPRESSION_ENABLED": "false"}
+    env = {
+        "VIDURAI_SERVER_PORT": "9000",
+        "VIDURAI_UPSTREAM_ANTHROPIC_BASE_URL": "http://127.0.0.1:1/x",
+        "VIDURAI_COMPRESSION_ENABLED": "false",
+    }
     config = load_config(path, env=env)
     assert config.server.port == 9000
     assert config.upstream.connect_timeout == 3  # from the file, no variable set
@@ -98,17 +105,20 @@ def test_every_key_has_an_environment_variable(setting: Setting, tmp_path: Path)
     assert getattr(getattr(config, setting.section), setting.key) == setting.parse(sample)
 
 
-@pytest.mark.parametrize("env_var, raw, key", [
-    ("VIDURAI_SERVER_PORT", "eighty", "[server] port"),
-    ("VIDURAI_SERVER_PORT", "70000", "[server] port"),
-    ("VIDURAI_SERVER_MAX_BODY_MB", "0", "[server] max_body_mb"),
-    ("VIDURAI_UPSTREAM_READ_TIMEOUT", "-1", "[upstream] read_timeout"),
-    ("VIDURAI_UPSTREAM_CONNECT_TIMEOUT", "soon", "[upstream] connect_timeout"),
-    ("VIDURAI_UPSTREAM_ANTHROPIC_BASE_URL", "api.anthropic.com", "[upstream] anthropic_base_url"),
-    ("VIDURAI_UPSTREAM_OPENAI_BASE_URL", "ftp://example.test/v1", "[upstream] openai_base_url"),
-    ("VIDURAI_COMPRESSION_ENABLED", "maybe", "[compression] enabled"),
-    ("VIDURAI_LOGGING_LEVEL", "loud", "[logging] level"),
-])
+@pytest.mark.parametrize(
+    "env_var, raw, key",
+    [
+        ("VIDURAI_SERVER_PORT", "eighty", "[server] port"),
+        ("VIDURAI_SERVER_PORT", "70000", "[server] port"),
+        ("VIDURAI_SERVER_MAX_BODY_MB", "0", "[server] max_body_mb"),
+        ("VIDURAI_UPSTREAM_READ_TIMEOUT", "-1", "[upstream] read_timeout"),
+        ("VIDURAI_UPSTREAM_CONNECT_TIMEOUT", "soon", "[upstream] connect_timeout"),
+        ("VIDURAI_UPSTREAM_ANTHROPIC_BASE_URL", "api.anthropic.com", "[upstream] anthropic_base_url"),
+        ("VIDURAI_UPSTREAM_OPENAI_BASE_URL", "ftp://example.test/v1", "[upstream] openai_base_url"),
+        ("VIDURAI_COMPRESSION_ENABLED", "maybe", "[compression] enabled"),
+        ("VIDURAI_LOGGING_LEVEL", "loud", "[logging] level"),
+    ],
+)
 def test_invalid_value_names_the_key(env_var: str, raw: str, key: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "absent.ini", env={env_var: raw})
@@ -126,11 +136,14 @@ def test_invalid_value_in_file_names_key_and_file(tmp_path: Path) -> None:
     assert "[upstream] read_timeout" in message and str(path) in message and "\n" not in message
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("[server]\nprot = 8080\n", "prot"),
-    ("[sever]\nport = 8080\n", "sever"),
-    ("[server\nport = 8080\n", "custom.ini"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("[server]\nprot = 8080\n", "prot"),
+        ("[sever]\nport = 8080\n", "sever"),
+        ("[server\nport = 8080\n", "custom.ini"),
+    ],
+)
 def test_unknown_or_broken_file_content_is_an_error(text: str, fragment: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(_write(tmp_path, text), env={})
@@ -154,6 +167,9 @@ def test_config_is_frozen(tmp_path: Path) -> None:
 
 def test_readme_documents_every_key() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    missing = [f"[{s.section}] {s.key}" for s in SETTINGS
-               if f"`[{s.section}] {s.key}`" not in readme or f"`{s.env_var}`" not in readme]
+    missing = [
+        f"[{s.section}] {s.key}"
+        for s in SETTINGS
+        if f"`[{s.section}] {s.key}`" not in readme or f"`{s.env_var}`" not in readme
+    ]
     assert missing == []

@@ -48,8 +48,14 @@ def exited(process: subprocess.Popen[bytes], within: float) -> Awaitable[int]:
 
 def launch(cwd: Path, env: dict[str, str], stderr: IO[bytes]) -> subprocess.Popen[bytes]:
     """`python -m proxy` exactly as a user runs it (Popen returns at once; nothing here blocks)."""
-    return subprocess.Popen([sys.executable, "-m", "proxy"], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=stderr)
+    return subprocess.Popen(
+        [sys.executable, "-m", "proxy"],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
 
 
 @pytest.fixture
@@ -64,9 +70,14 @@ async def spawn(fake_upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[Sp
         db, stderr = tmp_path / "vidurai.db", tmp_path / f"stderr-{len(processes)}.log"
         port = free_port()
         env = {name: value for name, value in os.environ.items() if not name.startswith("VIDURAI_")}
-        env.update(VIDURAI_CONFIG=str(ini), VIDURAI_SERVER_PORT=str(port), VIDURAI_STORAGE_DATABASE=str(db),
-                   VIDURAI_UPSTREAM_ANTHROPIC_BASE_URL=fake_upstream.anthropic_base_url,
-                   VIDURAI_UPSTREAM_OPENAI_BASE_URL=fake_upstream.openai_base_url, VIDURAI_UI_TERMINAL="off")
+        env.update(
+            VIDURAI_CONFIG=str(ini),
+            VIDURAI_SERVER_PORT=str(port),
+            VIDURAI_STORAGE_DATABASE=str(db),
+            VIDURAI_UPSTREAM_ANTHROPIC_BASE_URL=fake_upstream.anthropic_base_url,
+            VIDURAI_UPSTREAM_OPENAI_BASE_URL=fake_upstream.openai_base_url,
+            VIDURAI_UI_TERMINAL="off",
+        )
         handle = stderr.open("wb")
         handles.append(handle)
         process = launch(tmp_path, env, handle)
@@ -100,8 +111,11 @@ async def send(url: str, model: str, count: int, conversation: str) -> None:
     headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
     async with aiohttp.ClientSession() as http:
         for n in range(count):
-            body = {"model": model, "max_tokens": 16,
-                    "messages": [{"role": "user", "content": f"{conversation} turn {n}"}]}
+            body = {
+                "model": model,
+                "max_tokens": 16,
+                "messages": [{"role": "user", "content": f"{conversation} turn {n}"}],
+            }
             async with http.post(url + "/v1/messages", json=body, headers=headers) as response:
                 assert response.status == 200
                 await response.read()

@@ -19,8 +19,16 @@ from tests.conftest import ProxyFactory, anthropic_client, openai_client
 from tests.test_ui_terminal import write_db
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 LAPTOP: ViewportSize = {"width": 1440, "height": 900}
 RECENT_ROWS = 25  # rows of the latest-requests table (dashboard.js)
@@ -30,8 +38,10 @@ RECENT_ROWS = 25  # rows of the latest-requests table (dashboard.js)
 def chromium() -> str:
     """Debian's Chromium; a failure, not a skip, when absent: the dashboard must be tested."""
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: the dashboard is tested in Debian's Chromium; "
-                    "install it with `apt-get install -y chromium` (.ci/run does when absent)")
+        pytest.fail(
+            f"{CHROMIUM} is missing: the dashboard is tested in Debian's Chromium; "
+            "install it with `apt-get install -y chromium` (.ci/run does when absent)"
+        )
     return CHROMIUM
 
 
@@ -68,22 +78,31 @@ async def send_traffic(base: str) -> int:
     """Both providers, JSON and streaming, a long conversation, an unpriced model and an error."""
     long_history: list[dict[str, Any]] = []
     for turn in range(14):
-        long_history.append({"role": "user" if turn % 2 == 0 else "assistant",
-                             "content": f"Turn {turn}: " + "notes about the deployment plan " * 60})
+        long_history.append(
+            {
+                "role": "user" if turn % 2 == 0 else "assistant",
+                "content": f"Turn {turn}: " + "notes about the deployment plan " * 60,
+            }
+        )
     long_history.append({"role": "user", "content": "Summarise the plan in one line."})
     async with anthropic_client(base) as claude, openai_client(base + "/v1") as gpt:
-        await claude.messages.create(model="claude-sonnet-5", max_tokens=64,
-                                     messages=[{"role": "user", "content": "Hello there"}])
-        async with claude.messages.stream(model="claude-haiku-4-5", max_tokens=64,
-                                          messages=[{"role": "user", "content": "Stream please"}]) as s:
+        await claude.messages.create(
+            model="claude-sonnet-5", max_tokens=64, messages=[{"role": "user", "content": "Hello there"}]
+        )
+        async with claude.messages.stream(
+            model="claude-haiku-4-5", max_tokens=64, messages=[{"role": "user", "content": "Stream please"}]
+        ) as s:
             await s.get_final_message()
-        await claude.messages.create(model="claude-sonnet-5", max_tokens=64,
-                                     messages=long_history)  # type: ignore[arg-type]
-        await claude.messages.create(model="claude-fake-1", max_tokens=64,  # no price: unpriced
-                                     messages=[{"role": "user", "content": "Unknown model"}])
+        await claude.messages.create(model="claude-sonnet-5", max_tokens=64, messages=long_history)  # type: ignore[arg-type]
+        await claude.messages.create(
+            model="claude-fake-1",
+            max_tokens=64,  # no price: unpriced
+            messages=[{"role": "user", "content": "Unknown model"}],
+        )
         await gpt.chat.completions.create(model="gpt-5.4", messages=[{"role": "user", "content": "Hi"}])
         stream = await gpt.chat.completions.create(
-            model="gpt-5.4-mini", stream=True, messages=[{"role": "user", "content": "Stream it"}])
+            model="gpt-5.4-mini", stream=True, messages=[{"role": "user", "content": "Stream it"}]
+        )
         async for _ in stream:
             pass
         with pytest.raises(Exception, match="429"):
@@ -119,20 +138,30 @@ def close_enough(text: str, value: Any, key: str) -> bool:
 async def cells(page: Page, selector: str) -> dict[str, str]:
     """`data-col` -> text of the cells of the one row `selector` matches."""
     pairs = await page.eval_on_selector_all(
-        f"{selector} td[data-col]", "tds => tds.map(td => [td.dataset.col, td.textContent])")
+        f"{selector} td[data-col]", "tds => tds.map(td => [td.dataset.col, td.textContent])"
+    )
     return dict(pairs)
 
 
 async def assert_page_matches(page: Page, metrics: dict[str, Any]) -> None:
     totals = metrics["totals"]
     shown = await page.eval_on_selector_all(
-        "[data-total]", "nodes => nodes.map(n => [n.dataset.total, n.textContent])")
+        "[data-total]", "nodes => nodes.map(n => [n.dataset.total, n.textContent])"
+    )
     assert len(shown) == 16
     for key, text in shown:
         assert close_enough(text, totals[key], key), (key, text, totals[key])
 
-    aggregates = ("requests", "errors", "input_tokens", "output_tokens", "tokens_saved", "savings_pct",
-                  "cost_usd", "cost_saved_usd")
+    aggregates = (
+        "requests",
+        "errors",
+        "input_tokens",
+        "output_tokens",
+        "tokens_saved",
+        "savings_pct",
+        "cost_usd",
+        "cost_saved_usd",
+    )
     assert await page.locator("#by-provider tbody tr").count() == len(metrics["by_provider"])
     for item in metrics["by_provider"]:
         row = await cells(page, f'#by-provider tr[data-provider="{item["provider"]}"]')
@@ -149,8 +178,15 @@ async def assert_page_matches(page: Page, metrics: dict[str, Any]) -> None:
     for session in metrics["top_sessions"]:
         row = await cells(page, f'#sessions tr[data-id="{session["id"]}"]')
         assert row["state"] == ("active" if session["expired_at"] is None else "expired")
-        for key in ("requests", "messages", "input_tokens", "tokens_saved", "savings_pct", "cost_usd",
-                    "cost_saved_usd"):
+        for key in (
+            "requests",
+            "messages",
+            "input_tokens",
+            "tokens_saved",
+            "savings_pct",
+            "cost_usd",
+            "cost_saved_usd",
+        ):
             assert close_enough(row[key], session[key], key), (session["id"], key, row[key])
 
     recent = metrics["recent_requests"][:RECENT_ROWS]
@@ -165,40 +201,60 @@ async def assert_page_matches(page: Page, metrics: dict[str, Any]) -> None:
             assert close_enough(row[key], request[key], key), (request["id"], key, row[key])
         if request["tokens_original_est"] is not None:
             before, after = row["tokens_original_est"].split(" → ")
-            assert (parse(before), parse(after)) == (request["tokens_original_est"],
-                                                     request["tokens_forwarded_est"])
+            assert (parse(before), parse(after)) == (
+                request["tokens_original_est"],
+                request["tokens_forwarded_est"],
+            )
 
     # One stacked bar per minute that had input tokens or cost. The page read its metrics after
     # `metrics` (no traffic since), so its hour may have slid on by a minute with nothing in it.
     generated_at = float(await page.eval_on_selector("body", "b => b.dataset.generatedAt"))
     assert generated_at >= metrics["generated_at"]
     first_minute = int(generated_at // 60) * 60 - 59 * 60
-    for chart, keys in (("chart-tokens", ("tokens_forwarded_est", "tokens_saved")),
-                        ("chart-cost", ("cost_usd", "cost_saved_usd"))):
-        busy = [p["minute"] for p in metrics["per_minute"]
-                if any(p[k] for k in keys) and p["minute"] >= first_minute]
-        drawn = await page.eval_on_selector_all(f"#{chart} g.bar",
-                                                "gs => gs.map(g => Number(g.dataset.minute))")
+    for chart, keys in (
+        ("chart-tokens", ("tokens_forwarded_est", "tokens_saved")),
+        ("chart-cost", ("cost_usd", "cost_saved_usd")),
+    ):
+        busy = [
+            p["minute"]
+            for p in metrics["per_minute"]
+            if any(p[k] for k in keys) and p["minute"] >= first_minute
+        ]
+        drawn = await page.eval_on_selector_all(
+            f"#{chart} g.bar", "gs => gs.map(g => Number(g.dataset.minute))"
+        )
         assert drawn == busy, chart
 
 
 async def assert_routed(http: aiohttp.ClientSession, base: str) -> None:
     async with http.get(f"{base}/dashboard") as response:
         if response.content_type != "text/html":
-            pytest.fail(f"GET /dashboard answered {response.status} {response.content_type}: "
-                        "create_app must add proxy.dashboard.routes()")
+            pytest.fail(
+                f"GET /dashboard answered {response.status} {response.content_type}: "
+                "create_app must add proxy.dashboard.routes()"
+            )
 
 
 async def open_dashboard(browser: Browser, base: str) -> tuple[Page, list[str]]:
     """The page loaded and drawn once; the returned list collects console errors and stray requests."""
     page = await browser.new_page(viewport=LAPTOP)
     problems: list[str] = []
-    page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
-            if msg.type in ("error", "warning") else None)
+    page.on(
+        "console",
+        lambda msg: (
+            problems.append(f"console {msg.type}: {msg.text}") if msg.type in ("error", "warning") else None
+        ),
+    )
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
     # Nothing may leave for the internet: every request goes to the proxy itself.
-    page.on("request", lambda req: None if req.url.startswith(base + "/") or req.url.startswith("data:")
-            else problems.append(f"request to {req.url}"))
+    page.on(
+        "request",
+        lambda req: (
+            None
+            if req.url.startswith(base + "/") or req.url.startswith("data:")
+            else problems.append(f"request to {req.url}")
+        ),
+    )
     await page.goto(f"{base}/dashboard?refresh=1")
     await page.wait_for_selector("body[data-generated-at]")
     await page.wait_for_selector('#health[data-state="ok"]')
@@ -213,8 +269,9 @@ async def screenshot(page: Page, name: str, full_page: bool = True) -> Path:
     return path
 
 
-async def test_dashboard_shows_what_metrics_json_has(browser: Browser, make_proxy: ProxyFactory,
-                                                     http: aiohttp.ClientSession) -> None:
+async def test_dashboard_shows_what_metrics_json_has(
+    browser: Browser, make_proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
     base = await make_proxy()
     await assert_routed(http, base)
     count = await send_traffic(base)
@@ -227,11 +284,13 @@ async def test_dashboard_shows_what_metrics_json_has(browser: Browser, make_prox
     assert not await page.is_visible("#problem")
     # A later request shows up on the next refresh, without reloading the page.
     async with anthropic_client(base) as claude:
-        await claude.messages.create(model="claude-sonnet-5", max_tokens=8,
-                                     messages=[{"role": "user", "content": "One more"}])
+        await claude.messages.create(
+            model="claude-sonnet-5", max_tokens=8, messages=[{"role": "user", "content": "One more"}]
+        )
     metrics = await wait_for_requests(http, base, count + 1)
-    await page.wait_for_function("t => Number(document.body.dataset.generatedAt) >= t",
-                                 arg=metrics["generated_at"])
+    await page.wait_for_function(
+        "t => Number(document.body.dataset.generatedAt) >= t", arg=metrics["generated_at"]
+    )
     await assert_page_matches(page, metrics)
     await screenshot(page, "dashboard.png")
     assert problems == []
@@ -240,12 +299,24 @@ async def test_dashboard_shows_what_metrics_json_has(browser: Browser, make_prox
 
 def history(now: float) -> tuple[list[SessionRecord], list[RequestRecord]]:
     """An hour of plausible traffic, so the charts have something to show."""
-    models = [("anthropic", "claude-sonnet-5", 2.0, 10.0), ("anthropic", "claude-haiku-4-5", 1.0, 5.0),
-              ("openai", "gpt-5.4", 2.5, 15.0), ("openai", "gpt-5.4-mini", 0.75, 4.5)]
+    models = [
+        ("anthropic", "claude-sonnet-5", 2.0, 10.0),
+        ("anthropic", "claude-haiku-4-5", 1.0, 5.0),
+        ("openai", "gpt-5.4", 2.5, 15.0),
+        ("openai", "gpt-5.4-mini", 0.75, 4.5),
+    ]
     digest = [hashlib.sha256(str(n).encode()).hexdigest() for n in range(7)]
-    sessions = [SessionRecord(id=digest[n][:24], tenant=digest[n % 3][40:56], created_at=now - 3600,
-                              last_seen_at=now - 60 * n, messages=10 + 6 * n,
-                              expired_at=None if n < 5 else now - 120) for n in range(7)]
+    sessions = [
+        SessionRecord(
+            id=digest[n][:24],
+            tenant=digest[n % 3][40:56],
+            created_at=now - 3600,
+            last_seen_at=now - 60 * n,
+            messages=10 + 6 * n,
+            expired_at=None if n < 5 else now - 120,
+        )
+        for n in range(7)
+    ]
     requests = []
     for i in range(150):
         provider, model, price_in, price_out = models[i % 4]
@@ -256,23 +327,37 @@ def history(now: float) -> tuple[list[SessionRecord], list[RequestRecord]]:
         output = 120 + (i * 53) % 600
         cost = (forwarded * price_in + output * price_out) / 1e6
         failed = i % 37 == 5 or i == 146
-        requests.append(RequestRecord(
-            id=f"hist-{i:03d}", created_at=now - 3540 + i * 23.5, provider=provider,
-            endpoint="messages" if provider == "anthropic" else "chat_completions", method="POST",
-            path="/v1/messages" if provider == "anthropic" else "/v1/chat/completions",
-            session_id=session.id, tenant=session.tenant, model=model, stream=i % 3 != 0,
-            status=529 if failed else 200, duration_ms=400 + (i * 131) % 2500, ttfb_ms=250.0,
-            overhead_ms=1.5 + (i % 7) * 0.4,
-            usage=Usage() if failed else Usage(forwarded, output, 0, 0),
-            tokens_original_est=original, tokens_forwarded_est=forwarded, tokens_saved=saved,
-            cost_usd=None if failed else round(cost, 6),
-            cost_saved_usd=None if failed else round(saved * price_in / 1e6, 6),
-            error="upstream overloaded_error" if failed else None))
+        requests.append(
+            RequestRecord(
+                id=f"hist-{i:03d}",
+                created_at=now - 3540 + i * 23.5,
+                provider=provider,
+                endpoint="messages" if provider == "anthropic" else "chat_completions",
+                method="POST",
+                path="/v1/messages" if provider == "anthropic" else "/v1/chat/completions",
+                session_id=session.id,
+                tenant=session.tenant,
+                model=model,
+                stream=i % 3 != 0,
+                status=529 if failed else 200,
+                duration_ms=400 + (i * 131) % 2500,
+                ttfb_ms=250.0,
+                overhead_ms=1.5 + (i % 7) * 0.4,
+                usage=Usage() if failed else Usage(forwarded, output, 0, 0),
+                tokens_original_est=original,
+                tokens_forwarded_est=forwarded,
+                tokens_saved=saved,
+                cost_usd=None if failed else round(cost, 6),
+                cost_saved_usd=None if failed else round(saved * price_in / 1e6, 6),
+                error="upstream overloaded_error" if failed else None,
+            )
+        )
     return sessions, requests
 
 
-async def test_dashboard_with_an_hour_of_history(browser: Browser, make_proxy: ProxyFactory,
-                                                 http: aiohttp.ClientSession, tmp_path: Path) -> None:
+async def test_dashboard_with_an_hour_of_history(
+    browser: Browser, make_proxy: ProxyFactory, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
     database = await write_db(tmp_path / "history.db", *history(time.time()))
     base = await make_proxy(storage_database=database)
     await assert_routed(http, base)
@@ -286,8 +371,9 @@ async def test_dashboard_with_an_hour_of_history(browser: Browser, make_proxy: P
     await page.close()
 
 
-async def test_dashboard_files_are_served_from_the_package(proxy_url: str,
-                                                           http: aiohttp.ClientSession) -> None:
+async def test_dashboard_files_are_served_from_the_package(
+    proxy_url: str, http: aiohttp.ClientSession
+) -> None:
     await assert_routed(http, proxy_url)
     async with http.get(f"{proxy_url}/dashboard") as response:
         assert response.status == 200 and response.content_type == "text/html"

@@ -41,8 +41,16 @@ class Tmux:
 
     async def __call__(self, *args: str, env: dict[str, str] | None = None) -> str:
         process = await asyncio.create_subprocess_exec(
-            "tmux", "-S", self.socket, "-f", str(self.config), *args, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            "tmux",
+            "-S",
+            self.socket,
+            "-f",
+            str(self.config),
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await process.communicate()
         assert process.returncode == 0, f"tmux {' '.join(args)}: {err.decode(errors='replace')}"
         return out.decode(errors="replace")
@@ -80,8 +88,9 @@ def save_artifacts(plain: str, ansi: str) -> None:
     """The pane as text, and as an SVG picture of the terminal (rich re-renders the ANSI capture)."""
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "terminal-capture.txt").write_text(plain, encoding="utf-8")
-    console = Console(record=True, width=WIDTH, file=io.StringIO(), force_terminal=True,
-                      color_system="truecolor")
+    console = Console(
+        record=True, width=WIDTH, file=io.StringIO(), force_terminal=True, color_system="truecolor"
+    )
     console.print(Text.from_ansi(ansi.rstrip("\n")), end="", crop=True, overflow="crop")
     console.save_svg(str(ARTIFACTS / "terminal.svg"), title="make run")
 
@@ -100,26 +109,44 @@ async def wait_until(what: str, check: object, within_s: float, tmux: Tmux) -> N
         await asyncio.sleep(0.25)
 
 
-async def test_make_run_under_tmux(fake_upstream: FakeUpstream, tmp_path: Path,
-                                   http: aiohttp.ClientSession) -> None:
+async def test_make_run_under_tmux(
+    fake_upstream: FakeUpstream, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
     if shutil.which("tmux") is None or shutil.which("make") is None:
         pytest.fail("tmux and make are needed for this test: apt-get install -y tmux make")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     database, log_file = tmp_path / "vidurai.db", tmp_path / "proxy.log"
     env = {key: value for key, value in os.environ.items() if not key.startswith("VIDURAI_")}
-    env.update({
-        "VIDURAI_SERVER_HOST": "127.0.0.1", "VIDURAI_SERVER_PORT": str(port),
-        "VIDURAI_UPSTREAM_ANTHROPIC_BASE_URL": fake_upstream.anthropic_base_url,
-        "VIDURAI_UPSTREAM_OPENAI_BASE_URL": fake_upstream.openai_base_url,
-        "VIDURAI_STORAGE_DATABASE": str(database), "VIDURAI_LOGGING_FILE": str(log_file),
-        "VIDURAI_UI_TERMINAL": "auto",
-    })
+    env.update(
+        {
+            "VIDURAI_SERVER_HOST": "127.0.0.1",
+            "VIDURAI_SERVER_PORT": str(port),
+            "VIDURAI_UPSTREAM_ANTHROPIC_BASE_URL": fake_upstream.anthropic_base_url,
+            "VIDURAI_UPSTREAM_OPENAI_BASE_URL": fake_upstream.openai_base_url,
+            "VIDURAI_STORAGE_DATABASE": str(database),
+            "VIDURAI_LOGGING_FILE": str(log_file),
+            "VIDURAI_UI_TERMINAL": "auto",
+        }
+    )
     tmux = Tmux(tmp_path)
     # exec: make itself is the pane's process, so the pane ends when make (and the proxy) end.
-    await tmux("new-session", "-d", "-s", "proxy", "-x", str(WIDTH), "-y", str(HEIGHT), "-c", str(REPO),
-               "exec make run", env=env)
+    await tmux(
+        "new-session",
+        "-d",
+        "-s",
+        "proxy",
+        "-x",
+        str(WIDTH),
+        "-y",
+        str(HEIGHT),
+        "-c",
+        str(REPO),
+        "exec make run",
+        env=env,
+    )
     try:
+
         async def healthy() -> bool:
             if await tmux.pane_dead():
                 pytest.fail(f"`make run` ended before serving; the pane shows:\n{await tmux.capture()}")
@@ -132,15 +159,23 @@ async def test_make_run_under_tmux(fake_upstream: FakeUpstream, tmp_path: Path,
         await wait_until("the proxy to answer /health", healthy, STARTUP_S, tmux)
 
         async with anthropic_client(base) as claude, openai_client(base + "/v1") as gpt:
-            await claude.messages.create(model="claude-sonnet-5", max_tokens=32,
-                                         messages=[{"role": "user", "content": "Hello from tmux"}])
-            await claude.messages.create(model="claude-haiku-4-5", max_tokens=32,
-                                         messages=[{"role": "user", "content": "Second question"}])
-            await gpt.chat.completions.create(model="gpt-5.4-mini",
-                                              messages=[{"role": "user", "content": "And OpenAI"}])
+            await claude.messages.create(
+                model="claude-sonnet-5",
+                max_tokens=32,
+                messages=[{"role": "user", "content": "Hello from tmux"}],
+            )
+            await claude.messages.create(
+                model="claude-haiku-4-5",
+                max_tokens=32,
+                messages=[{"role": "user", "content": "Second question"}],
+            )
+            await gpt.chat.completions.create(
+                model="gpt-5.4-mini", messages=[{"role": "user", "content": "And OpenAI"}]
+            )
             with pytest.raises(Exception, match="429"):
-                await gpt.chat.completions.create(model="fake-429",
-                                                  messages=[{"role": "user", "content": "x"}])
+                await gpt.chat.completions.create(
+                    model="fake-429", messages=[{"role": "user", "content": "x"}]
+                )
 
         async def committed() -> bool:
             async with http.get(f"{base}/metrics.json") as response:
@@ -150,9 +185,17 @@ async def test_make_run_under_tmux(fake_upstream: FakeUpstream, tmp_path: Path,
         async with http.get(f"{base}/metrics.json") as response:
             totals = (await response.json())["totals"]
 
-        expected = [r"Requests\s+4\b", r"Errors\s+1\b", rf"Tokens in\s+{totals['input_tokens']:,}\b",
-                    rf"Tokens out\s+{totals['output_tokens']:,}\b", "claude-sonnet-5", "claude-haiku-4-5",
-                    "gpt-5.4-mini", r"429 fake-429", f"{base}/dashboard"]
+        expected = [
+            r"Requests\s+4\b",
+            r"Errors\s+1\b",
+            rf"Tokens in\s+{totals['input_tokens']:,}\b",
+            rf"Tokens out\s+{totals['output_tokens']:,}\b",
+            "claude-sonnet-5",
+            "claude-haiku-4-5",
+            "gpt-5.4-mini",
+            r"429 fake-429",
+            f"{base}/dashboard",
+        ]
 
         async def dashboard_shows_traffic() -> bool:
             screen = await tmux.capture()
@@ -173,8 +216,12 @@ async def test_make_run_under_tmux(fake_upstream: FakeUpstream, tmp_path: Path,
             screen = await tmux.capture()
             lines = screen.splitlines()
             # Every panel fits: the last line is the bottom border of the latest requests.
-            return (len(lines) == 24 and lines[-1].startswith("╰") and "Latest requests" in screen
-                    and re.search(r"Requests\s+4\b", screen) is not None)
+            return (
+                len(lines) == 24
+                and lines[-1].startswith("╰")
+                and "Latest requests" in screen
+                and re.search(r"Requests\s+4\b", screen) is not None
+            )
 
         await wait_until("the dashboard to fit 80x24", redrawn_small, 10, tmux)
         (ARTIFACTS / "terminal-80x24.txt").write_text(await tmux.capture(), encoding="utf-8")

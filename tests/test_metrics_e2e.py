@@ -51,8 +51,9 @@ def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, An
         return [dict(row) for row in conn.execute(sql, params)]
 
 
-async def wait_rows(db: Path, sql: str, params: tuple[Any, ...] = (), count: int = 1,
-                    within: float = 5.0) -> list[dict[str, Any]]:
+async def wait_rows(
+    db: Path, sql: str, params: tuple[Any, ...] = (), count: int = 1, within: float = 5.0
+) -> list[dict[str, Any]]:
     """Poll until the query returns at least `count` rows (the writer commits in the background)."""
     deadline = time.monotonic() + within
     while True:
@@ -64,12 +65,17 @@ async def wait_rows(db: Path, sql: str, params: tuple[Any, ...] = (), count: int
         await asyncio.sleep(0.02)
 
 
-def expected_cost(prefix: str, *, input: int, output: int, cache_read: int = 0,
-                  cache_write: int = 0) -> float:
+def expected_cost(
+    prefix: str, *, input: int, output: int, cache_read: int = 0, cache_write: int = 0
+) -> float:
     """Dollars computed by hand from the built-in price table; `input` excludes both cache tiers."""
     price = BUILTIN_PRICES[prefix]
-    return (input * price.input + output * price.output + cache_read * price.cache_read
-            + cache_write * price.cache_write) / 1_000_000
+    return (
+        input * price.input
+        + output * price.output
+        + cache_read * price.cache_read
+        + cache_write * price.cache_write
+    ) / 1_000_000
 
 
 def usage(row: dict[str, Any]) -> tuple[int | None, ...]:
@@ -93,8 +99,9 @@ def json_logs(path: Path) -> Iterator[Path]:
     handlers, level = list(root.handlers), root.level
     access_level = logging.getLogger("aiohttp.access").level
     saved = structlog.get_config()
-    configure_logging(LoggingConfig(level="debug", file=str(path), max_bytes=1 << 30, backup_count=1),
-                      console=False)
+    configure_logging(
+        LoggingConfig(level="debug", file=str(path), max_bytes=1 << 30, backup_count=1), console=False
+    )
     # Uncached: a logger first used here must follow whatever configuration later tests install.
     structlog.configure(cache_logger_on_first_use=False)
     try:
@@ -136,14 +143,22 @@ async def one_row(served: Served, **where: Any) -> dict[str, Any]:
 async def test_anthropic_json_row(served: Served, fake_upstream: FakeUpstream) -> None:
     async with anthropic_client(served.url) as client:
         raw = await client.messages.with_raw_response.create(
-            model=CLAUDE, max_tokens=64, messages=MESSAGES,
-            extra_headers={"x-fake-cache-read": "1200", "x-fake-cache-write": "300"})
+            model=CLAUDE,
+            max_tokens=64,
+            messages=MESSAGES,
+            extra_headers={"x-fake-cache-read": "1200", "x-fake-cache-write": "300"},
+        )
     message = await raw.parse()
     sent = body_tokens(fake_upstream.last("/v1/messages").body)
     assert message.usage.input_tokens == sent
     row = await one_row(served, endpoint="messages")
     assert (row["provider"], row["model"], row["stream"], row["status"], row["error"]) == (
-        "anthropic", CLAUDE, 0, 200, None)
+        "anthropic",
+        CLAUDE,
+        0,
+        200,
+        None,
+    )
     assert usage(row) == (sent, 9, 1200, 300)
     assert 0 < row["ttfb_ms"] <= row["duration_ms"]
     assert row["overhead_ms"] is not None and row["overhead_ms"] >= 0
@@ -152,16 +167,22 @@ async def test_anthropic_json_row(served: Served, fake_upstream: FakeUpstream) -
     assert row["tokens_forwarded_est"] == sent + 1200 + 300 == row["tokens_original_est"]
     assert row["tokens_saved"] == 0 and row["cost_saved_usd"] == 0
     assert row["cost_usd"] == pytest.approx(
-        expected_cost(CLAUDE_PRICE, input=sent, output=9, cache_read=1200, cache_write=300), rel=1e-9)
+        expected_cost(CLAUDE_PRICE, input=sent, output=9, cache_read=1200, cache_write=300), rel=1e-9
+    )
     assert stats(raw.headers)[0] == 0
 
 
-async def test_anthropic_stream_row_reads_start_and_cumulative_delta(served: Served,
-                                                                      fake_upstream: FakeUpstream) -> None:
+async def test_anthropic_stream_row_reads_start_and_cumulative_delta(
+    served: Served, fake_upstream: FakeUpstream
+) -> None:
     async with anthropic_client(served.url) as client:
         stream = await client.messages.create(
-            model=CLAUDE, max_tokens=64, messages=MESSAGES, stream=True,
-            extra_headers={"x-fake-cache-read": "50", "x-fake-cache-write": "20", "x-fake-chunks": "5"})
+            model=CLAUDE,
+            max_tokens=64,
+            messages=MESSAGES,
+            stream=True,
+            extra_headers={"x-fake-cache-read": "50", "x-fake-cache-write": "20", "x-fake-chunks": "5"},
+        )
         events = [event async for event in stream]
     assert events[-1].type == "message_stop"
     sent = body_tokens(fake_upstream.last("/v1/messages").body)
@@ -171,13 +192,15 @@ async def test_anthropic_stream_row_reads_start_and_cumulative_delta(served: Ser
     assert usage(row) == (sent, 5, 50, 20)
     assert 0 < row["ttfb_ms"] <= row["duration_ms"]
     assert row["cost_usd"] == pytest.approx(
-        expected_cost(CLAUDE_PRICE, input=sent, output=5, cache_read=50, cache_write=20), rel=1e-9)
+        expected_cost(CLAUDE_PRICE, input=sent, output=5, cache_read=50, cache_write=20), rel=1e-9
+    )
 
 
 async def test_openai_json_row_bills_cached_tokens_once(served: Served, fake_upstream: FakeUpstream) -> None:
     async with openai_client(served.url + "/v1") as client:
         raw = await client.chat.completions.with_raw_response.create(
-            model=GPT, messages=MESSAGES, extra_headers={"x-fake-cache-read": "4"})
+            model=GPT, messages=MESSAGES, extra_headers={"x-fake-cache-read": "4"}
+        )
     completion = raw.parse()
     prompt = body_tokens(fake_upstream.last("/v1/chat/completions").body)
     assert completion.usage is not None and completion.usage.prompt_tokens == prompt
@@ -187,29 +210,36 @@ async def test_openai_json_row_bills_cached_tokens_once(served: Served, fake_ups
     assert usage(row) == (prompt - 4, 9, 4, 0)
     assert row["tokens_forwarded_est"] == prompt
     assert 0 < row["ttfb_ms"] <= row["duration_ms"]
-    assert row["cost_usd"] == pytest.approx(expected_cost("gpt-4o", input=prompt - 4, output=9, cache_read=4),
-                                            rel=1e-9)
+    assert row["cost_usd"] == pytest.approx(
+        expected_cost("gpt-4o", input=prompt - 4, output=9, cache_read=4), rel=1e-9
+    )
     assert stats(raw.headers)[0] == 0
 
 
 async def test_openai_stream_with_include_usage_row(served: Served, fake_upstream: FakeUpstream) -> None:
     async with openai_client(served.url + "/v1") as client:
         stream = await client.chat.completions.create(
-            model=GPT, messages=MESSAGES, stream=True, stream_options={"include_usage": True},
-            extra_headers={"x-fake-cache-read": "3", "x-fake-chunks": "6"})
+            model=GPT,
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers={"x-fake-cache-read": "3", "x-fake-chunks": "6"},
+        )
         chunks = [chunk async for chunk in stream]
     assert chunks[-1].usage is not None and chunks[-1].choices == []  # the client asked for it: kept
     prompt = body_tokens(fake_upstream.last("/v1/chat/completions").body)
     row = await one_row(served, endpoint="chat_completions")
     assert (row["stream"], row["status"], row["model"]) == (1, 200, GPT)
     assert (row["input_tokens"], row["output_tokens"], row["cache_read_tokens"]) == (prompt - 3, 6, 3)
-    assert row["cost_usd"] == pytest.approx(expected_cost("gpt-4o", input=prompt - 3, output=6, cache_read=3),
-                                            rel=1e-9)
+    assert row["cost_usd"] == pytest.approx(
+        expected_cost("gpt-4o", input=prompt - 3, output=6, cache_read=3), rel=1e-9
+    )
 
 
 @pytest.mark.parametrize("options", [None, {"include_usage": False}], ids=["absent", "false"])
-async def test_openai_stream_without_include_usage(served: Served, fake_upstream: FakeUpstream,
-                                                   http: aiohttp.ClientSession, options: Any) -> None:
+async def test_openai_stream_without_include_usage(
+    served: Served, fake_upstream: FakeUpstream, http: aiohttp.ClientSession, options: Any
+) -> None:
     body: dict[str, Any] = {"model": GPT, "messages": MESSAGES, "stream": True}
     if options is not None:
         body["stream_options"] = options
@@ -225,8 +255,9 @@ async def test_openai_stream_without_include_usage(served: Served, fake_upstream
     assert b'"usage"' in upstream.response_body
     # ...and the client saw exactly what it asked for: no usage chunk, no "usage" key anywhere.
     assert b'"usage"' not in proxied and b'"choices":[]' not in proxied
-    async with http.post(fake_upstream.openai_base_url + "/chat/completions", json=body,
-                         headers=headers) as response:
+    async with http.post(
+        fake_upstream.openai_base_url + "/chat/completions", json=body, headers=headers
+    ) as response:
         direct = await response.read()
 
     def normalised(raw: bytes) -> bytes:
@@ -263,31 +294,42 @@ async def test_count_tokens_and_passthrough_rows(served: Served) -> None:
 
 async def test_openai_responses_api_usage_row(served: Served) -> None:
     async with openai_client(served.url + "/v1") as client:
-        response = await client.responses.create(model=GPT, input="hello",
-                                                 extra_headers={"x-fake-cache-read": "2"})
+        response = await client.responses.create(
+            model=GPT, input="hello", extra_headers={"x-fake-cache-read": "2"}
+        )
     assert response.usage is not None
     billed = response.usage.input_tokens - 2  # cached_tokens are part of input_tokens here too
     row = await one_row(served, path="/v1/responses")
     assert (row["provider"], row["endpoint"], row["model"]) == ("openai", "passthrough", GPT)
     assert usage(row)[:3] == (billed, 9, 2)
-    assert row["cost_usd"] == pytest.approx(expected_cost("gpt-4o", input=billed, output=9, cache_read=2),
-                                            rel=1e-9)
+    assert row["cost_usd"] == pytest.approx(
+        expected_cost("gpt-4o", input=billed, output=9, cache_read=2), rel=1e-9
+    )
 
 
-async def test_error_rows_for_429_and_upstream_down(served: Served, make_proxy: ProxyFactory,
-                                                    closed_port_url: str, tmp_path: Path) -> None:
+async def test_error_rows_for_429_and_upstream_down(
+    served: Served, make_proxy: ProxyFactory, closed_port_url: str, tmp_path: Path
+) -> None:
     async with anthropic_client(served.url) as client:
         with pytest.raises(anthropic.RateLimitError) as limited:
             await client.messages.create(model="fake-429", max_tokens=64, messages=MESSAGES)
     stats(limited.value.response.headers)  # a relayed error is still a proxied response
     row = await one_row(served, endpoint="messages")
     assert (row["status"], row["model"], row["stream"], row["cost_usd"], row["input_tokens"]) == (
-        429, "fake-429", 0, None, None)
+        429,
+        "fake-429",
+        0,
+        None,
+        None,
+    )
     assert row["duration_ms"] is not None
 
     down_db = tmp_path / "down.db"
-    down = await make_proxy(upstream_openai_base_url=closed_port_url + "/v1", storage_database=down_db,
-                            storage_flush_interval=FLUSH_INTERVAL)
+    down = await make_proxy(
+        upstream_openai_base_url=closed_port_url + "/v1",
+        storage_database=down_db,
+        storage_flush_interval=FLUSH_INTERVAL,
+    )
     async with openai_client(down + "/v1") as client:
         with pytest.raises(openai.InternalServerError) as failed:
             await client.chat.completions.create(model=GPT, messages=MESSAGES, stream=True)
@@ -309,8 +351,9 @@ async def test_concurrent_calls_of_one_conversation_each_get_one_row(served: Ser
         if n % 2:
             await client.messages.create(model=CLAUDE, max_tokens=16, messages=MESSAGES, extra_headers=slow)
             return
-        stream = await client.messages.create(model=CLAUDE, max_tokens=16, messages=MESSAGES, stream=True,
-                                              extra_headers=slow)
+        stream = await client.messages.create(
+            model=CLAUDE, max_tokens=16, messages=MESSAGES, stream=True, extra_headers=slow
+        )
         async for _ in stream:
             pass
 
@@ -356,8 +399,10 @@ def long_conversation(turns: int) -> list[Any]:
     messages: list[Any] = []
     for n in range(turns):
         topic = topics[n % len(topics)]
-        facts = (f"the {topic} record {n}.{k} lists {k * 7 + n} items checked by inspector {n % 5}"
-                 for k in range(12))
+        facts = (
+            f"the {topic} record {n}.{k} lists {k * 7 + n} items checked by inspector {n % 5}"
+            for k in range(12)
+        )
         text = f"Turn {n} about the {topic}: " + " ".join(facts)
         messages.append({"role": "user" if n % 2 == 0 else "assistant", "content": text})
     messages.append({"role": "user", "content": "Summarise what the lighthouse records said."})
@@ -367,7 +412,8 @@ def long_conversation(turns: int) -> list[Any]:
 async def test_compressed_request_tokens_and_cost_saved(served: Served, fake_upstream: FakeUpstream) -> None:
     async with anthropic_client(served.url) as client:
         raw = await client.messages.with_raw_response.create(
-            model=CLAUDE, max_tokens=64, messages=long_conversation(40))
+            model=CLAUDE, max_tokens=64, messages=long_conversation(40)
+        )
     header_saved, overhead = stats(raw.headers)
     sent = body_tokens(fake_upstream.last("/v1/messages").body)
     row = await one_row(served, endpoint="messages")
@@ -377,7 +423,8 @@ async def test_compressed_request_tokens_and_cost_saved(served: Served, fake_ups
     assert row["tokens_saved"] == row["tokens_original_est"] - row["tokens_forwarded_est"] > 0
     # Uncompressed minus actual cost: the tokens not sent, at the model's input price.
     assert row["cost_saved_usd"] == pytest.approx(
-        row["tokens_saved"] * BUILTIN_PRICES[CLAUDE_PRICE].input / 1_000_000, rel=1e-9)
+        row["tokens_saved"] * BUILTIN_PRICES[CLAUDE_PRICE].input / 1_000_000, rel=1e-9
+    )
     session = query(served.db, "SELECT * FROM sessions WHERE id = ?", (row["session_id"],))[0]
     assert (session["tokens_saved"], session["requests"]) == (row["tokens_saved"], 1)
     assert session["cost_saved_usd"] == pytest.approx(row["cost_saved_usd"])
@@ -387,9 +434,18 @@ async def test_compressed_request_tokens_and_cost_saved(served: Served, fake_ups
 
 # --- endpoints ---------------------------------------------------------------------------------
 
-AGGREGATE_INTS = ("requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens",
-                  "cache_write_tokens", "tokens_original_est", "tokens_forwarded_est", "tokens_saved",
-                  "unpriced_requests")
+AGGREGATE_INTS = (
+    "requests",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "tokens_original_est",
+    "tokens_forwarded_est",
+    "tokens_saved",
+    "unpriced_requests",
+)
 AGGREGATE_FLOATS = ("savings_pct", "cost_usd", "cost_saved_usd")
 
 
@@ -405,8 +461,12 @@ def check_aggregate(agg: dict[str, Any]) -> None:
 async def traffic(url: str) -> None:
     """One Anthropic JSON call with cache tiers and one OpenAI stream without include_usage."""
     async with anthropic_client(url) as claude, openai_client(url + "/v1") as gpt:
-        await claude.messages.create(model=CLAUDE, max_tokens=64, messages=MESSAGES,
-                                     extra_headers={"x-fake-cache-read": "100", "x-fake-cache-write": "10"})
+        await claude.messages.create(
+            model=CLAUDE,
+            max_tokens=64,
+            messages=MESSAGES,
+            extra_headers={"x-fake-cache-read": "100", "x-fake-cache-write": "10"},
+        )
         stream = await gpt.chat.completions.create(model=GPT, messages=MESSAGES, stream=True)
         async for _ in stream:
             pass
@@ -418,8 +478,15 @@ async def test_metrics_json_shape_and_totals(served: Served, http: aiohttp.Clien
     async with http.get(served.url + "/metrics.json") as response:
         assert response.status == 200 and response.content_type == "application/json"
         metrics = await response.json()
-    assert set(metrics) >= {"generated_at", "totals", "by_provider", "by_model", "top_sessions",
-                            "recent_requests", "per_minute"}
+    assert set(metrics) >= {
+        "generated_at",
+        "totals",
+        "by_provider",
+        "by_model",
+        "top_sessions",
+        "recent_requests",
+        "per_minute",
+    }
     assert isinstance(metrics["generated_at"], float)
     totals = metrics["totals"]
     check_aggregate(totals)
@@ -432,24 +499,53 @@ async def test_metrics_json_shape_and_totals(served: Served, http: aiohttp.Clien
     assert totals["cache_read_tokens"] == 100 and totals["cache_write_tokens"] == 10
 
     assert sorted(p["provider"] for p in metrics["by_provider"]) == ["anthropic", "openai"]
-    assert sorted((m["provider"], m["model"]) for m in metrics["by_model"]) == [("anthropic", CLAUDE),
-                                                                              ("openai", GPT)]
+    assert sorted((m["provider"], m["model"]) for m in metrics["by_model"]) == [
+        ("anthropic", CLAUDE),
+        ("openai", GPT),
+    ]
     for agg in metrics["by_provider"] + metrics["by_model"]:
         check_aggregate(agg)
         assert agg["requests"] == 1
     assert len(metrics["top_sessions"]) == 2
     for session in metrics["top_sessions"]:
-        assert {"id", "tenant", "created_at", "last_seen_at", "expired_at", "requests", "tokens_saved",
-                "cost_usd", "cost_saved_usd"} <= set(session)
+        assert {
+            "id",
+            "tenant",
+            "created_at",
+            "last_seen_at",
+            "expired_at",
+            "requests",
+            "tokens_saved",
+            "cost_usd",
+            "cost_saved_usd",
+        } <= set(session)
         assert session["expired_at"] is None and session["requests"] == 1
         assert re.fullmatch(r"[0-9a-f]{16}", session["tenant"])
     recent = metrics["recent_requests"]
     assert [r["provider"] for r in recent] == ["openai", "anthropic"]  # newest first
     assert [r["stream"] for r in recent] == [True, False]
-    assert set(recent[0]) >= {"id", "created_at", "session_id", "provider", "endpoint", "model", "stream",
-                              "status", "duration_ms", "ttfb_ms", "input_tokens", "output_tokens",
-                              "cache_read_tokens", "cache_write_tokens", "tokens_original_est",
-                              "tokens_forwarded_est", "tokens_saved", "cost_usd", "cost_saved_usd", "error"}
+    assert set(recent[0]) >= {
+        "id",
+        "created_at",
+        "session_id",
+        "provider",
+        "endpoint",
+        "model",
+        "stream",
+        "status",
+        "duration_ms",
+        "ttfb_ms",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "tokens_original_est",
+        "tokens_forwarded_est",
+        "tokens_saved",
+        "cost_usd",
+        "cost_saved_usd",
+        "error",
+    }
     per_minute = metrics["per_minute"]
     assert len(per_minute) == 60
     assert all(type(m["minute"]) is int for m in per_minute)
@@ -464,26 +560,53 @@ async def test_prometheus_series(served: Served, http: aiohttp.ClientSession) ->
     async with http.get(served.url + "/metrics") as response:
         assert response.status == 200 and response.content_type == "text/plain"
         text = await response.text()
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(text) for s in family.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
     def value(name: str, **labels: str) -> float:
         return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
     claude, gpt = rows
-    assert value("vidurai_requests_total", provider="anthropic", endpoint="messages", model=CLAUDE,
-                 status_class="2xx") == 1
-    assert value("vidurai_requests_total", provider="openai", endpoint="chat_completions", model=GPT,
-                 status_class="2xx") == 1
-    for kind, column in (("input", "input_tokens"), ("output", "output_tokens"),
-                         ("cache_read", "cache_read_tokens"), ("cache_write", "cache_write_tokens")):
+    assert (
+        value(
+            "vidurai_requests_total",
+            provider="anthropic",
+            endpoint="messages",
+            model=CLAUDE,
+            status_class="2xx",
+        )
+        == 1
+    )
+    assert (
+        value(
+            "vidurai_requests_total",
+            provider="openai",
+            endpoint="chat_completions",
+            model=GPT,
+            status_class="2xx",
+        )
+        == 1
+    )
+    for kind, column in (
+        ("input", "input_tokens"),
+        ("output", "output_tokens"),
+        ("cache_read", "cache_read_tokens"),
+        ("cache_write", "cache_write_tokens"),
+    ):
         assert value("vidurai_tokens_total", provider="anthropic", model=CLAUDE, kind=kind) == claude[column]
     assert value("vidurai_tokens_total", provider="openai", model=GPT, kind="input") == gpt["input_tokens"]
     assert value("vidurai_cost_usd_total", provider="anthropic", model=CLAUDE) == pytest.approx(
-        claude["cost_usd"])
+        claude["cost_usd"]
+    )
     assert value("vidurai_cost_usd_total", provider="openai", model=GPT) == pytest.approx(gpt["cost_usd"])
-    for histogram in ("vidurai_request_duration_seconds", "vidurai_ttfb_seconds",
-                      "vidurai_proxy_overhead_seconds"):
+    for histogram in (
+        "vidurai_request_duration_seconds",
+        "vidurai_ttfb_seconds",
+        "vidurai_proxy_overhead_seconds",
+    ):
         assert value(f"{histogram}_count", provider="anthropic", endpoint="messages") == 1, histogram
 
 
@@ -503,11 +626,19 @@ async def test_every_proxied_response_has_stats_header(served: Served, http: aio
     anthropic_headers = {"x-api-key": "sk-ant-stats", "anthropic-version": "2023-06-01"}
     calls: list[tuple[str, str, dict[str, Any] | None, dict[str, str]]] = [
         ("POST", "/v1/messages", {"model": CLAUDE, "max_tokens": 8, "messages": MESSAGES}, anthropic_headers),
-        ("POST", "/v1/messages", {"model": CLAUDE, "max_tokens": 8, "messages": MESSAGES, "stream": True},
-         anthropic_headers),
+        (
+            "POST",
+            "/v1/messages",
+            {"model": CLAUDE, "max_tokens": 8, "messages": MESSAGES, "stream": True},
+            anthropic_headers,
+        ),
         ("POST", "/v1/messages/count_tokens", {"model": CLAUDE, "messages": MESSAGES}, anthropic_headers),
-        ("POST", "/v1/messages", {"model": "fake-529", "max_tokens": 8, "messages": MESSAGES},
-         anthropic_headers),
+        (
+            "POST",
+            "/v1/messages",
+            {"model": "fake-529", "max_tokens": 8, "messages": MESSAGES},
+            anthropic_headers,
+        ),
         ("POST", "/v1/chat/completions", {"model": GPT, "messages": MESSAGES}, {}),
         ("POST", "/v1/chat/completions", {"model": GPT, "messages": MESSAGES, "stream": True}, {}),
         ("POST", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "hi"}, {}),

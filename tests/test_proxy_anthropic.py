@@ -14,18 +14,33 @@ from tests.fake_upstream import ANTHROPIC_MODELS, DEFAULT_TEXT, FakeUpstream, bo
 
 MODEL = "claude-fake-1"
 MESSAGES: list[Any] = [{"role": "user", "content": "Hello there"}]
-WEATHER_TOOL = {"name": "get_weather", "description": "Weather for a city.",
-                "input_schema": {"type": "object", "properties": {"city": {"type": "string"},
-                                                                  "days": {"type": "integer"}},
-                                 "required": ["city"]}}
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Weather for a city.",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city"],
+    },
+}
 # Response headers the SDK and its users act on (retries, rate limiting, support tickets).
-ACTED_ON = ("retry-after", "retry-after-ms", "x-should-retry", "anthropic-ratelimit-requests-limit",
-            "anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset",
-            "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-input-tokens-limit")
+ACTED_ON = (
+    "retry-after",
+    "retry-after-ms",
+    "x-should-retry",
+    "anthropic-ratelimit-requests-limit",
+    "anthropic-ratelimit-requests-remaining",
+    "anthropic-ratelimit-requests-reset",
+    "anthropic-ratelimit-tokens-remaining",
+    "anthropic-ratelimit-input-tokens-limit",
+)
 
 
-async def test_message_json(anthropic_sdk: anthropic.AsyncAnthropic,
-                            direct_anthropic: anthropic.AsyncAnthropic, fake_upstream: FakeUpstream) -> None:
+async def test_message_json(
+    anthropic_sdk: anthropic.AsyncAnthropic,
+    direct_anthropic: anthropic.AsyncAnthropic,
+    fake_upstream: FakeUpstream,
+) -> None:
     message = await anthropic_sdk.messages.create(model=MODEL, max_tokens=64, messages=MESSAGES)
     proxied = fake_upstream.last()
     assert (proxied.provider, proxied.method, proxied.path) == ("anthropic", "POST", "/v1/messages")
@@ -38,8 +53,9 @@ async def test_message_json(anthropic_sdk: anthropic.AsyncAnthropic,
     assert message.model_dump(exclude={"id"}) == direct.model_dump(exclude={"id"})
 
 
-async def test_message_stream_raw_events(anthropic_sdk: anthropic.AsyncAnthropic,
-                                         direct_anthropic: anthropic.AsyncAnthropic) -> None:
+async def test_message_stream_raw_events(
+    anthropic_sdk: anthropic.AsyncAnthropic, direct_anthropic: anthropic.AsyncAnthropic
+) -> None:
     async def events(client: anthropic.AsyncAnthropic) -> list[Any]:
         stream = await client.messages.create(model=MODEL, max_tokens=64, messages=MESSAGES, stream=True)
         return [event.model_dump() async for event in stream]
@@ -53,11 +69,15 @@ async def test_message_stream_raw_events(anthropic_sdk: anthropic.AsyncAnthropic
     assert text == DEFAULT_TEXT
 
 
-async def test_message_stream_helper_accumulates_usage(anthropic_sdk: anthropic.AsyncAnthropic,
-                                                       fake_upstream: FakeUpstream) -> None:
+async def test_message_stream_helper_accumulates_usage(
+    anthropic_sdk: anthropic.AsyncAnthropic, fake_upstream: FakeUpstream
+) -> None:
     async with anthropic_sdk.messages.stream(
-            model=MODEL, max_tokens=64, messages=MESSAGES,
-            extra_headers={"x-fake-cache-read": "1200", "x-fake-cache-write": "300"}) as stream:
+        model=MODEL,
+        max_tokens=64,
+        messages=MESSAGES,
+        extra_headers={"x-fake-cache-read": "1200", "x-fake-cache-write": "300"},
+    ) as stream:
         texts = [text async for text in stream.text_stream]
         final = await stream.get_final_message()
     assert "".join(texts) == DEFAULT_TEXT
@@ -70,8 +90,12 @@ async def test_message_stream_helper_accumulates_usage(anthropic_sdk: anthropic.
 
 async def test_tool_use_json(anthropic_sdk: anthropic.AsyncAnthropic, fake_upstream: FakeUpstream) -> None:
     message = await anthropic_sdk.messages.create(
-        model=MODEL, max_tokens=64, messages=MESSAGES, tools=[WEATHER_TOOL],  # type: ignore[list-item]
-        tool_choice={"type": "tool", "name": "get_weather"})
+        model=MODEL,
+        max_tokens=64,
+        messages=MESSAGES,
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        tool_choice={"type": "tool", "name": "get_weather"},
+    )
     assert message.stop_reason == "tool_use"
     block = message.content[0]
     assert block.type == "tool_use" and block.name == "get_weather"
@@ -81,9 +105,13 @@ async def test_tool_use_json(anthropic_sdk: anthropic.AsyncAnthropic, fake_upstr
 
 async def test_tool_use_stream_input_json_delta(anthropic_sdk: anthropic.AsyncAnthropic) -> None:
     kinds = []
-    async with anthropic_sdk.messages.stream(model=MODEL, max_tokens=64, messages=MESSAGES,
-                                             tools=[WEATHER_TOOL],  # type: ignore[list-item]
-                                             tool_choice={"type": "any"}) as stream:
+    async with anthropic_sdk.messages.stream(
+        model=MODEL,
+        max_tokens=64,
+        messages=MESSAGES,
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        tool_choice={"type": "any"},
+    ) as stream:
         async for event in stream:
             if event.type == "content_block_delta":
                 kinds.append(event.delta.type)
@@ -94,16 +122,22 @@ async def test_tool_use_stream_input_json_delta(anthropic_sdk: anthropic.AsyncAn
     assert final.stop_reason == "tool_use"
 
 
-async def test_tool_result_round_trip(anthropic_sdk: anthropic.AsyncAnthropic,
-                                      fake_upstream: FakeUpstream) -> None:
+async def test_tool_result_round_trip(
+    anthropic_sdk: anthropic.AsyncAnthropic, fake_upstream: FakeUpstream
+) -> None:
     history: list[Any] = [
         *MESSAGES,
-        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather",
-                                           "input": {"city": "Paris"}}]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}
+            ],
+        },
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "Sunny"}]},
     ]
-    message = await anthropic_sdk.messages.create(model=MODEL, max_tokens=64, messages=history,
-                                                  tools=[WEATHER_TOOL])  # type: ignore[list-item]
+    message = await anthropic_sdk.messages.create(
+        model=MODEL, max_tokens=64, messages=history, tools=[WEATHER_TOOL]
+    )  # type: ignore[list-item]
     assert message.content[0].type == "text"
     assert fake_upstream.last().json["messages"] == history
 
@@ -123,8 +157,9 @@ async def test_models_list(anthropic_sdk: anthropic.AsyncAnthropic, fake_upstrea
     assert (request.provider, request.method, request.path) == ("anthropic", "GET", "/v1/models")
 
 
-async def test_models_list_with_bearer_token_goes_to_anthropic(proxy_url: str,
-                                                               fake_upstream: FakeUpstream) -> None:
+async def test_models_list_with_bearer_token_goes_to_anthropic(
+    proxy_url: str, fake_upstream: FakeUpstream
+) -> None:
     # OAuth users (Claude Code subscriptions) send Authorization instead of x-api-key; anthropic-version
     # still identifies the provider.
     async with anthropic_client(proxy_url, api_key=None, auth_token="oauth-token-123") as client:
@@ -136,12 +171,17 @@ async def test_models_list_with_bearer_token_goes_to_anthropic(proxy_url: str,
     assert "x-api-key" not in request.headers
 
 
-async def test_beta_call_keeps_query_and_beta_header(anthropic_sdk: anthropic.AsyncAnthropic,
-                                                     fake_upstream: FakeUpstream) -> None:
+async def test_beta_call_keeps_query_and_beta_header(
+    anthropic_sdk: anthropic.AsyncAnthropic, fake_upstream: FakeUpstream
+) -> None:
     # Claude Code posts to /v1/messages?beta=true; this SDK version no longer adds it, so ask explicitly.
     message = await anthropic_sdk.beta.messages.create(
-        model=MODEL, max_tokens=64, messages=MESSAGES, betas=["fake-feature-2025-01-01"],
-        extra_query={"beta": "true"})
+        model=MODEL,
+        max_tokens=64,
+        messages=MESSAGES,
+        betas=["fake-feature-2025-01-01"],
+        extra_query={"beta": "true"},
+    )
     assert message.content[0].type == "text"
     request = fake_upstream.last()
     assert (request.path, request.query_string) == ("/v1/messages", "beta=true")
@@ -150,8 +190,13 @@ async def test_beta_call_keeps_query_and_beta_header(anthropic_sdk: anthropic.As
 
 async def test_beta_stream(anthropic_sdk: anthropic.AsyncAnthropic, fake_upstream: FakeUpstream) -> None:
     stream = await anthropic_sdk.beta.messages.create(
-        model=MODEL, max_tokens=64, messages=MESSAGES, betas=["a-2025-01-01", "b-2025-02-02"], stream=True,
-        extra_query={"beta": "true"})
+        model=MODEL,
+        max_tokens=64,
+        messages=MESSAGES,
+        betas=["a-2025-01-01", "b-2025-02-02"],
+        stream=True,
+        extra_query={"beta": "true"},
+    )
     types = [event.type async for event in stream]
     assert types[0] == "message_start" and types[-1] == "message_stop"
     request = fake_upstream.last()
@@ -160,9 +205,12 @@ async def test_beta_stream(anthropic_sdk: anthropic.AsyncAnthropic, fake_upstrea
 
 
 @pytest.mark.parametrize("status", [429, 529, 500, 413, 400, 401])
-async def test_upstream_error_same_as_direct(status: int, anthropic_sdk: anthropic.AsyncAnthropic,
-                                             direct_anthropic: anthropic.AsyncAnthropic,
-                                             fake_upstream: FakeUpstream) -> None:
+async def test_upstream_error_same_as_direct(
+    status: int,
+    anthropic_sdk: anthropic.AsyncAnthropic,
+    direct_anthropic: anthropic.AsyncAnthropic,
+    fake_upstream: FakeUpstream,
+) -> None:
     async def failure(client: anthropic.AsyncAnthropic) -> anthropic.APIStatusError:
         with pytest.raises(anthropic.APIStatusError) as caught:
             await client.messages.create(model=f"fake-{status}", max_tokens=64, messages=MESSAGES)
@@ -196,8 +244,9 @@ async def test_429_and_529_exception_classes(anthropic_sdk: anthropic.AsyncAnthr
 async def test_sdk_retry_honours_retry_after_ms(proxy_url: str, fake_upstream: FakeUpstream) -> None:
     async with anthropic_client(proxy_url, max_retries=2) as client:
         started = time.monotonic()
-        message = await client.messages.create(model=MODEL, max_tokens=64, messages=MESSAGES,
-                                               extra_headers={"x-fake-scenario": "retry-once"})
+        message = await client.messages.create(
+            model=MODEL, max_tokens=64, messages=MESSAGES, extra_headers={"x-fake-scenario": "retry-once"}
+        )
         elapsed = time.monotonic() - started
     assert message.content[0].text == DEFAULT_TEXT
     assert [r.headers.get("x-stainless-retry-count") for r in fake_upstream.requests] == ["0", "1"]
@@ -206,12 +255,14 @@ async def test_sdk_retry_honours_retry_after_ms(proxy_url: str, fake_upstream: F
     assert elapsed < 0.35
 
 
-async def test_mid_stream_error_event_same_as_direct(anthropic_sdk: anthropic.AsyncAnthropic,
-                                                     direct_anthropic: anthropic.AsyncAnthropic) -> None:
+async def test_mid_stream_error_event_same_as_direct(
+    anthropic_sdk: anthropic.AsyncAnthropic, direct_anthropic: anthropic.AsyncAnthropic
+) -> None:
     async def run(client: anthropic.AsyncAnthropic) -> tuple[list[str], anthropic.APIStatusError]:
         seen: list[str] = []
-        stream = await client.messages.create(model="fake-error-event", max_tokens=64, messages=MESSAGES,
-                                              stream=True)
+        stream = await client.messages.create(
+            model="fake-error-event", max_tokens=64, messages=MESSAGES, stream=True
+        )
         with pytest.raises(anthropic.APIStatusError) as caught:
             async for event in stream:
                 seen.append(event.type)
@@ -224,17 +275,25 @@ async def test_mid_stream_error_event_same_as_direct(anthropic_sdk: anthropic.As
     assert isinstance(proxied.body, dict) and proxied.body["error"]["type"] == "overloaded_error"
 
 
-async def test_split_multibyte_character_intact(anthropic_sdk: anthropic.AsyncAnthropic,
-                                                fake_upstream: FakeUpstream) -> None:
-    stream = await anthropic_sdk.messages.create(model="fake-split-utf8", max_tokens=64, messages=MESSAGES,
-                                                 stream=True)
-    text = "".join([event.delta.text async for event in stream
-                    if event.type == "content_block_delta" and event.delta.type == "text_delta"])
+async def test_split_multibyte_character_intact(
+    anthropic_sdk: anthropic.AsyncAnthropic, fake_upstream: FakeUpstream
+) -> None:
+    stream = await anthropic_sdk.messages.create(
+        model="fake-split-utf8", max_tokens=64, messages=MESSAGES, stream=True
+    )
+    text = "".join(
+        [
+            event.delta.text
+            async for event in stream
+            if event.type == "content_block_delta" and event.delta.type == "text_delta"
+        ]
+    )
     assert text == DEFAULT_TEXT
 
 
-async def test_upstream_down_gives_502_in_anthropic_shape(make_proxy: ProxyFactory,
-                                                          closed_port_url: str) -> None:
+async def test_upstream_down_gives_502_in_anthropic_shape(
+    make_proxy: ProxyFactory, closed_port_url: str
+) -> None:
     url = await make_proxy(upstream_anthropic_base_url=closed_port_url)
     async with anthropic_client(url) as client:
         with pytest.raises(anthropic.InternalServerError) as caught:

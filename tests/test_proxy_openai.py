@@ -13,16 +13,31 @@ from tests.fake_upstream import DEFAULT_TEXT, OPENAI_MODELS, FakeUpstream, body_
 
 MODEL = "gpt-fake-1"
 MESSAGES: list[Any] = [{"role": "user", "content": "Hello there"}]
-TOOL: Any = {"type": "function", "function": {
-    "name": "get_weather", "description": "Weather for a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-ACTED_ON = ("retry-after", "retry-after-ms", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
-            "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
-            "x-ratelimit-reset-tokens", "openai-processing-ms", "openai-organization")
+TOOL: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+ACTED_ON = (
+    "retry-after",
+    "retry-after-ms",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "openai-processing-ms",
+    "openai-organization",
+)
 
 
-async def test_chat_json(openai_sdk: openai.AsyncOpenAI, direct_openai: openai.AsyncOpenAI,
-                         fake_upstream: FakeUpstream) -> None:
+async def test_chat_json(
+    openai_sdk: openai.AsyncOpenAI, direct_openai: openai.AsyncOpenAI, fake_upstream: FakeUpstream
+) -> None:
     completion = await openai_sdk.chat.completions.create(model=MODEL, messages=MESSAGES)
     proxied = fake_upstream.last()
     assert (proxied.provider, proxied.method, proxied.path) == ("openai", "POST", "/v1/chat/completions")
@@ -46,8 +61,9 @@ async def test_stream_without_include_usage_has_no_usage_chunk(openai_sdk: opena
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
-async def test_stream_without_include_usage_same_chunks_as_direct(openai_sdk: openai.AsyncOpenAI,
-                                                                  direct_openai: openai.AsyncOpenAI) -> None:
+async def test_stream_without_include_usage_same_chunks_as_direct(
+    openai_sdk: openai.AsyncOpenAI, direct_openai: openai.AsyncOpenAI
+) -> None:
     async def chunks(client: openai.AsyncOpenAI) -> list[dict[str, Any]]:
         stream = await client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
         return [chunk.model_dump(exclude={"id"}, exclude_unset=True) async for chunk in stream]
@@ -57,8 +73,12 @@ async def test_stream_without_include_usage_same_chunks_as_direct(openai_sdk: op
 
 async def test_stream_with_include_usage(openai_sdk: openai.AsyncOpenAI, fake_upstream: FakeUpstream) -> None:
     stream = await openai_sdk.chat.completions.create(
-        model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True},
-        extra_headers={"x-fake-cache-read": "7"})
+        model=MODEL,
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers={"x-fake-cache-read": "7"},
+    )
     chunks = [chunk async for chunk in stream]
     last = chunks[-1]
     assert last.choices == [] and last.usage is not None
@@ -80,8 +100,9 @@ async def test_base_url_without_v1(proxy_url: str, fake_upstream: FakeUpstream) 
 
 
 async def test_tool_calls_json(openai_sdk: openai.AsyncOpenAI, fake_upstream: FakeUpstream) -> None:
-    completion = await openai_sdk.chat.completions.create(model=MODEL, messages=MESSAGES, tools=[TOOL],
-                                                          tool_choice="required")
+    completion = await openai_sdk.chat.completions.create(
+        model=MODEL, messages=MESSAGES, tools=[TOOL], tool_choice="required"
+    )
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.tool_calls is not None
@@ -92,8 +113,12 @@ async def test_tool_calls_json(openai_sdk: openai.AsyncOpenAI, fake_upstream: Fa
 
 async def test_tool_calls_stream(openai_sdk: openai.AsyncOpenAI) -> None:
     stream = await openai_sdk.chat.completions.create(
-        model=MODEL, messages=MESSAGES, tools=[TOOL], stream=True,
-        tool_choice={"type": "function", "function": {"name": "get_weather"}})
+        model=MODEL,
+        messages=MESSAGES,
+        tools=[TOOL],
+        stream=True,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    )
     arguments, names, finish = "", [], None
     async for chunk in stream:
         for delta_call in chunk.choices[0].delta.tool_calls or []:
@@ -114,8 +139,9 @@ async def test_models_list(openai_sdk: openai.AsyncOpenAI, fake_upstream: FakeUp
     assert request.headers["authorization"].startswith("Bearer sk-test-")
 
 
-async def test_embeddings_pass_through(openai_sdk: openai.AsyncOpenAI, direct_openai: openai.AsyncOpenAI,
-                                       fake_upstream: FakeUpstream) -> None:
+async def test_embeddings_pass_through(
+    openai_sdk: openai.AsyncOpenAI, direct_openai: openai.AsyncOpenAI, fake_upstream: FakeUpstream
+) -> None:
     proxied = await openai_sdk.embeddings.create(model="text-embedding-fake", input=["one", "three"])
     sent = fake_upstream.last()
     assert (sent.provider, sent.path) == ("openai", "/v1/embeddings")
@@ -133,8 +159,9 @@ async def test_responses_pass_through(openai_sdk: openai.AsyncOpenAI, fake_upstr
     assert request.json["input"] == "Hello there"
 
 
-async def test_organization_and_project_headers_forwarded(proxy_url: str,
-                                                          fake_upstream: FakeUpstream) -> None:
+async def test_organization_and_project_headers_forwarded(
+    proxy_url: str, fake_upstream: FakeUpstream
+) -> None:
     async with openai_client(proxy_url + "/v1", organization="org-fake", project="proj-fake") as client:
         await client.chat.completions.create(model=MODEL, messages=MESSAGES)
     headers = fake_upstream.last().headers
@@ -143,9 +170,12 @@ async def test_organization_and_project_headers_forwarded(proxy_url: str,
 
 
 @pytest.mark.parametrize("status", [429, 500, 503, 400, 401, 404])
-async def test_upstream_error_same_as_direct(status: int, openai_sdk: openai.AsyncOpenAI,
-                                             direct_openai: openai.AsyncOpenAI,
-                                             fake_upstream: FakeUpstream) -> None:
+async def test_upstream_error_same_as_direct(
+    status: int,
+    openai_sdk: openai.AsyncOpenAI,
+    direct_openai: openai.AsyncOpenAI,
+    fake_upstream: FakeUpstream,
+) -> None:
     async def failure(client: openai.AsyncOpenAI) -> openai.APIStatusError:
         with pytest.raises(openai.APIStatusError) as caught:
             await client.chat.completions.create(model=f"fake-{status}", messages=MESSAGES)
@@ -173,18 +203,21 @@ async def test_rate_limit_error_carries_retry_headers(openai_sdk: openai.AsyncOp
 
 async def test_sdk_retry_through_proxy(proxy_url: str, fake_upstream: FakeUpstream) -> None:
     async with openai_client(proxy_url + "/v1", max_retries=2) as client:
-        completion = await client.chat.completions.create(model=MODEL, messages=MESSAGES,
-                                                          extra_headers={"x-fake-scenario": "retry-once"})
+        completion = await client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, extra_headers={"x-fake-scenario": "retry-once"}
+        )
     assert completion.choices[0].message.content == DEFAULT_TEXT
     assert [r.headers.get("x-stainless-retry-count") for r in fake_upstream.requests] == ["0", "1"]
 
 
-async def test_mid_stream_error_same_as_direct(openai_sdk: openai.AsyncOpenAI,
-                                               direct_openai: openai.AsyncOpenAI) -> None:
+async def test_mid_stream_error_same_as_direct(
+    openai_sdk: openai.AsyncOpenAI, direct_openai: openai.AsyncOpenAI
+) -> None:
     async def run(client: openai.AsyncOpenAI) -> tuple[int, openai.APIError]:
         received = 0
-        stream = await client.chat.completions.create(model="fake-error-event", messages=MESSAGES,
-                                                      stream=True)
+        stream = await client.chat.completions.create(
+            model="fake-error-event", messages=MESSAGES, stream=True
+        )
         with pytest.raises(openai.APIError) as caught:
             async for _chunk in stream:
                 received += 1
@@ -203,8 +236,9 @@ async def test_split_multibyte_character_intact(openai_sdk: openai.AsyncOpenAI) 
     assert text == DEFAULT_TEXT
 
 
-async def test_upstream_down_gives_502_in_openai_shape(make_proxy: ProxyFactory,
-                                                       closed_port_url: str) -> None:
+async def test_upstream_down_gives_502_in_openai_shape(
+    make_proxy: ProxyFactory, closed_port_url: str
+) -> None:
     url = await make_proxy(upstream_openai_base_url=closed_port_url + "/v1")
     async with openai_client(url + "/v1") as client:
         with pytest.raises(openai.InternalServerError) as caught:

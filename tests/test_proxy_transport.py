@@ -19,8 +19,11 @@ from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ProxyFactory, anthropic_cl
 from tests.fake_upstream import DEFAULT_TEXT, EMOJI, FakeUpstream
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Hello there"}]
-ANTHROPIC_HEADERS = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01",
-                     "content-type": "application/json"}
+ANTHROPIC_HEADERS = {
+    "x-api-key": ANTHROPIC_KEY,
+    "anthropic-version": "2023-06-01",
+    "content-type": "application/json",
+}
 OPENAI_HEADERS = {"authorization": f"Bearer {OPENAI_KEY}", "content-type": "application/json"}
 ANTHROPIC_BODY = {"model": "claude-fake-1", "max_tokens": 64, "messages": MESSAGES}
 OPENAI_BODY = {"model": "gpt-fake-1", "messages": MESSAGES}
@@ -29,14 +32,23 @@ TRUNCATED = (httpx2.HTTPError, anthropic.APIConnectionError, openai.APIConnectio
 
 
 def _is_anthropic_error(body: Any) -> bool:
-    return (isinstance(body, dict) and body.get("type") == "error" and isinstance(body.get("error"), dict)
-            and isinstance(body["error"].get("type"), str) and bool(body["error"].get("message")))
+    return (
+        isinstance(body, dict)
+        and body.get("type") == "error"
+        and isinstance(body.get("error"), dict)
+        and isinstance(body["error"].get("type"), str)
+        and bool(body["error"].get("message"))
+    )
 
 
 def _is_openai_error(body: Any) -> bool:
     error = body.get("error") if isinstance(body, dict) else None
-    return (isinstance(error, dict) and set(error) >= {"message", "type", "param", "code"}
-            and bool(error["message"]) and isinstance(error["type"], str))
+    return (
+        isinstance(error, dict)
+        and set(error) >= {"message", "type", "param", "code"}
+        and bool(error["message"])
+        and isinstance(error["type"], str)
+    )
 
 
 async def _assert_healthy(http: aiohttp.ClientSession, proxy_url: str) -> None:
@@ -48,6 +60,7 @@ async def _assert_healthy(http: aiohttp.ClientSession, proxy_url: str) -> None:
 
 
 # --- health ------------------------------------------------------------------------------------
+
 
 async def test_health(http: aiohttp.ClientSession, proxy_url: str, fake_upstream: FakeUpstream) -> None:
     async with http.get(proxy_url + "/health") as response:
@@ -62,11 +75,14 @@ async def test_health(http: aiohttp.ClientSession, proxy_url: str, fake_upstream
 
 # --- streaming ---------------------------------------------------------------------------------
 
-async def test_anthropic_events_reach_client_before_stream_ends(anthropic_sdk: anthropic.AsyncAnthropic,
-                                                                fake_upstream: FakeUpstream) -> None:
+
+async def test_anthropic_events_reach_client_before_stream_ends(
+    anthropic_sdk: anthropic.AsyncAnthropic, fake_upstream: FakeUpstream
+) -> None:
     # The fake holds the rest of the stream until the test has seen the first delta.
-    stream = await anthropic_sdk.messages.create(model="fake-gated", max_tokens=64, messages=MESSAGES,
-                                                 stream=True)
+    stream = await anthropic_sdk.messages.create(
+        model="fake-gated", max_tokens=64, messages=MESSAGES, stream=True
+    )
     first: list[str] = []
     try:
         async with asyncio.timeout(3):
@@ -80,8 +96,9 @@ async def test_anthropic_events_reach_client_before_stream_ends(anthropic_sdk: a
     assert rest[-1] == "message_stop"
 
 
-async def test_openai_chunks_reach_client_before_stream_ends(openai_sdk: openai.AsyncOpenAI,
-                                                             fake_upstream: FakeUpstream) -> None:
+async def test_openai_chunks_reach_client_before_stream_ends(
+    openai_sdk: openai.AsyncOpenAI, fake_upstream: FakeUpstream
+) -> None:
     stream = await openai_sdk.chat.completions.create(model="fake-gated", messages=MESSAGES, stream=True)
     texts: list[str] = []
     try:
@@ -98,8 +115,12 @@ async def test_openai_chunks_reach_client_before_stream_ends(openai_sdk: openai.
 async def test_slow_stream_arrives_progressively(anthropic_sdk: anthropic.AsyncAnthropic) -> None:
     started = time.monotonic()
     stream = await anthropic_sdk.messages.create(
-        model="claude-fake-1", max_tokens=64, messages=MESSAGES, stream=True,
-        extra_headers={"x-fake-scenario": "slow", "x-fake-delay": "0.1", "x-fake-chunks": "10"})
+        model="claude-fake-1",
+        max_tokens=64,
+        messages=MESSAGES,
+        stream=True,
+        extra_headers={"x-fake-scenario": "slow", "x-fake-delay": "0.1", "x-fake-chunks": "10"},
+    )
     arrivals = [time.monotonic() - started async for event in stream if event.type == "content_block_delta"]
     assert len(arrivals) == 10
     # Upstream spends ~1.4 s on the whole stream; the first delta must not wait for the end.
@@ -110,8 +131,12 @@ async def test_slow_stream_arrives_progressively(anthropic_sdk: anthropic.AsyncA
 async def test_first_byte_waits_only_for_upstream_first_byte(anthropic_sdk: anthropic.AsyncAnthropic) -> None:
     started = time.monotonic()
     stream = await anthropic_sdk.messages.create(
-        model="claude-fake-1", max_tokens=64, messages=MESSAGES, stream=True,
-        extra_headers={"x-fake-scenario": "first-byte-delay", "x-fake-delay": "1.0"})
+        model="claude-fake-1",
+        max_tokens=64,
+        messages=MESSAGES,
+        stream=True,
+        extra_headers={"x-fake-scenario": "first-byte-delay", "x-fake-delay": "1.0"},
+    )
     headers_after = time.monotonic() - started
     types = [event.type async for event in stream]
     assert types[-1] == "message_stop"
@@ -123,8 +148,12 @@ async def test_no_total_timeout_on_streams(make_proxy: ProxyFactory) -> None:
     async with anthropic_client(url) as client:
         started = time.monotonic()
         stream = await client.messages.create(
-            model="claude-fake-1", max_tokens=64, messages=MESSAGES, stream=True,
-            extra_headers={"x-fake-scenario": "slow", "x-fake-delay": "0.2", "x-fake-chunks": "3"})
+            model="claude-fake-1",
+            max_tokens=64,
+            messages=MESSAGES,
+            stream=True,
+            extra_headers={"x-fake-scenario": "slow", "x-fake-delay": "0.2", "x-fake-chunks": "3"},
+        )
         text = "".join([e.delta.text async for e in stream if e.type == "content_block_delta"])  # type: ignore[union-attr]
     assert text == "tok0 tok1 tok2 "
     # Eight events 0.2 s apart: well past read_timeout in total, never silent that long.
@@ -132,11 +161,13 @@ async def test_no_total_timeout_on_streams(make_proxy: ProxyFactory) -> None:
 
 
 @pytest.mark.parametrize("scenario", ["", "split-utf8"])
-async def test_anthropic_stream_bytes_verbatim(scenario: str, http: aiohttp.ClientSession, proxy_url: str,
-                                               fake_upstream: FakeUpstream) -> None:
+async def test_anthropic_stream_bytes_verbatim(
+    scenario: str, http: aiohttp.ClientSession, proxy_url: str, fake_upstream: FakeUpstream
+) -> None:
     body = {**ANTHROPIC_BODY, "stream": True}
-    async with http.post(proxy_url + "/v1/messages", json=body,
-                         headers={**ANTHROPIC_HEADERS, "x-fake-scenario": scenario}) as response:
+    async with http.post(
+        proxy_url + "/v1/messages", json=body, headers={**ANTHROPIC_HEADERS, "x-fake-scenario": scenario}
+    ) as response:
         received = b"".join([chunk async for chunk in response.content.iter_any()])
         assert response.status == 200
         assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
@@ -146,8 +177,9 @@ async def test_anthropic_stream_bytes_verbatim(scenario: str, http: aiohttp.Clie
     assert EMOJI.encode() in received
 
 
-async def test_openai_stream_bytes_verbatim_with_include_usage(http: aiohttp.ClientSession, proxy_url: str,
-                                                               fake_upstream: FakeUpstream) -> None:
+async def test_openai_stream_bytes_verbatim_with_include_usage(
+    http: aiohttp.ClientSession, proxy_url: str, fake_upstream: FakeUpstream
+) -> None:
     body = {**OPENAI_BODY, "stream": True, "stream_options": {"include_usage": True}}
     async with http.post(proxy_url + "/v1/chat/completions", json=body, headers=OPENAI_HEADERS) as response:
         received = await response.read()
@@ -156,7 +188,8 @@ async def test_openai_stream_bytes_verbatim_with_include_usage(http: aiohttp.Cli
 
 
 async def test_openai_stream_without_usage_request_rewritten_consistently(
-        http: aiohttp.ClientSession, proxy_url: str, fake_upstream: FakeUpstream) -> None:
+    http: aiohttp.ClientSession, proxy_url: str, fake_upstream: FakeUpstream
+) -> None:
     body = {**OPENAI_BODY, "stream": True}
     async with http.post(proxy_url + "/v1/chat/completions", json=body, headers=OPENAI_HEADERS) as response:
         received = await response.read()
@@ -172,16 +205,23 @@ async def test_openai_stream_without_usage_request_rewritten_consistently(
         assert "usage" not in chunk, "usage field the client did not ask for"
 
 
-async def test_many_concurrent_streams(anthropic_sdk: anthropic.AsyncAnthropic,
-                                       openai_sdk: openai.AsyncOpenAI) -> None:
+async def test_many_concurrent_streams(
+    anthropic_sdk: anthropic.AsyncAnthropic, openai_sdk: openai.AsyncOpenAI
+) -> None:
     async def anthropic_text() -> str:
-        stream = await anthropic_sdk.messages.create(model="claude-fake-1", max_tokens=64, messages=MESSAGES,
-                                                     stream=True, extra_headers={"x-fake-scenario": "slow"})
+        stream = await anthropic_sdk.messages.create(
+            model="claude-fake-1",
+            max_tokens=64,
+            messages=MESSAGES,
+            stream=True,
+            extra_headers={"x-fake-scenario": "slow"},
+        )
         return "".join([e.delta.text async for e in stream if e.type == "content_block_delta"])  # type: ignore[union-attr]
 
     async def openai_text() -> str:
-        stream = await openai_sdk.chat.completions.create(model="gpt-fake-1", messages=MESSAGES, stream=True,
-                                                          extra_headers={"x-fake-scenario": "slow"})
+        stream = await openai_sdk.chat.completions.create(
+            model="gpt-fake-1", messages=MESSAGES, stream=True, extra_headers={"x-fake-scenario": "slow"}
+        )
         return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
 
     texts = await asyncio.gather(*[anthropic_text() for _ in range(10)], *[openai_text() for _ in range(10)])
@@ -190,12 +230,20 @@ async def test_many_concurrent_streams(anthropic_sdk: anthropic.AsyncAnthropic,
 
 # --- disconnects and upstream failures ----------------------------------------------------------
 
-async def test_client_disconnect_mid_stream_closes_upstream(anthropic_sdk: anthropic.AsyncAnthropic,
-                                                            fake_upstream: FakeUpstream, proxy_url: str,
-                                                            http: aiohttp.ClientSession) -> None:
+
+async def test_client_disconnect_mid_stream_closes_upstream(
+    anthropic_sdk: anthropic.AsyncAnthropic,
+    fake_upstream: FakeUpstream,
+    proxy_url: str,
+    http: aiohttp.ClientSession,
+) -> None:
     stream = await anthropic_sdk.messages.create(
-        model="claude-fake-1", max_tokens=64, messages=MESSAGES, stream=True,
-        extra_headers={"x-fake-scenario": "slow", "x-fake-delay": "0.02", "x-fake-chunks": "500"})
+        model="claude-fake-1",
+        max_tokens=64,
+        messages=MESSAGES,
+        stream=True,
+        extra_headers={"x-fake-scenario": "slow", "x-fake-delay": "0.02", "x-fake-chunks": "500"},
+    )
     for _ in range(4):
         await stream.__anext__()
     await stream.close()
@@ -205,8 +253,9 @@ async def test_client_disconnect_mid_stream_closes_upstream(anthropic_sdk: anthr
     await _assert_healthy(http, proxy_url)
 
 
-async def test_raw_client_disconnect_mid_openai_stream(http: aiohttp.ClientSession, proxy_url: str,
-                                                       fake_upstream: FakeUpstream) -> None:
+async def test_raw_client_disconnect_mid_openai_stream(
+    http: aiohttp.ClientSession, proxy_url: str, fake_upstream: FakeUpstream
+) -> None:
     body = {**OPENAI_BODY, "stream": True}
     headers = {**OPENAI_HEADERS, "x-fake-scenario": "slow", "x-fake-delay": "0.02", "x-fake-chunks": "500"}
     async with http.post(proxy_url + "/v1/chat/completions", json=body, headers=headers) as response:
@@ -218,8 +267,11 @@ async def test_raw_client_disconnect_mid_openai_stream(http: aiohttp.ClientSessi
 
 
 async def test_upstream_cut_mid_stream_ends_client_stream(
-        anthropic_sdk: anthropic.AsyncAnthropic, direct_anthropic: anthropic.AsyncAnthropic,
-        http: aiohttp.ClientSession, proxy_url: str) -> None:
+    anthropic_sdk: anthropic.AsyncAnthropic,
+    direct_anthropic: anthropic.AsyncAnthropic,
+    http: aiohttp.ClientSession,
+    proxy_url: str,
+) -> None:
     async def run(client: anthropic.AsyncAnthropic) -> tuple[list[str], BaseException]:
         seen: list[str] = []
         stream = await client.messages.create(model="fake-cut", max_tokens=64, messages=MESSAGES, stream=True)
@@ -237,9 +289,12 @@ async def test_upstream_cut_mid_stream_ends_client_stream(
     await _assert_healthy(http, proxy_url)
 
 
-async def test_upstream_cut_mid_openai_stream(openai_sdk: openai.AsyncOpenAI,
-                                              direct_openai: openai.AsyncOpenAI,
-                                              http: aiohttp.ClientSession, proxy_url: str) -> None:
+async def test_upstream_cut_mid_openai_stream(
+    openai_sdk: openai.AsyncOpenAI,
+    direct_openai: openai.AsyncOpenAI,
+    http: aiohttp.ClientSession,
+    proxy_url: str,
+) -> None:
     async def run(client: openai.AsyncOpenAI) -> BaseException:
         stream = await client.chat.completions.create(model="fake-cut", messages=MESSAGES, stream=True)
         async with asyncio.timeout(5):
@@ -252,9 +307,12 @@ async def test_upstream_cut_mid_openai_stream(openai_sdk: openai.AsyncOpenAI,
     await _assert_healthy(http, proxy_url)
 
 
-async def test_upstream_cut_mid_json_body(anthropic_sdk: anthropic.AsyncAnthropic,
-                                          direct_anthropic: anthropic.AsyncAnthropic,
-                                          http: aiohttp.ClientSession, proxy_url: str) -> None:
+async def test_upstream_cut_mid_json_body(
+    anthropic_sdk: anthropic.AsyncAnthropic,
+    direct_anthropic: anthropic.AsyncAnthropic,
+    http: aiohttp.ClientSession,
+    proxy_url: str,
+) -> None:
     async def run(client: anthropic.AsyncAnthropic) -> BaseException:
         async with asyncio.timeout(5):
             with pytest.raises(TRUNCATED) as caught:
@@ -265,8 +323,9 @@ async def test_upstream_cut_mid_json_body(anthropic_sdk: anthropic.AsyncAnthropi
     await _assert_healthy(http, proxy_url)
 
 
-async def test_idle_read_timeout_gives_504_in_provider_shape(make_proxy: ProxyFactory,
-                                                              fake_upstream: FakeUpstream) -> None:
+async def test_idle_read_timeout_gives_504_in_provider_shape(
+    make_proxy: ProxyFactory, fake_upstream: FakeUpstream
+) -> None:
     url = await make_proxy(upstream_read_timeout="0.5")
     started = time.monotonic()
     async with anthropic_client(url) as client:
@@ -283,12 +342,14 @@ async def test_idle_read_timeout_gives_504_in_provider_shape(make_proxy: ProxyFa
     assert (await fake_upstream.wait_disconnected(timeout=3)).scenario == "hang"
 
 
-async def test_idle_read_timeout_mid_stream_ends_client_stream(make_proxy: ProxyFactory,
-                                                               fake_upstream: FakeUpstream) -> None:
+async def test_idle_read_timeout_mid_stream_ends_client_stream(
+    make_proxy: ProxyFactory, fake_upstream: FakeUpstream
+) -> None:
     url = await make_proxy(upstream_read_timeout="0.5")
     async with anthropic_client(url) as client:
-        stream = await client.messages.create(model="fake-stall", max_tokens=64, messages=MESSAGES,
-                                              stream=True)
+        stream = await client.messages.create(
+            model="fake-stall", max_tokens=64, messages=MESSAGES, stream=True
+        )
         seen: list[str] = []
         async with asyncio.timeout(4):
             with pytest.raises(TRUNCATED):
@@ -298,16 +359,19 @@ async def test_idle_read_timeout_mid_stream_ends_client_stream(make_proxy: Proxy
     await fake_upstream.wait_disconnected(timeout=3)
 
 
-async def test_upstream_down_raw_shapes(make_proxy: ProxyFactory, closed_port_url: str,
-                                        http: aiohttp.ClientSession) -> None:
-    url = await make_proxy(upstream_anthropic_base_url=closed_port_url,
-                           upstream_openai_base_url=closed_port_url + "/v1")
+async def test_upstream_down_raw_shapes(
+    make_proxy: ProxyFactory, closed_port_url: str, http: aiohttp.ClientSession
+) -> None:
+    url = await make_proxy(
+        upstream_anthropic_base_url=closed_port_url, upstream_openai_base_url=closed_port_url + "/v1"
+    )
     async with http.post(url + "/v1/messages", json=ANTHROPIC_BODY, headers=ANTHROPIC_HEADERS) as response:
         assert response.status == 502 and _is_anthropic_error(await response.json())
     async with http.get(url + "/v1/models", headers=ANTHROPIC_HEADERS) as response:
         assert response.status == 502 and _is_anthropic_error(await response.json())
-    async with http.post(url + "/v1/embeddings", json={"model": "e", "input": "x"},
-                         headers=OPENAI_HEADERS) as response:
+    async with http.post(
+        url + "/v1/embeddings", json={"model": "e", "input": "x"}, headers=OPENAI_HEADERS
+    ) as response:
         assert response.status == 502 and _is_openai_error(await response.json())
     async with http.get(url + "/health") as response:
         assert response.status == 200
@@ -315,14 +379,23 @@ async def test_upstream_down_raw_shapes(make_proxy: ProxyFactory, closed_port_ur
 
 # --- request bodies ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path, headers, shape", [
-    ("/v1/messages", ANTHROPIC_HEADERS, _is_anthropic_error),
-    ("/v1/chat/completions", OPENAI_HEADERS, _is_openai_error),
-    ("/v1/embeddings", OPENAI_HEADERS, _is_openai_error),
-])
-async def test_body_over_limit_gives_413(path: str, headers: dict[str, str], shape: Any,
-                                         make_proxy: ProxyFactory, http: aiohttp.ClientSession,
-                                         fake_upstream: FakeUpstream) -> None:
+
+@pytest.mark.parametrize(
+    "path, headers, shape",
+    [
+        ("/v1/messages", ANTHROPIC_HEADERS, _is_anthropic_error),
+        ("/v1/chat/completions", OPENAI_HEADERS, _is_openai_error),
+        ("/v1/embeddings", OPENAI_HEADERS, _is_openai_error),
+    ],
+)
+async def test_body_over_limit_gives_413(
+    path: str,
+    headers: dict[str, str],
+    shape: Any,
+    make_proxy: ProxyFactory,
+    http: aiohttp.ClientSession,
+    fake_upstream: FakeUpstream,
+) -> None:
     url = await make_proxy(server_max_body_mb="1")
     big = {**ANTHROPIC_BODY, "messages": [{"role": "user", "content": "x" * (1536 * 1024)}]}
     # A file-like body: aiohttp warns about sending large bytes from the event loop.
@@ -332,19 +405,22 @@ async def test_body_over_limit_gives_413(path: str, headers: dict[str, str], sha
     assert fake_upstream.requests == []
 
 
-async def test_large_body_within_default_limit(anthropic_sdk: anthropic.AsyncAnthropic,
-                                               fake_upstream: FakeUpstream) -> None:
+async def test_large_body_within_default_limit(
+    anthropic_sdk: anthropic.AsyncAnthropic, fake_upstream: FakeUpstream
+) -> None:
     # Claude Code sends images and long histories; aiohttp's 1 MiB default would refuse this.
     content = "y" * (3 * 1024 * 1024)
-    message = await anthropic_sdk.messages.create(model="claude-fake-1", max_tokens=64,
-                                                  messages=[{"role": "user", "content": content}])
+    message = await anthropic_sdk.messages.create(
+        model="claude-fake-1", max_tokens=64, messages=[{"role": "user", "content": content}]
+    )
     assert message.content[0].text == DEFAULT_TEXT  # type: ignore[union-attr]
     assert fake_upstream.last().json["messages"][0]["content"] == content
 
 
 @pytest.mark.parametrize("raw", [b'{"model": "claude-fake-1", "messages": [', b"[1, 2]", b"not json"])
-async def test_malformed_json_gives_400(raw: bytes, http: aiohttp.ClientSession, proxy_url: str,
-                                        fake_upstream: FakeUpstream) -> None:
+async def test_malformed_json_gives_400(
+    raw: bytes, http: aiohttp.ClientSession, proxy_url: str, fake_upstream: FakeUpstream
+) -> None:
     async with http.post(proxy_url + "/v1/messages", data=raw, headers=ANTHROPIC_HEADERS) as response:
         assert response.status == 400
         body = await response.json()
@@ -358,20 +434,35 @@ async def test_malformed_json_gives_400(raw: bytes, http: aiohttp.ClientSession,
 # --- headers -----------------------------------------------------------------------------------
 
 END_TO_END = {
-    "x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01",
-    "anthropic-beta": "prompt-caching-2024-07-31,fake-beta", "authorization": "Bearer also-sent",
-    "x-stainless-lang": "python", "x-stainless-package-version": "9.9.9", "x-stainless-retry-count": "0",
-    "x-claude-code-session-id": "sess-123", "user-agent": "claude-cli/9.9 (external, cli)",
-    "x-custom-e2e": "kept", "accept": "application/json", "content-type": "application/json",
+    "x-api-key": ANTHROPIC_KEY,
+    "anthropic-version": "2023-06-01",
+    "anthropic-beta": "prompt-caching-2024-07-31,fake-beta",
+    "authorization": "Bearer also-sent",
+    "x-stainless-lang": "python",
+    "x-stainless-package-version": "9.9.9",
+    "x-stainless-retry-count": "0",
+    "x-claude-code-session-id": "sess-123",
+    "user-agent": "claude-cli/9.9 (external, cli)",
+    "x-custom-e2e": "kept",
+    "accept": "application/json",
+    "content-type": "application/json",
 }
-HOP_BY_HOP = {"connection": "keep-alive, x-hop-named", "x-hop-named": "dropped", "keep-alive": "timeout=5",
-              "proxy-authorization": "Basic c2VjcmV0", "te": "trailers", "proxy-connection": "keep-alive"}
+HOP_BY_HOP = {
+    "connection": "keep-alive, x-hop-named",
+    "x-hop-named": "dropped",
+    "keep-alive": "timeout=5",
+    "proxy-authorization": "Basic c2VjcmV0",
+    "te": "trailers",
+    "proxy-connection": "keep-alive",
+}
 
 
-async def test_request_headers_forwarded_and_hop_by_hop_dropped(http: aiohttp.ClientSession, proxy_url: str,
-                                                                fake_upstream: FakeUpstream) -> None:
-    async with http.post(proxy_url + "/v1/messages?beta=true", json=ANTHROPIC_BODY,
-                         headers={**END_TO_END, **HOP_BY_HOP}) as response:
+async def test_request_headers_forwarded_and_hop_by_hop_dropped(
+    http: aiohttp.ClientSession, proxy_url: str, fake_upstream: FakeUpstream
+) -> None:
+    async with http.post(
+        proxy_url + "/v1/messages?beta=true", json=ANTHROPIC_BODY, headers={**END_TO_END, **HOP_BY_HOP}
+    ) as response:
         assert response.status == 200
         await response.read()
     sent = fake_upstream.last()
@@ -386,10 +477,17 @@ async def test_request_headers_forwarded_and_hop_by_hop_dropped(http: aiohttp.Cl
     assert sent.headers["content-length"] == str(len(sent.body))
 
 
-async def test_openai_request_headers_forwarded(http: aiohttp.ClientSession, proxy_url: str,
-                                                fake_upstream: FakeUpstream) -> None:
-    headers = {**OPENAI_HEADERS, "openai-organization": "org-1", "openai-project": "proj-1",
-               "openai-beta": "assistants=v2", "x-stainless-os": "Linux", "idempotency-key": "abc"}
+async def test_openai_request_headers_forwarded(
+    http: aiohttp.ClientSession, proxy_url: str, fake_upstream: FakeUpstream
+) -> None:
+    headers = {
+        **OPENAI_HEADERS,
+        "openai-organization": "org-1",
+        "openai-project": "proj-1",
+        "openai-beta": "assistants=v2",
+        "x-stainless-os": "Linux",
+        "idempotency-key": "abc",
+    }
     async with http.post(proxy_url + "/v1/chat/completions", json=OPENAI_BODY, headers=headers) as response:
         assert response.status == 200
     sent = fake_upstream.last()
@@ -399,9 +497,12 @@ async def test_openai_request_headers_forwarded(http: aiohttp.ClientSession, pro
 
 
 async def test_sdk_headers_arrive_as_sent_directly(
-        anthropic_sdk: anthropic.AsyncAnthropic, direct_anthropic: anthropic.AsyncAnthropic,
-        openai_sdk: openai.AsyncOpenAI, direct_openai: openai.AsyncOpenAI,
-        fake_upstream: FakeUpstream) -> None:
+    anthropic_sdk: anthropic.AsyncAnthropic,
+    direct_anthropic: anthropic.AsyncAnthropic,
+    openai_sdk: openai.AsyncOpenAI,
+    direct_openai: openai.AsyncOpenAI,
+    fake_upstream: FakeUpstream,
+) -> None:
     await anthropic_sdk.messages.create(model="claude-fake-1", max_tokens=64, messages=MESSAGES)
     await direct_anthropic.messages.create(model="claude-fake-1", max_tokens=64, messages=MESSAGES)
     await openai_sdk.chat.completions.create(model="gpt-fake-1", messages=MESSAGES)
@@ -414,8 +515,9 @@ async def test_sdk_headers_arrive_as_sent_directly(
         assert got == expected
 
 
-async def test_response_headers_passed_back(http: aiohttp.ClientSession, proxy_url: str,
-                                            fake_upstream: FakeUpstream) -> None:
+async def test_response_headers_passed_back(
+    http: aiohttp.ClientSession, proxy_url: str, fake_upstream: FakeUpstream
+) -> None:
     cases: list[tuple[str, dict[str, Any], dict[str, str]]] = [
         ("/v1/messages", ANTHROPIC_BODY, ANTHROPIC_HEADERS),
         ("/v1/messages", {**ANTHROPIC_BODY, "stream": True}, ANTHROPIC_HEADERS),
@@ -423,8 +525,11 @@ async def test_response_headers_passed_back(http: aiohttp.ClientSession, proxy_u
         ("/v1/messages", {**ANTHROPIC_BODY, "model": "fake-529"}, ANTHROPIC_HEADERS),
         ("/v1/chat/completions", OPENAI_BODY, OPENAI_HEADERS),
         ("/v1/chat/completions", {**OPENAI_BODY, "model": "fake-429"}, OPENAI_HEADERS),
-        ("/v1/chat/completions", {**OPENAI_BODY, "stream": True, "stream_options": {"include_usage": True}},
-         OPENAI_HEADERS),
+        (
+            "/v1/chat/completions",
+            {**OPENAI_BODY, "stream": True, "stream_options": {"include_usage": True}},
+            OPENAI_HEADERS,
+        ),
     ]
     for path, body, headers in cases:
         async with http.post(proxy_url + path, json=body, headers=headers) as response:
@@ -439,20 +544,36 @@ async def test_response_headers_passed_back(http: aiohttp.ClientSession, proxy_u
 
 # --- routing of other paths ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("method, path, headers, provider, upstream_path", [
-    ("GET", "/v1/models", {"x-api-key": ANTHROPIC_KEY}, "anthropic", "/v1/models"),
-    ("GET", "/v1/models", {"anthropic-version": "2023-06-01", "authorization": "Bearer t"}, "anthropic",
-     "/v1/models"),
-    ("GET", "/v1/models", {"authorization": f"Bearer {OPENAI_KEY}"}, "openai", "/v1/models"),
-    ("GET", "/models", {"authorization": f"Bearer {OPENAI_KEY}"}, "openai", "/v1/models"),
-    ("POST", "/v1/embeddings", OPENAI_HEADERS, "openai", "/v1/embeddings"),
-    ("POST", "/v1/responses", OPENAI_HEADERS, "openai", "/v1/responses"),
-    ("DELETE", "/v1/files/file-abc", OPENAI_HEADERS, "openai", "/v1/files/file-abc"),
-    ("GET", "/v1/messages/batches/mb_1", ANTHROPIC_HEADERS, "anthropic", "/v1/messages/batches/mb_1"),
-])
-async def test_other_paths_pass_through(method: str, path: str, headers: dict[str, str], provider: str,
-                                        upstream_path: str, http: aiohttp.ClientSession, proxy_url: str,
-                                        fake_upstream: FakeUpstream) -> None:
+
+@pytest.mark.parametrize(
+    "method, path, headers, provider, upstream_path",
+    [
+        ("GET", "/v1/models", {"x-api-key": ANTHROPIC_KEY}, "anthropic", "/v1/models"),
+        (
+            "GET",
+            "/v1/models",
+            {"anthropic-version": "2023-06-01", "authorization": "Bearer t"},
+            "anthropic",
+            "/v1/models",
+        ),
+        ("GET", "/v1/models", {"authorization": f"Bearer {OPENAI_KEY}"}, "openai", "/v1/models"),
+        ("GET", "/models", {"authorization": f"Bearer {OPENAI_KEY}"}, "openai", "/v1/models"),
+        ("POST", "/v1/embeddings", OPENAI_HEADERS, "openai", "/v1/embeddings"),
+        ("POST", "/v1/responses", OPENAI_HEADERS, "openai", "/v1/responses"),
+        ("DELETE", "/v1/files/file-abc", OPENAI_HEADERS, "openai", "/v1/files/file-abc"),
+        ("GET", "/v1/messages/batches/mb_1", ANTHROPIC_HEADERS, "anthropic", "/v1/messages/batches/mb_1"),
+    ],
+)
+async def test_other_paths_pass_through(
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    provider: str,
+    upstream_path: str,
+    http: aiohttp.ClientSession,
+    proxy_url: str,
+    fake_upstream: FakeUpstream,
+) -> None:
     body = json.dumps({"model": "m", "input": "Hello"}).encode() if method == "POST" else None
     # Sent as written: encoded delimiters (& = / # +) must reach upstream unchanged.
     url = yarl.URL(proxy_url + path + "?limit=5&after_id=a%26b%3Dc%2Fd%23e%2Bf", encoded=True)

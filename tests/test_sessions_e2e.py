@@ -53,10 +53,15 @@ async def start_proxy(fake_upstream: FakeUpstream, tmp_path: Path) -> AsyncItera
     started: list[Running] = []
 
     async def start(db: Path, **overrides: str) -> Running:
-        settings = {"upstream_anthropic_base_url": fake_upstream.anthropic_base_url,
-                    "upstream_openai_base_url": fake_upstream.openai_base_url,
-                    "upstream_read_timeout": "5", "upstream_connect_timeout": "2",
-                    "storage_database": str(db), "storage_flush_interval": FLUSH_INTERVAL, **overrides}
+        settings = {
+            "upstream_anthropic_base_url": fake_upstream.anthropic_base_url,
+            "upstream_openai_base_url": fake_upstream.openai_base_url,
+            "upstream_read_timeout": "5",
+            "upstream_connect_timeout": "2",
+            "storage_database": str(db),
+            "storage_flush_interval": FLUSH_INTERVAL,
+            **overrides,
+        }
         config = load_config(path=tmp_path / "absent.ini", env={}, **settings)
         runner, port = await start_server(create_app(config), "127.0.0.1", 0)
         started.append(Running(runner, f"http://127.0.0.1:{port}"))
@@ -71,11 +76,18 @@ def tenant(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-async def claude_turn(url: str, messages: list[Any], *, key: str = "sk-ant-session-0001",
-                      system: str = SYSTEM, headers: dict[str, str] | None = None) -> None:
+async def claude_turn(
+    url: str,
+    messages: list[Any],
+    *,
+    key: str = "sk-ant-session-0001",
+    system: str = SYSTEM,
+    headers: dict[str, str] | None = None,
+) -> None:
     async with anthropic_client(url, api_key=key) as client:
-        await client.messages.create(model=CLAUDE, max_tokens=32, system=system, messages=messages,
-                                     extra_headers=headers or {})
+        await client.messages.create(
+            model=CLAUDE, max_tokens=32, system=system, messages=messages, extra_headers=headers or {}
+        )
 
 
 def database_bytes(db: Path) -> bytes:
@@ -94,8 +106,9 @@ async def session_of_last_request(db: Path, count: int) -> str:
 # --- tenants -----------------------------------------------------------------------------------
 
 
-async def test_tenants_isolated_and_raw_key_never_stored_or_logged(start_proxy: Starter, tmp_path: Path,
-                                                                    fake_upstream: FakeUpstream) -> None:
+async def test_tenants_isolated_and_raw_key_never_stored_or_logged(
+    start_proxy: Starter, tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
     db = tmp_path / "vidurai.db"
     claude_keys = ["sk-ant-api03-TENANT-ONE-aaaaaaaaaaaaaaaa", "sk-ant-api03-TENANT-TWO-bbbbbbbbbbbbbbbb"]
     gpt_keys = ["sk-proj-TENANT-ONE-cccccccccccccccccccc", "sk-proj-TENANT-TWO-dddddddddddddddddddd"]
@@ -107,7 +120,8 @@ async def test_tenants_isolated_and_raw_key_never_stored_or_logged(start_proxy: 
             await claude_turn(proxy.url, FIRST, key=claude_key, headers={"X-Vidurai-Session": "shared-name"})
             async with openai_client(proxy.url + "/v1", api_key=gpt_key) as client:
                 await client.chat.completions.create(
-                    model=GPT, messages=[{"role": "system", "content": SYSTEM}, *FIRST])
+                    model=GPT, messages=[{"role": "system", "content": SYSTEM}, *FIRST]
+                )
         # The same key in x-api-key instead of a bearer token: the same tenant, so the same session.
         async with aiohttp.ClientSession() as http:
             body = {"model": CLAUDE, "max_tokens": 32, "system": SYSTEM, "messages": FIRST}
@@ -121,10 +135,19 @@ async def test_tenants_isolated_and_raw_key_never_stored_or_logged(start_proxy: 
         lines = log_lines(log_file)
         log_text = log_file.read_bytes()
     # The upstream got the real keys (the proxy forwards them)...
-    sent = [r.headers.get("x-api-key") or r.headers["authorization"].removeprefix("Bearer ")
-            for r in fake_upstream.requests]
-    keys_in_order = [claude_keys[0], claude_keys[0], gpt_keys[0], claude_keys[1], claude_keys[1], gpt_keys[1],
-                     claude_keys[0]]
+    sent = [
+        r.headers.get("x-api-key") or r.headers["authorization"].removeprefix("Bearer ")
+        for r in fake_upstream.requests
+    ]
+    keys_in_order = [
+        claude_keys[0],
+        claude_keys[0],
+        gpt_keys[0],
+        claude_keys[1],
+        claude_keys[1],
+        gpt_keys[1],
+        claude_keys[0],
+    ]
     assert sent == keys_in_order
     # ...but each tenant is only the hash prefix, and no session is shared across tenants.
     assert [r["tenant"] for r in rows] == [tenant(k) for k in keys_in_order]
@@ -134,7 +157,8 @@ async def test_tenants_isolated_and_raw_key_never_stored_or_logged(start_proxy: 
     one, two = tenant(claude_keys[0]), tenant(claude_keys[1])
     # Per tenant: a fingerprint session, a header session, an OpenAI session; tenant one's fingerprint twice.
     assert sorted((s["tenant"], s["requests"]) for s in sessions) == sorted(
-        [(one, 2), (one, 1), (two, 1), (two, 1), (tenant(gpt_keys[0]), 1), (tenant(gpt_keys[1]), 1)])
+        [(one, 2), (one, 1), (two, 1), (two, 1), (tenant(gpt_keys[0]), 1), (tenant(gpt_keys[1]), 1)]
+    )
     assert {s["id"] for s in sessions} == set(session_ids)
 
     raw_files_stopped = database_bytes(db)
@@ -151,18 +175,26 @@ async def test_tenants_isolated_and_raw_key_never_stored_or_logged(start_proxy: 
 # --- which conversation ------------------------------------------------------------------------
 
 
-async def test_session_header_wins_over_the_first_message(start_proxy: Starter, tmp_path: Path,
-                                                          fake_upstream: FakeUpstream) -> None:
+async def test_session_header_wins_over_the_first_message(
+    start_proxy: Starter, tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
     db = tmp_path / "vidurai.db"
     proxy = await start_proxy(db)
     header = {"X-Vidurai-Session": "project-alpha"}
     await claude_turn(proxy.url, [{"role": "user", "content": "First topic."}], headers=header)
     one = await session_of_last_request(db, 1)
-    await claude_turn(proxy.url, [{"role": "user", "content": "A different opening."}],
-                      system="Other system.", headers=header)
+    await claude_turn(
+        proxy.url,
+        [{"role": "user", "content": "A different opening."}],
+        system="Other system.",
+        headers=header,
+    )
     assert await session_of_last_request(db, 2) == one
-    await claude_turn(proxy.url, [{"role": "user", "content": "First topic."}],
-                      headers={"X-Vidurai-Session": "project-beta"})
+    await claude_turn(
+        proxy.url,
+        [{"role": "user", "content": "First topic."}],
+        headers={"X-Vidurai-Session": "project-beta"},
+    )
     assert await session_of_last_request(db, 3) != one
     # Identical first message without a header: a fingerprint session, neither of the two above.
     await claude_turn(proxy.url, [{"role": "user", "content": "First topic."}])
@@ -178,8 +210,11 @@ async def test_same_fingerprint_same_session(start_proxy: Starter, tmp_path: Pat
     proxy = await start_proxy(db)
     await claude_turn(proxy.url, FIRST)
     one = await session_of_last_request(db, 1)
-    follow_up = [*FIRST, {"role": "assistant", "content": "Sure: three days?"},
-                 {"role": "user", "content": "Yes, and add Sintra."}]
+    follow_up = [
+        *FIRST,
+        {"role": "assistant", "content": "Sure: three days?"},
+        {"role": "user", "content": "Yes, and add Sintra."},
+    ]
     await claude_turn(proxy.url, follow_up)
     assert await session_of_last_request(db, 2) == one
     await claude_turn(proxy.url, FIRST, system="You are a terse assistant.")
@@ -206,7 +241,8 @@ async def test_restart_keeps_totals_and_sessions(start_proxy: Starter, tmp_path:
             pass
     await session_of_last_request(db, 2)
     claude_session = query(db, "SELECT session_id FROM requests WHERE provider = ?", ("anthropic",))[0][
-        "session_id"]
+        "session_id"
+    ]
     before = (await first.get("/metrics.json"))["totals"]
     assert (await first.get("/health"))["active_sessions"] == 2
     await first.stop()
@@ -220,14 +256,22 @@ async def test_restart_keeps_totals_and_sessions(start_proxy: Starter, tmp_path:
     restored = await wait_rows(db, "SELECT session_id, detail FROM audit WHERE event = 'restored'", count=2)
     assert all(json.loads(r["detail"])["from_snapshot"] for r in restored)  # the stop snapshotted them
 
-    await claude_turn(second.url, [*FIRST, {"role": "assistant", "content": "Sure."},
-                                   {"role": "user", "content": "Three days, please."}])
+    await claude_turn(
+        second.url,
+        [
+            *FIRST,
+            {"role": "assistant", "content": "Sure."},
+            {"role": "user", "content": "Three days, please."},
+        ],
+    )
     assert await session_of_last_request(db, 3) == claude_session
     await wait_rows(db, "SELECT * FROM sessions WHERE id = ? AND requests = 2", (claude_session,))
     session = query(db, "SELECT * FROM sessions WHERE id = ?", (claude_session,))[0]
     assert session["created_at"] == created_at and session["messages"] == 3
-    events = [r["event"] for r in query(db, "SELECT event FROM audit WHERE session_id = ? ORDER BY id",
-                                        (claude_session,))]
+    events = [
+        r["event"]
+        for r in query(db, "SELECT event FROM audit WHERE session_id = ? ORDER BY id", (claude_session,))
+    ]
     assert events.count("created") == 1 and "restored" in events, events
     assert (await second.get("/health"))["active_sessions"] == 2
 
@@ -238,11 +282,13 @@ async def test_idle_session_expires(start_proxy: Starter, tmp_path: Path) -> Non
     await claude_turn(proxy.url, FIRST)
     session_id = await session_of_last_request(db, 1)
     assert (await proxy.get("/health"))["active_sessions"] == 1
-    expired = await wait_rows(db, "SELECT * FROM sessions WHERE id = ? AND expired_at IS NOT NULL",
-                              (session_id,), within=4.0)
+    expired = await wait_rows(
+        db, "SELECT * FROM sessions WHERE id = ? AND expired_at IS NOT NULL", (session_id,), within=4.0
+    )
     assert expired[0]["expired_at"] >= expired[0]["last_seen_at"] + 1
-    audit = await wait_rows(db, "SELECT detail FROM audit WHERE session_id = ? AND event = 'expired'",
-                            (session_id,))
+    audit = await wait_rows(
+        db, "SELECT detail FROM audit WHERE session_id = ? AND event = 'expired'", (session_id,)
+    )
     assert json.loads(audit[0]["detail"])["idle_s"] >= 1
     assert (await proxy.get("/health"))["active_sessions"] == 0
     assert (await proxy.get("/metrics.json"))["totals"]["active_sessions"] == 0
@@ -253,8 +299,9 @@ async def test_idle_session_expires(start_proxy: Starter, tmp_path: Path) -> Non
     assert (await proxy.get("/health"))["active_sessions"] == 1
 
 
-async def test_session_idle_past_timeout_while_down_is_expired_at_startup(start_proxy: Starter,
-                                                                          tmp_path: Path) -> None:
+async def test_session_idle_past_timeout_while_down_is_expired_at_startup(
+    start_proxy: Starter, tmp_path: Path
+) -> None:
     db = tmp_path / "vidurai.db"
     first = await start_proxy(db, sessions_timeout="1")
     await claude_turn(first.url, FIRST)
@@ -264,8 +311,10 @@ async def test_session_idle_past_timeout_while_down_is_expired_at_startup(start_
     second = await start_proxy(db, sessions_timeout="1")
     assert (await second.get("/health"))["active_sessions"] == 0
     await wait_rows(db, "SELECT * FROM sessions WHERE id = ? AND expired_at IS NOT NULL", (session_id,))
-    events = [r["event"] for r in query(db, "SELECT event FROM audit WHERE session_id = ? ORDER BY id",
-                                        (session_id,))]
+    events = [
+        r["event"]
+        for r in query(db, "SELECT event FROM audit WHERE session_id = ? ORDER BY id", (session_id,))
+    ]
     assert events == ["created", "expired"], events
 
 
@@ -276,8 +325,10 @@ async def test_snapshots_every_interval_and_on_stop(start_proxy: Starter, tmp_pa
     session_id = await session_of_last_request(db, 1)
     periodic = await wait_rows(db, "SELECT * FROM snapshots WHERE session_id = ?", (session_id,), within=3.0)
     json.loads(periodic[0]["state"])
-    await claude_turn(proxy.url, [*FIRST, {"role": "assistant", "content": "Sure."},
-                                  {"role": "user", "content": "Next week."}])
+    await claude_turn(
+        proxy.url,
+        [*FIRST, {"role": "assistant", "content": "Sure."}, {"role": "user", "content": "Next week."}],
+    )
     await proxy.stop()
     snapshots = query(db, "SELECT * FROM snapshots WHERE session_id = ? ORDER BY id", (session_id,))
     assert snapshots[-1]["id"] > periodic[0]["id"]

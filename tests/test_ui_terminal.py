@@ -24,33 +24,95 @@ TENANT_B = "0f1e2d3c4b5a6978"
 
 def known_records(now: float) -> tuple[list[SessionRecord], list[RequestRecord]]:
     """Four requests whose totals the tests can predict (one upstream 429 among them)."""
-    sessions = [SessionRecord(id="sess-alpha-0001", tenant=TENANT_A, created_at=now - 300,
-                              last_seen_at=now - 20, messages=42),
-                SessionRecord(id="sess-beta-00002", tenant=TENANT_B, created_at=now - 200,
-                              last_seen_at=now - 10, messages=7)]
+    sessions = [
+        SessionRecord(
+            id="sess-alpha-0001", tenant=TENANT_A, created_at=now - 300, last_seen_at=now - 20, messages=42
+        ),
+        SessionRecord(
+            id="sess-beta-00002", tenant=TENANT_B, created_at=now - 200, last_seen_at=now - 10, messages=7
+        ),
+    ]
     requests = [
-        RequestRecord(id="r1", created_at=now - 40, provider="anthropic", endpoint="messages",
-                      path="/v1/messages", session_id="sess-alpha-0001", tenant=TENANT_A,
-                      model="claude-sonnet-5", status=200, duration_ms=850.0, ttfb_ms=120.0,
-                      overhead_ms=3.5, usage=Usage(12000, 3000, 4000, 1000), tokens_original_est=50000,
-                      tokens_forwarded_est=17000, tokens_saved=33000, messages_original=42,
-                      messages_forwarded=12, cost_usd=0.12345, cost_saved_usd=0.099, method="POST",
-                      stream=True),
-        RequestRecord(id="r2", created_at=now - 30, provider="anthropic", endpoint="messages",
-                      path="/v1/messages", session_id="sess-alpha-0001", tenant=TENANT_A,
-                      model="claude-sonnet-5", status=200, duration_ms=1450.0, overhead_ms=2.5,
-                      usage=Usage(11000, 2500, 0, 0), tokens_original_est=52000,
-                      tokens_forwarded_est=11000, tokens_saved=41000, cost_usd=1.5, cost_saved_usd=0.8765,
-                      method="POST", stream=True),
-        RequestRecord(id="r3", created_at=now - 20, provider="openai", endpoint="chat_completions",
-                      path="/v1/chat/completions", session_id="sess-beta-00002", tenant=TENANT_B,
-                      model="gpt-5.4", status=200, duration_ms=420.0, overhead_ms=1.0,
-                      usage=Usage(900, 150, 0, 0), tokens_original_est=1000, tokens_forwarded_est=1000,
-                      tokens_saved=0, cost_usd=0.00375, cost_saved_usd=0.0, method="POST", stream=True),
-        RequestRecord(id="r4", created_at=now - 10, provider="openai", endpoint="chat_completions",
-                      path="/v1/chat/completions", session_id="sess-beta-00002", tenant=TENANT_B,
-                      model="gpt-5.4", status=429, duration_ms=35.0,
-                      error="upstream 429 rate_limit_exceeded", method="POST"),
+        RequestRecord(
+            id="r1",
+            created_at=now - 40,
+            provider="anthropic",
+            endpoint="messages",
+            path="/v1/messages",
+            session_id="sess-alpha-0001",
+            tenant=TENANT_A,
+            model="claude-sonnet-5",
+            status=200,
+            duration_ms=850.0,
+            ttfb_ms=120.0,
+            overhead_ms=3.5,
+            usage=Usage(12000, 3000, 4000, 1000),
+            tokens_original_est=50000,
+            tokens_forwarded_est=17000,
+            tokens_saved=33000,
+            messages_original=42,
+            messages_forwarded=12,
+            cost_usd=0.12345,
+            cost_saved_usd=0.099,
+            method="POST",
+            stream=True,
+        ),
+        RequestRecord(
+            id="r2",
+            created_at=now - 30,
+            provider="anthropic",
+            endpoint="messages",
+            path="/v1/messages",
+            session_id="sess-alpha-0001",
+            tenant=TENANT_A,
+            model="claude-sonnet-5",
+            status=200,
+            duration_ms=1450.0,
+            overhead_ms=2.5,
+            usage=Usage(11000, 2500, 0, 0),
+            tokens_original_est=52000,
+            tokens_forwarded_est=11000,
+            tokens_saved=41000,
+            cost_usd=1.5,
+            cost_saved_usd=0.8765,
+            method="POST",
+            stream=True,
+        ),
+        RequestRecord(
+            id="r3",
+            created_at=now - 20,
+            provider="openai",
+            endpoint="chat_completions",
+            path="/v1/chat/completions",
+            session_id="sess-beta-00002",
+            tenant=TENANT_B,
+            model="gpt-5.4",
+            status=200,
+            duration_ms=420.0,
+            overhead_ms=1.0,
+            usage=Usage(900, 150, 0, 0),
+            tokens_original_est=1000,
+            tokens_forwarded_est=1000,
+            tokens_saved=0,
+            cost_usd=0.00375,
+            cost_saved_usd=0.0,
+            method="POST",
+            stream=True,
+        ),
+        RequestRecord(
+            id="r4",
+            created_at=now - 10,
+            provider="openai",
+            endpoint="chat_completions",
+            path="/v1/chat/completions",
+            session_id="sess-beta-00002",
+            tenant=TENANT_B,
+            model="gpt-5.4",
+            status=429,
+            duration_ms=35.0,
+            error="upstream 429 rate_limit_exceeded",
+            method="POST",
+        ),
     ]
     return sessions, requests
 
@@ -78,8 +140,9 @@ def headless(width: int = 120, height: int = 40) -> Console:
     return Console(record=True, width=width, height=height, file=io.StringIO(), color_system=None)
 
 
-def screen_text(metrics: dict[str, Any], width: int = 120, height: int = 40,
-                warnings: WarningBuffer | None = None) -> str:
+def screen_text(
+    metrics: dict[str, Any], width: int = 120, height: int = 40, warnings: WarningBuffer | None = None
+) -> str:
     console = headless(width, height)
     ui = TerminalUI("ui.db", console=console, warnings=warnings, url="http://127.0.0.1:8080")
     console.print(ui.render(metrics))
@@ -92,15 +155,17 @@ def test_totals_sessions_and_requests_are_on_screen(known_metrics: dict[str, Any
     text = screen_text(known_metrics)
     lines = text.splitlines()
     assert len(lines) == 40  # the layout fills the screen exactly, no scrolling
-    for expected in ("23,900",      # tokens in: 12,000 + 11,000 + 900
-                     "5,650",       # tokens out
-                     "4,000 / 1,000",  # cache read / write
-                     "74,000",      # tokens saved
-                     "71.8%",       # 74,000 / 103,000 estimated
-                     "$1.63",       # cost: 0.12345 + 1.5 + 0.00375 (>= $1: two decimals)
-                     "$0.9755",     # cost saved (< $1: four decimals)
-                     "2 / 2",       # sessions active / all
-                     "689 ms"):     # average latency (850 + 1450 + 420 + 35) / 4 = 688.75
+    for expected in (
+        "23,900",  # tokens in: 12,000 + 11,000 + 900
+        "5,650",  # tokens out
+        "4,000 / 1,000",  # cache read / write
+        "74,000",  # tokens saved
+        "71.8%",  # 74,000 / 103,000 estimated
+        "$1.63",  # cost: 0.12345 + 1.5 + 0.00375 (>= $1: two decimals)
+        "$0.9755",  # cost saved (< $1: four decimals)
+        "2 / 2",  # sessions active / all
+        "689 ms",
+    ):  # average latency (850 + 1450 + 420 + 35) / 4 = 688.75
         assert expected in text, expected
     # Active sessions: tenant prefix, requests, messages, tokens saved.
     alpha = next(line for line in lines if "a1b2c3d4" in line)
@@ -118,10 +183,14 @@ def test_warnings_are_shown_newest_last(known_metrics: dict[str, Any]) -> None:
     logger.propagate = False
     logger.addHandler(buffer)
     try:
-        log = structlog.wrap_logger(logger, processors=[
-            structlog.stdlib.add_log_level,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-            wrapper_class=structlog.stdlib.BoundLogger)
+        log = structlog.wrap_logger(
+            logger,
+            processors=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            ],
+            wrapper_class=structlog.stdlib.BoundLogger,
+        )
         log.info("not kept")
         for n in range(5):
             log.warning("pricing.unknown_model", model=f"model-{n}")
@@ -169,15 +238,22 @@ async def test_run_redraws_until_stopped(tmp_path: Path) -> None:
     output = out.getvalue()
     assert output.count("Latest requests") >= 3  # redrawn several times
     assert "\x1b[?1049h" in output and "\x1b[?1049l" in output  # alternate screen entered and left
-    assert output.rstrip().endswith("Vidurai Proxy: 4 requests, 74,000 tokens saved (71.8%), "
-                                    "cost $1.63, saved $0.9755.")
+    assert output.rstrip().endswith(
+        "Vidurai Proxy: 4 requests, 74,000 tokens saved (71.8%), cost $1.63, saved $0.9755."
+    )
 
 
-@pytest.mark.parametrize(("mode", "isatty", "shown"), [
-    ("auto", True, True), ("auto", False, False),
-    ("on", True, True), ("on", False, False),   # not a TTY: plain log lines whatever the setting
-    ("off", True, False), ("off", False, False),
-])
+@pytest.mark.parametrize(
+    ("mode", "isatty", "shown"),
+    [
+        ("auto", True, True),
+        ("auto", False, False),
+        ("on", True, True),
+        ("on", False, False),  # not a TTY: plain log lines whatever the setting
+        ("off", True, False),
+        ("off", False, False),
+    ],
+)
 def test_should_show(mode: str, isatty: bool, shown: bool) -> None:
     assert should_show(mode, isatty) is shown
 

@@ -1,4 +1,4 @@
-"""Usage read from streams however upstream splits them, with forwarded bytes unchanged or exactly stripped."""
+"""Usage read from streams however upstream splits them; forwarded bytes unchanged or exactly stripped."""
 
 from __future__ import annotations
 
@@ -13,48 +13,93 @@ from proxy.sse import SSEDecoder
 
 def anthropic_stream(newline: bytes = b"\n") -> bytes:
     events = [
-        ("message_start", {"type": "message_start", "message": {
-            "id": "msg_1", "model": "claude-sonnet-4-5", "role": "assistant", "content": [],
-            "usage": {"input_tokens": 120, "output_tokens": 1, "cache_read_input_tokens": 30,
-                      "cache_creation_input_tokens": 7}}}),
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_1",
+                    "model": "claude-sonnet-4-5",
+                    "role": "assistant",
+                    "content": [],
+                    "usage": {
+                        "input_tokens": 120,
+                        "output_tokens": 1,
+                        "cache_read_input_tokens": 30,
+                        "cache_creation_input_tokens": 7,
+                    },
+                },
+            },
+        ),
         ("ping", {"type": "ping"}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                 "delta": {"type": "text_delta", "text": "héllo → wörld"}}),
-        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-                           "usage": {"output_tokens": 3}}),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "héllo → wörld"},
+            },
+        ),
+        (
+            "message_delta",
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}},
+        ),
         ("message_delta", {"type": "message_delta", "delta": {}, "usage": {"output_tokens": 9}}),
         ("message_stop", {"type": "message_stop"}),
     ]
-    return b"".join(b"event: " + name.encode() + newline + b"data: "
-                    + json.dumps(data, ensure_ascii=False).encode() + newline + newline
-                    for name, data in events)
+    return b"".join(
+        b"event: "
+        + name.encode()
+        + newline
+        + b"data: "
+        + json.dumps(data, ensure_ascii=False).encode()
+        + newline
+        + newline
+        for name, data in events
+    )
 
 
 def openai_chunks(include_usage: bool) -> list[dict[str, object]]:
     chunks: list[dict[str, object]] = [
-        {"id": "c1", "object": "chat.completion.chunk", "model": "gpt-4o",
-         "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+        {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "model": "gpt-4o",
+            "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+        }
         for piece in ("Hé", "llo", " wörld")
     ]
     if include_usage:
         for chunk in chunks:
             chunk["usage"] = None
-        chunks.append({"id": "c1", "object": "chat.completion.chunk", "model": "gpt-4o", "choices": [],
-                       "usage": {"prompt_tokens": 50, "completion_tokens": 3,
-                                 "prompt_tokens_details": {"cached_tokens": 20}}})
+        chunks.append(
+            {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "model": "gpt-4o",
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 50,
+                    "completion_tokens": 3,
+                    "prompt_tokens_details": {"cached_tokens": 20},
+                },
+            }
+        )
     return chunks
 
 
 def sse(chunks: list[dict[str, object]]) -> bytes:
-    body = b"".join(b"data: " + json.dumps(c, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
-                    for c in chunks)
+    body = b"".join(
+        b"data: " + json.dumps(c, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+        for c in chunks
+    )
     return body + b"data: [DONE]\n\n"
 
 
 def split_randomly(data: bytes, seed: int) -> list[bytes]:
     rng = random.Random(seed)
     cuts = sorted(rng.sample(range(1, len(data)), k=min(len(data) - 1, rng.randint(1, 40))))
-    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
 
 
 @pytest.mark.parametrize("seed", range(25))
@@ -67,8 +112,12 @@ def test_anthropic_stream_usage_is_cumulative_and_bytes_pass_unchanged(seed: int
     assert forwarded == stream
     usage = observer.usage
     # message_delta replaces output_tokens (cumulative); cache tiers stay apart from input.
-    assert (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens) \
-        == (120, 9, 30, 7)
+    assert (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens) == (
+        120,
+        9,
+        30,
+        7,
+    )
     assert observer.model == "claude-sonnet-4-5"
 
 

@@ -70,8 +70,12 @@ class SSEUsageObserver(UsageObserver):
     def feed(self, chunk: bytes) -> bytes:
         # Most chunks are whole text-delta events: when nothing in one can carry usage (or a model
         # not yet seen), the decoder would end where it started, so it is skipped.
-        if (self._decoder.idle and whole_events(chunk) and b'"usage"' not in chunk
-                and (self.model is not None or b'"model"' not in chunk)):
+        if (
+            self._decoder.idle
+            and whole_events(chunk)
+            and b'"usage"' not in chunk
+            and (self.model is not None or b'"model"' not in chunk)
+        ):
             return chunk
         for event in self._decoder.feed(chunk):
             self.observe(event)
@@ -126,8 +130,14 @@ class Provider(abc.ABC):
 
     def conversation_start(self, body: dict[str, Any]) -> Any:
         """The stable beginning of a conversation (system prompt and first user message)."""
-        first_user = next((m.get("content") for m in self.messages(body)
-                           if isinstance(m, dict) and m.get("role") == "user"), None)
+        first_user = next(
+            (
+                m.get("content")
+                for m in self.messages(body)
+                if isinstance(m, dict) and m.get("role") == "user"
+            ),
+            None,
+        )
         return {"system": body.get("system"), "first_user": first_user}
 
 

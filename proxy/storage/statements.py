@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any
-
 import sqlite3
+from typing import Any
 
 from proxy.records import MemoryRow, RequestRecord, SessionRecord
 

@@ -51,8 +51,9 @@ class WarningBuffer(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = WarningLine(created=record.created, level=record.levelname,
-                               text=" ".join(format_record(record).split()))
+            line = WarningLine(
+                created=record.created, level=record.levelname, text=" ".join(format_record(record).split())
+            )
         except Exception:  # a logging handler must never raise into the code that logged
             self.handleError(record)
             return

@@ -46,9 +46,17 @@ def should_show(mode: str, isatty: bool) -> bool:
 class TerminalUI:
     """Draws the dashboard from `reader.metrics_json(db_path)` (or `source`) until told to stop."""
 
-    def __init__(self, db_path: str, console: Console | None = None,
-                 warnings: WarningBuffer | None = None, refresh_s: float = 1.0, *,
-                 url: str = "", log_file: str = "", source: MetricsSource | None = None) -> None:
+    def __init__(
+        self,
+        db_path: str,
+        console: Console | None = None,
+        warnings: WarningBuffer | None = None,
+        refresh_s: float = 1.0,
+        *,
+        url: str = "",
+        log_file: str = "",
+        source: MetricsSource | None = None,
+    ) -> None:
         self.db_path = db_path
         self.console = console or Console()
         self.warnings = warnings
@@ -82,26 +90,39 @@ class TerminalUI:
         warnings = self.warnings.lines() if self.warnings is not None else []
 
         layout = Layout()
-        parts = [Layout(panels.header(self.url, self.db_path, self.log_file, self._error, self._updated),
-                        size=_HEADER),
-                 Layout(panels.totals_panel(totals, per_row), size=top - _HEADER)]
+        parts = [
+            Layout(
+                panels.header(self.url, self.db_path, self.log_file, self._error, self._updated), size=_HEADER
+            ),
+            Layout(panels.totals_panel(totals, per_row), size=top - _HEADER),
+        ]
         # Panels take 2 rows of border; tables 1 more for their header.
         if wide:  # sessions beside errors and warnings, a third of the room left
             middle = min(max(rest // 3, 5), 12)
             row = Layout(size=middle)
-            row.split_row(Layout(panels.sessions_panel(metrics.get("top_sessions", []),
-                                                       totals.get("active_sessions", 0), middle - 3),
-                                 size=_SESSIONS_WIDTH),
-                          Layout(panels.problems_panel(recent, warnings, middle - 2)))
+            row.split_row(
+                Layout(
+                    panels.sessions_panel(
+                        metrics.get("top_sessions", []), totals.get("active_sessions", 0), middle - 3
+                    ),
+                    size=_SESSIONS_WIDTH,
+                ),
+                Layout(panels.problems_panel(recent, warnings, middle - 2)),
+            )
             parts.append(row)
         else:  # stacked, fewer rows each
             middle = sessions = min(max(rest // 4, 4), 8)
             problems = min(max(rest // 5, 3), 6)
             middle += problems
-            parts += [Layout(panels.sessions_panel(metrics.get("top_sessions", []),
-                                                   totals.get("active_sessions", 0), sessions - 3),
-                             size=sessions),
-                      Layout(panels.problems_panel(recent, warnings, problems - 2), size=problems)]
+            parts += [
+                Layout(
+                    panels.sessions_panel(
+                        metrics.get("top_sessions", []), totals.get("active_sessions", 0), sessions - 3
+                    ),
+                    size=sessions,
+                ),
+                Layout(panels.problems_panel(recent, warnings, problems - 2), size=problems),
+            ]
         parts.append(Layout(panels.requests_panel(recent, rest - middle - 3, wide)))
         layout.split_column(*parts)
         return layout
@@ -114,15 +135,21 @@ class TerminalUI:
             f"{panels.fmt_int(totals.get('tokens_saved', 0))} tokens saved "
             f"({panels.fmt_pct(totals.get('savings_pct', 0.0))}), "
             f"cost {panels.fmt_usd(totals.get('cost_usd', 0.0))}, "
-            f"saved {panels.fmt_usd(totals.get('cost_saved_usd', 0.0))}.")
+            f"saved {panels.fmt_usd(totals.get('cost_saved_usd', 0.0))}."
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Redraw every `refresh_s` until `stop` is set, then restore the screen and print a summary."""
         metrics: dict[str, Any] = {}
         # screen=True: the alternate screen, so the terminal's scrollback is left as it was.
         # auto_refresh=False: redraws happen here on the event loop, not in rich's thread.
-        with Live(console=self.console, screen=True, auto_refresh=False,
-                  redirect_stdout=False, redirect_stderr=False) as live:
+        with Live(
+            console=self.console,
+            screen=True,
+            auto_refresh=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        ) as live:
             while not stop.is_set():
                 metrics = await self.fetch() or metrics
                 try:

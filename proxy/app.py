@@ -22,7 +22,7 @@ from .prom import PromMetrics
 from .providers import Anthropic, OpenAI
 from .sessions import SessionRegistry
 from .storage.writer import Writer
-from .tokens import Calibration
+from .tokens import Calibration, warm_up
 from .upstream import client_session
 from .views import metrics_json, metrics_text
 
@@ -62,6 +62,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    await asyncio.to_thread(warm_up)
     async with client_session(app[CONFIG].upstream) as session:
         app[UPSTREAM] = session
         yield

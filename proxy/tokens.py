@@ -22,6 +22,11 @@ def _encoding() -> tiktoken.Encoding:
     return tiktoken.get_encoding(ENCODING_NAME)
 
 
+def warm_up() -> None:
+    """Load the encoding now (about 0.4 s), so the first request does not wait for it."""
+    _encoding()
+
+
 @functools.lru_cache(maxsize=65536)
 def count_text(text: str) -> int:
     """Tokens in a piece of text; cached because conversations resend the same turns every time."""

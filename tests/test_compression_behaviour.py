@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -184,3 +188,28 @@ def test_agent_session_with_large_tool_results_shrinks_by_a_third() -> None:
     result = run("anthropic", first, memory)
     assert result.body is not None
     assert result.tokens_forwarded_est < 0.67 * result.tokens_original_est
+
+
+def test_same_forwarded_body_in_another_process(tmp_path: Path) -> None:
+    """Another proxy instance (its own hash seed, a fresh memory) forwards the very same bytes."""
+    script = ("import json, logging, sys, structlog\n"
+              "structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))\n"
+              "from proxy.compression import SessionMemory, compress, route_vidurai_logs\n"
+              "from tests.test_compression_helpers import SETTINGS, anthropic_chat\n"
+              "route_vidurai_logs()\n"
+              "result = compress('anthropic', anthropic_chat(81), SessionMemory('other'), SETTINGS)\n"
+              "sys.stdout.write(json.dumps(result.body))\n")
+    here = run("anthropic", anthropic_chat(81))
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "HOME": str(tmp_path)}
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                              cwd=Path(__file__).parent.parent, timeout=60, check=True)
+        assert done.stdout == json.dumps(here.body)
+
+
+def test_vidurai_writes_nothing_under_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    memory = SessionMemory("home")
+    run("anthropic", anthropic_chat(81), memory)
+    SessionMemory.restore("home", memory.snapshot())
+    assert list(tmp_path.iterdir()) == []

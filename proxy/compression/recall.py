@@ -61,7 +61,7 @@ class RecallIndex:
             return {}
         average = sum(self._lengths[doc] for doc in candidates) / total or 1.0
         found: dict[int, float] = {}
-        for term in set(terms(query)):
+        for term in sorted(set(terms(query))):  # a fixed order: float sums equal on every instance
             posting = self._postings.get(term)
             if not posting:
                 continue

@@ -98,11 +98,6 @@ def dates(text: str) -> list[str]:
     return [m.group(0) for m in _DATE.finditer(text)]
 
 
-def squeeze(text: str) -> str:
-    """Lowercase without any whitespace: how the benchmark decides that a turn is still present."""
-    return "".join(text.lower().split())
-
-
 def telegraph(sentence: str, max_words: int) -> str:
     """A sentence without its filler words, for the digest: names, numbers and content words stay."""
     out: list[str] = []

@@ -39,6 +39,13 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _fraction(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 1:
+        raise ValueError
+    return value
+
+
 def _port(raw: str) -> int:
     value = int(raw)
     if not 0 <= value <= 65535:
@@ -214,10 +221,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "compression",
         "recall_budget_tokens",
-        "1500",
+        "3000",
         _non_negative_int,
         "a non-negative integer",
         "Tokens of old turns recalled verbatim for the latest user message.",
+    ),
+    Setting(
+        "compression",
+        "recall_share",
+        "0.15",
+        _fraction,
+        "a number from 0 to 1",
+        "Recall at most this share of the folded history's tokens. Recalled turns are sent uncached with "
+        "every user turn: lower this and the budget when prompt-cache hits matter more than recall.",
     ),
     Setting(
         "compression",
@@ -300,6 +316,7 @@ class CompressionConfig:
     keep_recent: int
     chunk_messages: int
     recall_budget_tokens: int
+    recall_share: float
     tool_result_max_tokens: int
 
 

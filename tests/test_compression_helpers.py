@@ -16,7 +16,8 @@ from proxy.compression.structure import problems
 from proxy.config import CompressionConfig
 
 SETTINGS = CompressionConfig(enabled=True, threshold_messages=10, min_tokens=2000, keep_recent=6,
-                             chunk_messages=20, recall_budget_tokens=1500, tool_result_max_tokens=400)
+                             chunk_messages=20, recall_budget_tokens=1500, recall_share=0.08,
+                             tool_result_max_tokens=400)
 TOPICS = ["sailing", "pottery", "chess", "violin", "gardening", "astronomy", "baking", "climbing"]
 LINE = "We talked again about {topic} and the plans for the weekend, which keep changing every week. "
 

@@ -28,12 +28,6 @@ from .toolcut import cut_tool_results
 
 log = structlog.get_logger(__name__)
 
-# The recall block follows the client's last cache breakpoint, so every request pays it in full, while
-# the history it replaces would mostly have been a cache read (a tenth of the price). Bounding it by a
-# share of the folded tokens keeps a warm-cache conversation from costing more than uncompressed, and
-# keeps a request that folds little from growing past its original (and flapping back and forth).
-RECALL_SHARE = 0.08
-
 # Constant on purpose: the first bytes of the folded prefix must not change when a chunk is added.
 DIGEST_INTRO = ("[Vidurai proxy: the earliest messages of this conversation were folded into the digests "
                 "below to save tokens; each covers a range of messages. Parts relevant to the latest "
@@ -106,8 +100,10 @@ def _compress(provider: Provider, body: Mapping[str, Any], memory: SessionMemory
     out.extend(cut_tool_results(provider, m, settings.tool_result_max_tokens)
                for m in messages[folded_end:cut.verbatim])
     out.extend(messages[cut.verbatim:])
-    # Recall is re-sent uncached with every request, so it may cost only a share of what folding saved.
-    budget = min(settings.recall_budget_tokens, int(RECALL_SHARE * sum(c.tokens for c in chunks)))
+    # The recall block follows the client's last cache breakpoint, so every request pays it in full,
+    # while the history it replaces would mostly have been a cache read. Bounding it by a share of
+    # the folded tokens keeps a request that folds little from growing past its original.
+    budget = min(settings.recall_budget_tokens, int(settings.recall_share * sum(c.tokens for c in chunks)))
     if chunks and budget > 0:
         out[-1] = _with_recall(provider, out[-1], memory, chunks, budget)
     forwarded = {**body, "messages": out}

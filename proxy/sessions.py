@@ -135,7 +135,7 @@ class SessionRegistry:
         for session in list(self._sessions.values()):
             if session.snapshot_due or force:
                 async with session.lock:  # compression may be updating this memory in a thread
-                    state = session.memory.snapshot()
+                    state = await asyncio.to_thread(session.memory.snapshot)  # ~10 ms for a long session
                     session.snapshot_due = False
                 self._writer.add_snapshot(session.id, state, time.time())
                 count += 1

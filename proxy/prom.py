@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import attrs
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
@@ -18,6 +21,20 @@ TTFB_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
+TOKEN_KINDS = ("input", "output", "cache_read", "cache_write", "saved")
+
+
+@attrs.frozen
+class _Series:
+    requests: Any
+    tokens: dict[str, Any]
+    cost: Any
+    cost_saved: Any
+    duration: Any
+    ttfb: Any
+    overhead: Any
+
+
 def status_class(status: int | None) -> str:
     """The label "2xx", "4xx"...; "none" when no status was sent (the client went away)."""
     return f"{status // 100}xx" if status is not None else "none"
@@ -29,6 +46,8 @@ class PromMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._models: set[str] = set()
+        # Bounded: models are capped at MAX_MODELS, providers, endpoints and status classes are few.
+        self._children: dict[tuple[str, str, str, str], _Series] = {}
         self.requests = Counter(
             "vidurai_requests",
             "Proxied requests.",
@@ -86,34 +105,58 @@ class PromMetrics:
         self._models.add(model)
         return model
 
+    def _series(self, provider: str, endpoint: str, model: str, status: str) -> _Series:
+        """The labelled children for one kind of request, looked up once instead of per request."""
+        key = (provider, endpoint, model, status)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = self._new_series(provider, endpoint, model, status)
+        return found
+
+    def _new_series(self, provider: str, endpoint: str, model: str, status: str) -> _Series:
+        return _Series(
+            requests=self.requests.labels(provider, endpoint, model, status),
+            tokens={kind: self.tokens.labels(provider, model, kind) for kind in TOKEN_KINDS},
+            cost=self.cost.labels(provider, model),
+            cost_saved=self.cost_saved.labels(provider, model),
+            duration=self.duration.labels(provider, endpoint),
+            ttfb=self.ttfb.labels(provider, endpoint),
+            overhead=self.overhead.labels(provider, endpoint),
+        )
+
     def observe(self, record: RequestRecord) -> None:
         """Count one proxied call."""
-        model = self._model_label(record.model)
-        provider, endpoint = record.provider, record.endpoint
-        self.requests.labels(provider, endpoint, model, status_class(record.status)).inc()
+        series = self._series(
+            record.provider, record.endpoint, self._model_label(record.model), status_class(record.status)
+        )
+        series.requests.inc()
         usage = record.usage
-        for kind, value in (
-            ("input", usage.input_tokens),
-            ("output", usage.output_tokens),
-            ("cache_read", usage.cache_read_tokens),
-            ("cache_write", usage.cache_write_tokens),
-            ("saved", record.tokens_saved),
+        for kind, value in zip(
+            TOKEN_KINDS,
+            (
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_read_tokens,
+                usage.cache_write_tokens,
+                record.tokens_saved,
+            ),
+            strict=True,
         ):
             # Counters only go up; a negative "saved" (compression that grew a request) is
             # visible in SQLite but cannot be counted here.
             if value is not None and value > 0:
-                self.tokens.labels(provider, model, kind).inc(value)
+                series.tokens[kind].inc(value)
         if record.cost_usd is not None and record.cost_usd > 0:
-            self.cost.labels(provider, model).inc(record.cost_usd)
+            series.cost.inc(record.cost_usd)
         if record.cost_saved_usd and record.cost_saved_usd > 0:
-            self.cost_saved.labels(provider, model).inc(record.cost_saved_usd)
+            series.cost_saved.inc(record.cost_saved_usd)
         for histogram, ms in (
-            (self.duration, record.duration_ms),
-            (self.ttfb, record.ttfb_ms),
-            (self.overhead, record.overhead_ms),
+            (series.duration, record.duration_ms),
+            (series.ttfb, record.ttfb_ms),
+            (series.overhead, record.overhead_ms),
         ):
             if ms is not None:
-                histogram.labels(provider, endpoint).observe(ms / 1000)
+                histogram.observe(ms / 1000)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its Content-Type header value."""

@@ -85,3 +85,8 @@ class SSEDecoder:
         self._raw.clear()
         self._pending = b""
         return rest
+
+
+def decode_event(raw: bytes) -> SSEEvent:
+    """One complete event's bytes, parsed."""
+    return next(iter(SSEDecoder().feed(raw)), SSEEvent(raw=raw))

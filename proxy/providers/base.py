@@ -7,7 +7,7 @@ import json
 from typing import Any, Literal
 
 from ..records import Usage
-from ..sse import SSEDecoder, SSEEvent, whole_events
+from ..sse import SSEDecoder, SSEEvent, decode_event, whole_events
 
 # Largest non-streamed response body kept in memory to read its usage from; larger ones pass
 # through unobserved rather than cost memory.
@@ -68,14 +68,12 @@ class SSEUsageObserver(UsageObserver):
         self._decoder = SSEDecoder()
 
     def feed(self, chunk: bytes) -> bytes:
-        # Most chunks are whole text-delta events: when nothing in one can carry usage (or a model
-        # not yet seen), the decoder would end where it started, so it is skipped.
-        if (
-            self._decoder.idle
-            and whole_events(chunk)
-            and b'"usage"' not in chunk
-            and (self.model is not None or b'"model"' not in chunk)
-        ):
+        if self._decoder.idle and whole_events(chunk):
+            # The usual shape: whole events. Only those that can carry usage (or a model not yet
+            # seen) are parsed; most of a stream is text deltas and is never decoded.
+            for raw in chunk.split(b"\n\n"):
+                if b'"usage"' in raw or (self.model is None and b'"model"' in raw):
+                    self.observe(decode_event(raw + b"\n\n"))
             return chunk
         for event in self._decoder.feed(chunk):
             self.observe(event)

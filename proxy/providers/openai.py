@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from ..records import Usage
-from ..sse import SSEDecoder, SSEEvent, whole_events
+from ..sse import SSEEvent, decode_event, whole_events
 from .base import Provider, SSEUsageObserver, UsageObserver, token_field
 
 _ERROR_TYPES = {
@@ -115,12 +115,12 @@ class _HiddenUsageObserver(SSEUsageObserver):
         """The bytes of one event as the client would have had them without include_usage."""
         if b'"usage":null' in raw:
             if self.model is None:
-                self.observe(event or _decode(raw))
+                self.observe(event or decode_event(raw))
             stripped = raw.replace(b',"usage":null', b"", 1)
             return stripped if stripped != raw else _NULL_USAGE.sub(b"", raw, count=1)
         if b'"usage"' not in raw:
             return raw
-        event = event or _decode(raw)
+        event = event or decode_event(raw)
         self.observe(event)
         compact = event.data.replace(" ", "")
         if '"choices":[]' in compact and '"usage":null' not in compact:
@@ -129,8 +129,3 @@ class _HiddenUsageObserver(SSEUsageObserver):
 
     def finish(self) -> bytes:
         return self._decoder.flush()
-
-
-def _decode(raw: bytes) -> SSEEvent:
-    """One complete event's bytes, parsed."""
-    return next(iter(SSEDecoder().feed(raw)), SSEEvent(raw=raw))

@@ -69,8 +69,11 @@ def load_locomo(path: Path) -> list[Conversation]:
     conversations: list[Conversation] = []
     for sample in json.loads(path.read_text(encoding="utf-8")):
         talk = sample["conversation"]
-        sessions = sorted(int(k.split("_")[1]) for k in talk if k.startswith("session_") and k.count("_") == 1
-                           and isinstance(talk[k], list) and talk[k])
+        sessions = sorted(
+            int(k.split("_")[1])
+            for k in talk
+            if k.startswith("session_") and k.count("_") == 1 and isinstance(talk[k], list) and talk[k]
+        )
         first_speaker = talk[f"session_{sessions[0]}"][0]["speaker"]
         other = talk["speaker_b"] if first_speaker == talk["speaker_a"] else talk["speaker_a"]
         messages: list[dict[str, Any]] = []
@@ -90,13 +93,18 @@ def load_locomo(path: Path) -> list[Conversation]:
                     messages.append({"role": role, "content": blocks})
         questions = []
         for qa in sample["qa"]:
-            ids = [part.strip() for raw in qa.get("evidence", [])
-                   for part in str(raw).replace(";", ",").split(",")]
+            ids = [
+                part.strip()
+                for raw in qa.get("evidence", [])
+                for part in str(raw).replace(";", ",").split(",")
+            ]
             evidence = tuple(texts[i] for i in ids if i in texts)
             if evidence:
                 questions.append(Question(str(qa["question"]), int(qa["category"]), evidence))
-        system = (f"You are {other}, chatting with your friend {first_speaker} over many sessions. "
-                  "Answer questions about your conversations briefly and precisely.")
+        system = (
+            f"You are {other}, chatting with your friend {first_speaker} over many sessions. "
+            "Answer questions about your conversations briefly and precisely."
+        )
         name = sample.get("sample_id", f"conv-{len(conversations)}")
         conversations.append(Conversation(name, system, turns, tuple(messages), tuple(questions)))
     return conversations
@@ -105,13 +113,22 @@ def load_locomo(path: Path) -> list[Conversation]:
 def question_body(provider: str, conversation: Conversation, question: str) -> dict[str, Any]:
     """The request a client would send: the whole chat, then the question as the latest user message."""
     if provider == "openai":  # Chat Completions accepts consecutive user messages: the question stands alone
-        flat = [{"role": m["role"], "content": "\n\n".join(b["text"] for b in m["content"])}
-                for m in conversation.messages]
-        return {"model": MODEL[provider], "max_tokens": 256,
-                "messages": [{"role": "system", "content": conversation.system}, *flat,
-                             {"role": "user", "content": question}]}
-    messages = [{"role": m["role"], "content": [dict(b) for b in m["content"]]}
-                for m in conversation.messages]
+        flat = [
+            {"role": m["role"], "content": "\n\n".join(b["text"] for b in m["content"])}
+            for m in conversation.messages
+        ]
+        return {
+            "model": MODEL[provider],
+            "max_tokens": 256,
+            "messages": [
+                {"role": "system", "content": conversation.system},
+                *flat,
+                {"role": "user", "content": question},
+            ],
+        }
+    messages = [
+        {"role": m["role"], "content": [dict(b) for b in m["content"]]} for m in conversation.messages
+    ]
     if messages[-1]["role"] == "user":  # roles must alternate: the question joins the last user turn
         messages[-1]["content"].append({"type": "text", "text": question})
     else:
@@ -122,11 +139,17 @@ def question_body(provider: str, conversation: Conversation, question: str) -> d
 # --- a generated agent-style session -------------------------------------------------------------
 
 AGENT_TOOLS = [
-    {"name": name, "description": f"{name} tool of a coding agent.",
-     "input_schema": {"type": "object", "properties": {arg: {"type": "string"}}, "required": [arg]}}
-    for name, arg in (("Read", "file_path"), ("Bash", "command"), ("Grep", "pattern"), ("Edit", "file_path"))]
-_WORDS = ("config session cache token stream parser request writer reader message chunk digest index worker "
-          "queue retry budget metric tenant upstream schema limit buffer record").split()
+    {
+        "name": name,
+        "description": f"{name} tool of a coding agent.",
+        "input_schema": {"type": "object", "properties": {arg: {"type": "string"}}, "required": [arg]},
+    }
+    for name, arg in (("Read", "file_path"), ("Bash", "command"), ("Grep", "pattern"), ("Edit", "file_path"))
+]
+_WORDS = (
+    "config session cache token stream parser request writer reader message chunk digest index worker "
+    "queue retry budget metric tenant upstream schema limit buffer record"
+).split()
 
 
 def _code(rng: random.Random, lines: int) -> str:
@@ -143,9 +166,11 @@ def _code(rng: random.Random, lines: int) -> str:
 
 
 def _log(rng: random.Random, lines: int) -> str:
-    return "\n".join(f"tests/test_{rng.choice(_WORDS)}.py::test_{'_'.join(rng.sample(_WORDS, 3))} "
-                     f"{rng.choice(['PASSED', 'PASSED', 'PASSED', 'FAILED'])} [{i * 100 // lines:3d}%]"
-                     for i in range(lines))
+    return "\n".join(
+        f"tests/test_{rng.choice(_WORDS)}.py::test_{'_'.join(rng.sample(_WORDS, 3))} "
+        f"{rng.choice(['PASSED', 'PASSED', 'PASSED', 'FAILED'])} [{i * 100 // lines:3d}%]"
+        for i in range(lines)
+    )
 
 
 def agent_requests(seed: int = 7, tasks: int = 8) -> list[dict[str, Any]]:
@@ -153,13 +178,27 @@ def agent_requests(seed: int = 7, tasks: int = 8) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     messages: list[dict[str, Any]] = []
     requests = []
-    system = [{"type": "text", "text": "You are a coding agent working in a Python repository."},
-              {"type": "text", "text": "Use the tools. Be careful and precise.",
-               "cache_control": {"type": "ephemeral"}}]
+    system = [
+        {"type": "text", "text": "You are a coding agent working in a Python repository."},
+        {
+            "type": "text",
+            "text": "Use the tools. Be careful and precise.",
+            "cache_control": {"type": "ephemeral"},
+        },
+    ]
 
     def send() -> None:
-        body = json.loads(json.dumps({"model": MODEL["anthropic"], "max_tokens": 4096, "system": system,
-                                      "tools": AGENT_TOOLS, "messages": messages}))
+        body = json.loads(
+            json.dumps(
+                {
+                    "model": MODEL["anthropic"],
+                    "max_tokens": 4096,
+                    "system": system,
+                    "tools": AGENT_TOOLS,
+                    "messages": messages,
+                }
+            )
+        )
         last = body["messages"][-1]["content"][-1]
         last["cache_control"] = {"type": "ephemeral"}
         requests.append(body)
@@ -167,34 +206,72 @@ def agent_requests(seed: int = 7, tasks: int = 8) -> list[dict[str, Any]]:
     call = 0
     for task in range(tasks):
         module = rng.choice(_WORDS)
-        messages.append({"role": "user", "content": [{"type": "text", "text": (
-            f"Task {task + 1}: the {module} module drops a {rng.choice(_WORDS)} when the "
-            f"{rng.choice(_WORDS)} is full. Find the cause in proxy/{module}.py, fix it, run the tests.")}]})
+        messages.append(
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "text",
+                        "text": (
+                            f"Task {task + 1}: the {module} module drops a {rng.choice(_WORDS)} when the "
+                            f"{rng.choice(_WORDS)} is full. Find the cause in proxy/{module}.py, "
+                            "fix it, run the tests."
+                        ),
+                    }
+                ],
+            }
+        )
         send()
         for step in range(rng.randint(4, 7)):
             call += 1
             tool = rng.choice(["Read", "Read", "Bash", "Grep"])
-            arg = {"Read": f"proxy/{rng.choice(_WORDS)}.py", "Bash": "python -m pytest -q",
-                   "Grep": rng.choice(_WORDS)}[tool]
+            arg = {
+                "Read": f"proxy/{rng.choice(_WORDS)}.py",
+                "Bash": "python -m pytest -q",
+                "Grep": rng.choice(_WORDS),
+            }[tool]
             content: list[dict[str, Any]] = []
             if step == 0:
-                content.append({"type": "thinking", "thinking": f"I should look at {arg} first. " * 8,
-                                "signature": f"sig{seed}{task}{step}" * 6})
+                content.append(
+                    {
+                        "type": "thinking",
+                        "thinking": f"I should look at {arg} first. " * 8,
+                        "signature": f"sig{seed}{task}{step}" * 6,
+                    }
+                )
             content.append({"type": "text", "text": f"Let me check {arg}."})
             key = {"Read": "file_path", "Bash": "command", "Grep": "pattern"}[tool]
             content.append({"type": "tool_use", "id": f"toolu_{call:04d}", "name": tool, "input": {key: arg}})
             messages.append({"role": "assistant", "content": content})
             size = rng.randint(120, 700)
             output = _log(rng, size // 2) if tool == "Bash" else _code(rng, size)
-            messages.append({"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": f"toolu_{call:04d}", "content": output}]})
+            messages.append(
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": f"toolu_{call:04d}", "content": output}
+                    ],
+                }
+            )
             send()
-        messages.append({"role": "assistant", "content": [{"type": "text", "text": (
-            f"Fixed: the {module} module now checks the limit before it appends. Tests pass.")}]})
+        messages.append(
+            {
+                "role": "assistant",
+                "content": [
+                    {
+                        "type": "text",
+                        "text": (
+                            f"Fixed: the {module} module now checks the limit before it appends. Tests pass."
+                        ),
+                    }
+                ],
+            }
+        )
     return requests
 
 
 # --- measuring ---------------------------------------------------------------------------------
+
 
 def strings(value: Any) -> Iterator[str]:
     """Every string in a JSON value (where a turn's text can appear)."""
@@ -215,8 +292,9 @@ def squeezed(text: str) -> str:
 def valid(provider: str, original: dict[str, Any], forwarded: dict[str, Any]) -> bool:
     """Valid for the provider, and everything but the messages unchanged."""
     rest = {k: v for k, v in original.items() if k != "messages"}
-    return rest == {k: v for k, v in forwarded.items() if k != "messages"} and \
-        not problems(provider, forwarded.get("messages"))  # type: ignore[arg-type]
+    return rest == {k: v for k, v in forwarded.items() if k != "messages"} and not problems(
+        provider, forwarded.get("messages")
+    )  # type: ignore[arg-type]
 
 
 @attrs.define
@@ -235,8 +313,9 @@ class Tally:
     by_category: dict[int, list[int]] = attrs.Factory(lambda: defaultdict(lambda: [0, 0]))
     times_ms: list[float] = attrs.Factory(list)
 
-    def add(self, provider: str, original: dict[str, Any], forwarded: dict[str, Any],
-            question: Question | None) -> None:
+    def add(
+        self, provider: str, original: dict[str, Any], forwarded: dict[str, Any], question: Question | None
+    ) -> None:
         self.requests += 1
         self.valid += valid(provider, original, forwarded)
         self.original += estimate_request(original)
@@ -254,8 +333,17 @@ class Tally:
         self.by_category[question.category][1] += len(question.evidence)
 
     def merge(self, other: Tally) -> None:
-        for field in ("requests", "valid", "original", "forwarded", "evidence", "kept", "questions",
-                      "all_kept", "per_question"):
+        for field in (
+            "requests",
+            "valid",
+            "original",
+            "forwarded",
+            "evidence",
+            "kept",
+            "questions",
+            "all_kept",
+            "per_question",
+        ):
             setattr(self, field, getattr(self, field) + getattr(other, field))
         for category, (kept, total) in other.by_category.items():
             self.by_category[category][0] += kept
@@ -266,11 +354,14 @@ class Tally:
         n, q = max(self.requests, 1), max(self.questions, 1)
         quality = f"{'':>7} {'':>6} {'':>8}"
         if self.evidence:
-            quality = (f"{self.kept / self.evidence:>7.1%} {self.per_question / q:>6.1%} "
-                       f"{self.all_kept / q:>8.1%}")
-        return (f"{name:<20} {turns:>5} {self.requests:>5} {self.valid / n:>6.0%} {self.original // n:>9} "
-                f"{self.forwarded // n:>8} {1 - self.forwarded / max(self.original, 1):>9.1%} {quality} "
-                f"{_ms(self.times_ms, 0.5):>7} {_ms(self.times_ms, 0.95):>7}")
+            quality = (
+                f"{self.kept / self.evidence:>7.1%} {self.per_question / q:>6.1%} {self.all_kept / q:>8.1%}"
+            )
+        return (
+            f"{name:<20} {turns:>5} {self.requests:>5} {self.valid / n:>6.0%} {self.original // n:>9} "
+            f"{self.forwarded // n:>8} {1 - self.forwarded / max(self.original, 1):>9.1%} {quality} "
+            f"{_ms(self.times_ms, 0.5):>7} {_ms(self.times_ms, 0.95):>7}"
+        )
 
 
 def _ms(times: list[float], share: float) -> str:
@@ -285,13 +376,17 @@ def _ms(times: list[float], share: float) -> str:
 Plan = list[tuple[str, str, dict[str, Any], Question | None]]  # row, session, body, question
 
 
-def requests_of(conversations: list[Conversation], providers: list[str],
-                agent: list[dict[str, Any]]) -> dict[str, Plan]:
+def requests_of(
+    conversations: list[Conversation], providers: list[str], agent: list[dict[str, Any]]
+) -> dict[str, Plan]:
     """Every request of the run, by provider: each question of each conversation, then the agent session."""
     plans: dict[str, Plan] = {}
     for provider in providers:
-        plan: Plan = [(f"{c.name} {provider}", f"{c.name}-{provider}", question_body(provider, c, q.text), q)
-                      for c in conversations for q in c.questions]
+        plan: Plan = [
+            (f"{c.name} {provider}", f"{c.name}-{provider}", question_body(provider, c, q.text), q)
+            for c in conversations
+            for q in c.questions
+        ]
         if provider == "anthropic":
             plan += [("agent session", "agent", body, None) for body in agent]
         plans[provider] = plan
@@ -324,15 +419,21 @@ async def through_proxy(plans: dict[str, Plan], overrides: dict[str, str]) -> di
     from tests.fake_upstream import running_fake_upstream
 
     anthropic_auth = {"x-api-key": "sk-ant-bench", "anthropic-version": "2023-06-01"}
-    headers = {"anthropic": ("/v1/messages", anthropic_auth),
-               "openai": ("/v1/chat/completions", {"authorization": "Bearer sk-bench"})}
+    headers = {
+        "anthropic": ("/v1/messages", anthropic_auth),
+        "openai": ("/v1/chat/completions", {"authorization": "Bearer sk-bench"}),
+    }
     rows: dict[str, Tally] = {}
     with tempfile.TemporaryDirectory() as folder:
         async with running_fake_upstream() as fake:
-            config = load_config(path=Path(folder) / "absent.ini", env={},
-                                 upstream_anthropic_base_url=fake.anthropic_base_url,
-                                 upstream_openai_base_url=fake.openai_base_url,
-                                 storage_database=str(Path(folder) / "bench.db"), **overrides)
+            config = load_config(
+                path=Path(folder) / "absent.ini",
+                env={},
+                upstream_anthropic_base_url=fake.anthropic_base_url,
+                upstream_openai_base_url=fake.openai_base_url,
+                storage_database=str(Path(folder) / "bench.db"),
+                **overrides,
+            )
             runner, port = await start_server(create_app(config), "127.0.0.1", 0)
             try:
                 async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as client:
@@ -377,8 +478,12 @@ def prefix_stability(conversation: Conversation, settings: CompressionConfig) ->
     for end in range(2, len(messages) + 1):
         if messages[end - 1]["role"] != "user":
             continue
-        body: dict[str, Any] = {"model": MODEL["anthropic"], "max_tokens": 256,
-                                "system": conversation.system, "messages": messages[:end]}
+        body: dict[str, Any] = {
+            "model": MODEL["anthropic"],
+            "max_tokens": 256,
+            "system": conversation.system,
+            "messages": messages[:end],
+        }
         result = compress("anthropic", body, memory, settings)
         sent = [json.dumps(m, sort_keys=True) for m in (result.body or body)["messages"]]
         plain = [json.dumps(m, sort_keys=True) for m in body["messages"]]
@@ -388,20 +493,25 @@ def prefix_stability(conversation: Conversation, settings: CompressionConfig) ->
         forwarded += result.tokens_forwarded_est
         original += result.tokens_original_est
         sent_before, original_before, requests = sent, plain, requests + 1
-    return (f"Turn by turn on {conversation.name} ({requests} requests, {folds} of them after a chunk "
-            f"fold changed the prefix): forwarded {forwarded // requests} vs {original // requests} tokens "
-            f"per request ({1 - forwarded / original:.0%} fewer); with a warm prompt cache (reads 0.1, "
-            f"writes 1.25) the input costs {warm_compressed / warm_original:.2f}x the uncompressed one.")
+    return (
+        f"Turn by turn on {conversation.name} ({requests} requests, {folds} of them after a chunk "
+        f"fold changed the prefix): forwarded {forwarded // requests} vs {original // requests} tokens "
+        f"per request ({1 - forwarded / original:.0%} fewer); with a warm prompt cache (reads 0.1, "
+        f"writes 1.25) the input costs {warm_compressed / warm_original:.2f}x the uncompressed one."
+    )
 
 
 # --- the report -------------------------------------------------------------------------------------
 
-HEADER = (f"{'conversation':<20} {'turns':>5} {'reqs':>5} {'valid':>6} {'orig tok':>9} {'fwd tok':>8} "
-          f"{'reduction':>9} {'recall':>7} {'per-q':>6} {'all-kept':>8} {'p50 ms':>7} {'p95 ms':>7}")
+HEADER = (
+    f"{'conversation':<20} {'turns':>5} {'reqs':>5} {'valid':>6} {'orig tok':>9} {'fwd tok':>8} "
+    f"{'reduction':>9} {'recall':>7} {'per-q':>6} {'all-kept':>8} {'p50 ms':>7} {'p95 ms':>7}"
+)
 
 
-def report(rows: dict[str, Tally], timing: dict[str, Tally], conversations: list[Conversation],
-           mode: str) -> list[tuple[str, bool]]:
+def report(
+    rows: dict[str, Tally], timing: dict[str, Tally], conversations: list[Conversation], mode: str
+) -> list[tuple[str, bool]]:
     """Print the table; return the targets of issue 4 with whether each was met."""
     turns = {c.name: c.turns for c in conversations}
     print(f"\nThrough {mode}. Tokens: proxy.tokens estimates per request (original, forwarded).")
@@ -420,15 +530,23 @@ def report(rows: dict[str, Tally], timing: dict[str, Tally], conversations: list
     print(total.row("LoCoMo total"))
     agent = rows.get("agent session", Tally())
     print(agent.row("agent session"))
-    print("\nEvidence recall by LoCoMo question category: " + ", ".join(
-        f"{CATEGORIES.get(c, c)} {k / n:.1%} ({k}/{n})" for c, (k, n) in sorted(total.by_category.items())))
-    print(f"Compression time on the 600+ turn conversations, warm session: p50 {_ms(long.times_ms, 0.5)} ms, "
-          f"p95 {_ms(long.times_ms, 0.95)} ms ({len(long.times_ms)} requests).")
-    return [("input-token reduction >= 80%", 1 - total.forwarded / max(total.original, 1) >= 0.80),
-            ("evidence recall >= 90%", total.kept >= 0.9 * total.evidence),
-            ("100% valid", total.valid == total.requests and agent.valid == agent.requests),
-            ("p50 <= 20 ms on 600+ turns", bool(long.times_ms) and statistics.median(long.times_ms) <= 20),
-            ("agent session reduced >= 30%", agent.original > 0 and agent.forwarded <= 0.7 * agent.original)]
+    print(
+        "\nEvidence recall by LoCoMo question category: "
+        + ", ".join(
+            f"{CATEGORIES.get(c, c)} {k / n:.1%} ({k}/{n})" for c, (k, n) in sorted(total.by_category.items())
+        )
+    )
+    print(
+        f"Compression time on the 600+ turn conversations, warm session: p50 {_ms(long.times_ms, 0.5)} ms, "
+        f"p95 {_ms(long.times_ms, 0.95)} ms ({len(long.times_ms)} requests)."
+    )
+    return [
+        ("input-token reduction >= 80%", 1 - total.forwarded / max(total.original, 1) >= 0.80),
+        ("evidence recall >= 90%", total.kept >= 0.9 * total.evidence),
+        ("100% valid", total.valid == total.requests and agent.valid == agent.requests),
+        ("p50 <= 20 ms on 600+ turns", bool(long.times_ms) and statistics.median(long.times_ms) <= 20),
+        ("agent session reduced >= 30%", agent.original > 0 and agent.forwarded <= 0.7 * agent.original),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -437,8 +555,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-process", action="store_true", help="call compress() directly, no proxy")
     parser.add_argument("--providers", default="anthropic,openai", help="comma-separated: anthropic,openai")
     parser.add_argument("--questions", type=int, default=0, help="at most this many questions each")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a [compression] setting for this run, e.g. --set recall_budget_tokens=3000")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [compression] setting for this run, e.g. --set recall_budget_tokens=3000",
+    )
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     route_vidurai_logs()
@@ -451,8 +574,9 @@ def main(argv: list[str] | None = None) -> int:
     conversations = load_locomo(path)
     if args.questions:
         conversations = [attrs.evolve(c, questions=c.questions[: args.questions]) for c in conversations]
-    plans = requests_of(conversations, [p.strip() for p in args.providers.split(",") if p.strip()],
-                        agent_requests())
+    plans = requests_of(
+        conversations, [p.strip() for p in args.providers.split(",") if p.strip()], agent_requests()
+    )
     print(f"Settings: {settings}")
     timing = in_process(plans, settings)
     if args.in_process:

@@ -27,8 +27,10 @@ def test_small_requests_pass_through() -> None:
     result = run("anthropic", few_messages)
     assert (result.body, result.reason) == (None, "below_threshold")
     assert result.tokens_forwarded_est == result.tokens_original_est == estimate_request(few_messages)
-    short_turns = {**anthropic_chat(30),
-                   "messages": [{"role": r, "content": "hi"} for r in ["user", "assistant"] * 15]}
+    short_turns = {
+        **anthropic_chat(30),
+        "messages": [{"role": r, "content": "hi"} for r in ["user", "assistant"] * 15],
+    }
     assert run("anthropic", short_turns).reason == "below_threshold"
     assert run("anthropic", anthropic_chat(61), config=settings(enabled=False)).reason == "disabled"
 
@@ -59,8 +61,8 @@ def test_prefix_is_byte_identical_from_turn_to_turn_until_the_next_chunk_folds()
                 assert _prefix(result.body) == _prefix(previous)
                 # ...and everything after the digests up to the previous latest message, too.
                 kept = len(previous["messages"]) - 1
-                same = json.dumps(previous["messages"][:kept - 1])
-                assert json.dumps(result.body["messages"][:kept - 1]) == same
+                same = json.dumps(previous["messages"][: kept - 1])
+                assert json.dumps(result.body["messages"][: kept - 1]) == same
             else:
                 folds += 1
                 # One new digest block; the earlier ones are intact.
@@ -114,18 +116,23 @@ def test_nothing_from_another_conversation_is_added() -> None:
     assert "KESTREL" not in isolated.snapshot()
 
 
-@pytest.mark.parametrize("make", [
-    lambda b: b["messages"].insert(5, "not a message"),
-    lambda b: b["messages"].insert(5, None),
-    lambda b: b["messages"][5].pop("content"),
-    lambda b: b["messages"][5].update(content=12345),
-    lambda b: b["messages"][5].update(content=[{"type": "mystery", "payload": [1, 2, 3]}, "bare string", 7]),
-    lambda b: b["messages"][5].update(role="narrator"),
-    lambda b: b.update(messages="not a list"),
-    lambda b: b.update(messages={"role": "user"}),
-    lambda b: b.update(messages=[]),
-    lambda b: b["messages"][5].update(content=[{"type": "tool_result", "tool_use_id": "gone"}]),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda b: b["messages"].insert(5, "not a message"),
+        lambda b: b["messages"].insert(5, None),
+        lambda b: b["messages"][5].pop("content"),
+        lambda b: b["messages"][5].update(content=12345),
+        lambda b: b["messages"][5].update(
+            content=[{"type": "mystery", "payload": [1, 2, 3]}, "bare string", 7]
+        ),
+        lambda b: b["messages"][5].update(role="narrator"),
+        lambda b: b.update(messages="not a list"),
+        lambda b: b.update(messages={"role": "user"}),
+        lambda b: b.update(messages=[]),
+        lambda b: b["messages"][5].update(content=[{"type": "tool_result", "tool_use_id": "gone"}]),
+    ],
+)
 def test_malformed_requests_fail_open(make: Any) -> None:
     body = anthropic_chat(61)
     make(body)
@@ -134,21 +141,34 @@ def test_malformed_requests_fail_open(make: Any) -> None:
         assert result.reason.startswith(("invalid:", "failed_open:", "below_threshold", "not_smaller"))
     else:
         assert result.reason == "compressed"
-        assert [p for p in problems("anthropic", result.body["messages"])
-                if p not in problems("anthropic", body["messages"])] == []
+        assert [
+            p
+            for p in problems("anthropic", result.body["messages"])
+            if p not in problems("anthropic", body["messages"])
+        ] == []
 
 
 def test_images_documents_and_unusual_blocks_compress_validly() -> None:
     body = anthropic_chat(61)
-    image = {"type": "image",
-             "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo" * 50}}
-    document = {"type": "document", "title": "Lease.pdf",
-                "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0" * 50}}
+    image = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo" * 50},
+    }
+    document = {
+        "type": "document",
+        "title": "Lease.pdf",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0" * 50},
+    }
     body["messages"][2] = {"role": "user", "content": [image, {"type": "text", "text": "my cat"}, document]}
-    body["messages"][3] = {"role": "assistant", "content": [
-        {"type": "redacted_thinking", "data": "opaque"}, {"type": "text", "text": "nice cat"},
-        {"type": "server_tool_use", "id": "srv_1", "name": "web_search", "input": {"query": "cats"}},
-        {"type": "web_search_tool_result", "tool_use_id": "srv_1", "content": []}]}
+    body["messages"][3] = {
+        "role": "assistant",
+        "content": [
+            {"type": "redacted_thinking", "data": "opaque"},
+            {"type": "text", "text": "nice cat"},
+            {"type": "server_tool_use", "id": "srv_1", "name": "web_search", "input": {"query": "cats"}},
+            {"type": "web_search_tool_result", "tool_use_id": "srv_1", "content": []},
+        ],
+    }
     body["messages"][-1] = {"role": "user", "content": [image, {"type": "text", "text": "Is this my cat?"}]}
     result = run("anthropic", body)
     assert result.reason == "compressed" and result.body is not None
@@ -160,8 +180,10 @@ def test_images_documents_and_unusual_blocks_compress_validly() -> None:
 
 def test_openai_unusual_content_compresses_validly() -> None:
     body = openai_agent(12)
-    body["messages"][3]["content"] = [{"type": "text", "text": "part"}, {"type": "image_url",
-                                                                         "image_url": {"url": "data:x"}}]
+    body["messages"][3]["content"] = [
+        {"type": "text", "text": "part"},
+        {"type": "image_url", "image_url": {"url": "data:x"}},
+    ]
     body["messages"].insert(9, {"role": "developer", "content": "Prefer short answers."})
     result = run("openai", body)
     assert result.reason == "compressed" and result.body is not None
@@ -192,18 +214,27 @@ def test_agent_session_with_large_tool_results_shrinks_by_a_third() -> None:
 
 def test_same_forwarded_body_in_another_process(tmp_path: Path) -> None:
     """Another proxy instance (its own hash seed, a fresh memory) forwards the very same bytes."""
-    script = ("import json, logging, sys, structlog\n"
-              "structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))\n"
-              "from proxy.compression import SessionMemory, compress, route_vidurai_logs\n"
-              "from tests.test_compression_helpers import SETTINGS, anthropic_chat\n"
-              "route_vidurai_logs()\n"
-              "result = compress('anthropic', anthropic_chat(81), SessionMemory('other'), SETTINGS)\n"
-              "sys.stdout.write(json.dumps(result.body))\n")
+    script = (
+        "import json, logging, sys, structlog\n"
+        "structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))\n"
+        "from proxy.compression import SessionMemory, compress, route_vidurai_logs\n"
+        "from tests.test_compression_helpers import SETTINGS, anthropic_chat\n"
+        "route_vidurai_logs()\n"
+        "result = compress('anthropic', anthropic_chat(81), SessionMemory('other'), SETTINGS)\n"
+        "sys.stdout.write(json.dumps(result.body))\n"
+    )
     here = run("anthropic", anthropic_chat(81))
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed, "HOME": str(tmp_path)}
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
-                              cwd=Path(__file__).parent.parent, timeout=60, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=Path(__file__).parent.parent,
+            timeout=60,
+            check=True,
+        )
         assert done.stdout == json.dumps(here.body)
 
 

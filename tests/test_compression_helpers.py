@@ -15,9 +15,16 @@ from proxy.compression import CompressionResult, SessionMemory, compress, route_
 from proxy.compression.structure import problems
 from proxy.config import CompressionConfig
 
-SETTINGS = CompressionConfig(enabled=True, threshold_messages=10, min_tokens=2000, keep_recent=6,
-                             chunk_messages=20, recall_budget_tokens=1500, recall_share=0.08,
-                             tool_result_max_tokens=400)
+SETTINGS = CompressionConfig(
+    enabled=True,
+    threshold_messages=10,
+    min_tokens=2000,
+    keep_recent=6,
+    chunk_messages=20,
+    recall_budget_tokens=1500,
+    recall_share=0.08,
+    tool_result_max_tokens=400,
+)
 TOPICS = ["sailing", "pottery", "chess", "violin", "gardening", "astronomy", "baking", "climbing"]
 LINE = "We talked again about {topic} and the plans for the weekend, which keep changing every week. "
 
@@ -41,8 +48,14 @@ def anthropic_chat(turns: int, question: str = "What did we say about sailing?")
     if messages[-1]["role"] == "user":
         messages.append({"role": "assistant", "content": "Noted."})
     messages.append({"role": "user", "content": question})
-    return {"model": "claude-test", "max_tokens": 100, "system": "Be brief.", "messages": messages,
-            "metadata": {"user_id": "u1"}, "temperature": 0.2}
+    return {
+        "model": "claude-test",
+        "max_tokens": 100,
+        "system": "Be brief.",
+        "messages": messages,
+        "metadata": {"user_id": "u1"},
+        "temperature": 0.2,
+    }
 
 
 def anthropic_agent(steps: int, thinking: bool = True, result_lines: int = 120) -> dict[str, Any]:
@@ -51,41 +64,76 @@ def anthropic_agent(steps: int, thinking: bool = True, result_lines: int = 120) 
     for step in range(steps):
         content: list[dict[str, Any]] = []
         if thinking:
-            content.append({"type": "thinking", "thinking": f"Step {step}: read the next file.",
-                            "signature": f"sig-{step}"})
+            content.append(
+                {
+                    "type": "thinking",
+                    "thinking": f"Step {step}: read the next file.",
+                    "signature": f"sig-{step}",
+                }
+            )
         content.append({"type": "text", "text": f"Reading file {step}."})
-        content.append({"type": "tool_use", "id": f"toolu_{step:03d}", "name": "Read",
-                        "input": {"path": f"src/file_{step}.py"}})
+        content.append(
+            {
+                "type": "tool_use",
+                "id": f"toolu_{step:03d}",
+                "name": "Read",
+                "input": {"path": f"src/file_{step}.py"},
+            }
+        )
         messages.append({"role": "assistant", "content": content})
-        output = "\n".join(f"{step}:{line}: value_{line} = compute(value_{line - 1}) + {line * 7}"
-                           for line in range(result_lines))
-        messages.append({"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": f"toolu_{step:03d}", "content": output}]})
-    return {"model": "claude-test", "max_tokens": 100, "system": [{"type": "text", "text": "Agent."}],
-            "tools": [{"name": "Read", "description": "Read a file", "input_schema": {"type": "object"}}],
-            "messages": messages}
+        output = "\n".join(
+            f"{step}:{line}: value_{line} = compute(value_{line - 1}) + {line * 7}"
+            for line in range(result_lines)
+        )
+        messages.append(
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": f"toolu_{step:03d}", "content": output}],
+            }
+        )
+    return {
+        "model": "claude-test",
+        "max_tokens": 100,
+        "system": [{"type": "text", "text": "Agent."}],
+        "tools": [{"name": "Read", "description": "Read a file", "input_schema": {"type": "object"}}],
+        "messages": messages,
+    }
 
 
 def openai_agent(steps: int, result_lines: int = 60) -> dict[str, Any]:
     """An OpenAI chat with tool calls: assistant tool_calls, then one tool message per call."""
-    messages: list[dict[str, Any]] = [{"role": "system", "content": "You are helpful."},
-                                      {"role": "user", "content": "Look at every file about sailing."}]
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": "You are helpful."},
+        {"role": "user", "content": "Look at every file about sailing."},
+    ]
     for step in range(steps):
-        calls = [{"id": f"call_{step}_{n}", "type": "function",
-                  "function": {"name": "read", "arguments": json.dumps({"path": f"f{step}_{n}.txt"})}}
-                 for n in range(2)]
+        calls = [
+            {
+                "id": f"call_{step}_{n}",
+                "type": "function",
+                "function": {"name": "read", "arguments": json.dumps({"path": f"f{step}_{n}.txt"})},
+            }
+            for n in range(2)
+        ]
         messages.append({"role": "assistant", "content": None, "tool_calls": calls})
         for call in calls:
             text = "\n".join(f"{call['id']} line {i}: sailing notes {i * 3}" for i in range(result_lines))
             messages.append({"role": "tool", "tool_call_id": call["id"], "content": text})
         messages.append({"role": "assistant", "content": f"Step {step} done. " + chat_turn(step)})
         messages.append({"role": "user", "content": f"Continue with step {step + 1}. " + chat_turn(step + 1)})
-    return {"model": "gpt-test", "messages": messages, "tools": [
-        {"type": "function", "function": {"name": "read", "parameters": {"type": "object"}}}]}
+    return {
+        "model": "gpt-test",
+        "messages": messages,
+        "tools": [{"type": "function", "function": {"name": "read", "parameters": {"type": "object"}}}],
+    }
 
 
-def run(provider: str, body: dict[str, Any], memory: SessionMemory | None = None,
-        config: CompressionConfig = SETTINGS) -> CompressionResult:
+def run(
+    provider: str,
+    body: dict[str, Any],
+    memory: SessionMemory | None = None,
+    config: CompressionConfig = SETTINGS,
+) -> CompressionResult:
     """compress() on a copy, checking it left the body alone."""
     before = copy.deepcopy(body)
     result = compress(provider, body, memory or SessionMemory("test"), config)  # type: ignore[arg-type]

@@ -6,11 +6,27 @@ from proxy.compression.expand import EXPANSION_WEIGHT, expansion
 from proxy.compression.recall import NEXT_WEIGHTS, PREVIOUS_WEIGHTS, Candidate, RecallIndex, _smoothed, select
 from proxy.compression.text import terms
 
-FILLER = [f"We spoke about the weather and the {word} in town today." for word in
-          ("bakery", "library", "station", "market", "harbour", "museum", "stadium", "theatre", "garden",
-           "bridge", "square", "tower")]
-TOGETHER = ["The hiking trip was long, the glacier at the top was enormous.",
-            "More hiking next month: the glacier trail again, with better boots."]
+FILLER = [
+    f"We spoke about the weather and the {word} in town today."
+    for word in (
+        "bakery",
+        "library",
+        "station",
+        "market",
+        "harbour",
+        "museum",
+        "stadium",
+        "theatre",
+        "garden",
+        "bridge",
+        "square",
+        "tower",
+    )
+]
+TOGETHER = [
+    "The hiking trip was long, the glacier at the top was enormous.",
+    "More hiking next month: the glacier trail again, with better boots.",
+]
 ANSWER = "That glacier photo is now my screen background."
 
 
@@ -29,8 +45,9 @@ def test_a_word_that_keeps_company_with_the_query_joins_it_at_a_lower_weight() -
     assert terms("weather")[0] not in weights  # in every turn: no company in particular
     # Only the candidates count: without the turns that pair them, the words are strangers.
     apart = docs - {candidates[len(FILLER)].doc, candidates[len(FILLER) + 1].doc}
-    assert expansion(set(terms("hiking")), index._postings, apart,
-                     lambda doc: terms(index.texts[doc])) == {terms("hiking")[0]: 1.0}
+    assert expansion(set(terms("hiking")), index._postings, apart, lambda doc: terms(index.texts[doc])) == {
+        terms("hiking")[0]: 1.0
+    }
 
 
 def test_a_turn_sharing_no_word_with_the_question_ranks_above_unrelated_ones() -> None:

@@ -21,8 +21,13 @@ from tests.test_compression_helpers import (
 
 
 def _tool_ids(messages: list[dict[str, Any]], kind: str, key: str) -> list[str]:
-    return [b[key] for m in messages if isinstance(m["content"], list) for b in m["content"]
-            if b.get("type") == kind]
+    return [
+        b[key]
+        for m in messages
+        if isinstance(m["content"], list)
+        for b in m["content"]
+        if b.get("type") == kind
+    ]
 
 
 def test_anthropic_tool_pairs_stay_whole() -> None:
@@ -34,8 +39,11 @@ def test_anthropic_tool_pairs_stay_whole() -> None:
     assert result.messages_folded > 0
     # Each tool_use that survived is answered in the very next message, and vice versa.
     for index, message in enumerate(out):
-        uses = [b["id"] for b in message["content"] if isinstance(b, dict) and b.get("type") == "tool_use"] \
-            if isinstance(message["content"], list) else []
+        uses = (
+            [b["id"] for b in message["content"] if isinstance(b, dict) and b.get("type") == "tool_use"]
+            if isinstance(message["content"], list)
+            else []
+        )
         if uses:
             assert _tool_ids([out[index + 1]], "tool_result", "tool_use_id") == uses
     assert sorted(_tool_ids(out, "tool_use", "id")) == sorted(_tool_ids(out, "tool_result", "tool_use_id"))
@@ -74,7 +82,7 @@ def test_thinking_of_earlier_turns_is_folded_whole_and_latest_kept() -> None:
     out = result.body["messages"]
     assert problems("anthropic", out) == []
     originals = {id(b) for m in messages if isinstance(m["content"], list) for b in m["content"]}
-    latest_turn = messages[len(first) + 1:]
+    latest_turn = messages[len(first) + 1 :]
     for message in latest_turn[1:]:
         assert any(m is message for m in out) or message["role"] == "user"
     for message in out:
@@ -93,18 +101,22 @@ def test_openai_tool_messages_follow_their_calls() -> None:
     for index, message in enumerate(out):
         if message.get("tool_calls"):
             ids = [c["id"] for c in message["tool_calls"]]
-            following = [m["tool_call_id"] for m in out[index + 1:index + 1 + len(ids)]]
+            following = [m["tool_call_id"] for m in out[index + 1 : index + 1 + len(ids)]]
             assert following == ids
 
 
 def test_non_message_fields_system_and_tools_unchanged() -> None:
-    cases = (("anthropic", anthropic_agent(30, thinking=False)), ("anthropic", anthropic_chat(61)),
-             ("openai", openai_agent(12)))
+    cases = (
+        ("anthropic", anthropic_agent(30, thinking=False)),
+        ("anthropic", anthropic_chat(61)),
+        ("openai", openai_agent(12)),
+    )
     for provider, body in cases:
         result = run(provider, body)
         assert result.body is not None
-        assert {k: v for k, v in result.body.items() if k != "messages"} == \
-            {k: v for k, v in body.items() if k != "messages"}
+        assert {k: v for k, v in result.body.items() if k != "messages"} == {
+            k: v for k, v in body.items() if k != "messages"
+        }
 
 
 def test_latest_messages_verbatim() -> None:
@@ -112,8 +124,8 @@ def test_latest_messages_verbatim() -> None:
     result = run("anthropic", body)
     assert result.body is not None
     out = result.body["messages"]
-    recent = body["messages"][-SETTINGS.keep_recent:]
-    assert out[-SETTINGS.keep_recent:-1] == recent[:-1]
+    recent = body["messages"][-SETTINGS.keep_recent :]
+    assert out[-SETTINGS.keep_recent : -1] == recent[:-1]
     latest = out[-1]["content"]  # the latest user message: its own text first, then what was recalled
     assert latest[0] == {"type": "text", "text": body["messages"][-1]["content"]}
     assert "sailing" in latest[1]["text"]
@@ -147,10 +159,16 @@ def test_old_tool_results_cut_to_head_and_tail_with_a_marker() -> None:
 def test_cache_control_marker_moves_from_folded_part_to_digest_end() -> None:
     body = anthropic_chat(61)
     messages = body["messages"]
-    messages[3] = {"role": "assistant", "content": [
-        {"type": "text", "text": messages[3]["content"], "cache_control": {"type": "ephemeral"}}]}
-    messages[-1] = {"role": "user", "content": [
-        {"type": "text", "text": messages[-1]["content"], "cache_control": {"type": "ephemeral"}}]}
+    messages[3] = {
+        "role": "assistant",
+        "content": [{"type": "text", "text": messages[3]["content"], "cache_control": {"type": "ephemeral"}}],
+    }
+    messages[-1] = {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": messages[-1]["content"], "cache_control": {"type": "ephemeral"}}
+        ],
+    }
     result = run("anthropic", body)
     assert result.body is not None
     out = result.body["messages"]
@@ -172,8 +190,11 @@ def test_no_marker_added_when_none_was_folded() -> None:
 
 def test_recalled_turns_come_with_position_and_date() -> None:
     body = anthropic_chat(61, question="When did we plan the astronomy evening?")
-    body["messages"][4] = {"role": "user", "content": "On 12 March, 2024 we planned the astronomy evening "
-                                                      "at the observatory with the new telescope."}
+    body["messages"][4] = {
+        "role": "user",
+        "content": "On 12 March, 2024 we planned the astronomy evening "
+        "at the observatory with the new telescope.",
+    }
     result = run("anthropic", body)
     assert result.body is not None
     recalled = result.body["messages"][-1]["content"][-1]["text"]

@@ -73,8 +73,9 @@ def fold_limit(provider: Provider, messages: list[Any], start: int, verbatim: in
     The turn runs from the latest message a person wrote; its thinking blocks must reach the provider
     whole, so none of its messages is folded (its old tool results may still be cut).
     """
-    turn = next((i for i in range(len(messages) - 1, start - 1, -1)
-                 if is_plain_user(provider, messages[i])), None)
+    turn = next(
+        (i for i in range(len(messages) - 1, start - 1, -1) if is_plain_user(provider, messages[i])), None
+    )
     if turn is not None and turn < verbatim and any(has_thinking(m) for m in messages[turn:]):
         return turn
     return verbatim

@@ -29,9 +29,11 @@ from .toolcut import cut_tool_results
 log = structlog.get_logger(__name__)
 
 # Constant on purpose: the first bytes of the folded prefix must not change when a chunk is added.
-DIGEST_INTRO = ("[Vidurai proxy: the earliest messages of this conversation were folded into the digests "
-                "below to save tokens; each covers a range of messages. Parts relevant to the latest "
-                "message are quoted verbatim at its end.]")
+DIGEST_INTRO = (
+    "[Vidurai proxy: the earliest messages of this conversation were folded into the digests "
+    "below to save tokens; each covers a range of messages. Parts relevant to the latest "
+    "message are quoted verbatim at its end.]"
+)
 
 
 @attrs.frozen
@@ -54,8 +56,12 @@ def _estimate(body: Mapping[str, Any]) -> int:
         return 0
 
 
-def compress(provider: Literal["anthropic", "openai"], body: Mapping[str, Any], memory: SessionMemory,
-             settings: CompressionConfig) -> CompressionResult:
+def compress(
+    provider: Literal["anthropic", "openai"],
+    body: Mapping[str, Any],
+    memory: SessionMemory,
+    settings: CompressionConfig,
+) -> CompressionResult:
     """Fold old turns of a long conversation; never raises and never changes `body`."""
     original = _estimate(body)
     count = 0
@@ -75,8 +81,13 @@ def _unchanged(original: int, count: int, reason: str) -> CompressionResult:
     return CompressionResult(None, original, original, count, count, 0, reason)
 
 
-def _compress(provider: Provider, body: Mapping[str, Any], memory: SessionMemory,
-              settings: CompressionConfig, original: int) -> CompressionResult:
+def _compress(
+    provider: Provider,
+    body: Mapping[str, Any],
+    memory: SessionMemory,
+    settings: CompressionConfig,
+    original: int,
+) -> CompressionResult:
     messages = body.get("messages")
     count = len(messages) if isinstance(messages, list) else 0
     if not settings.enabled:
@@ -89,17 +100,20 @@ def _compress(provider: Provider, body: Mapping[str, Any], memory: SessionMemory
     if "message_not_an_object" in before:
         return _unchanged(original, count, "invalid:message_not_an_object")
     cut = plan(provider, messages, settings.keep_recent, settings.chunk_messages)
-    chunks = [memory.chunk(provider, messages[a:b], a, chunk_key(provider, messages[a:b], a))
-              for a, b in cut.chunks]
+    chunks = [
+        memory.chunk(provider, messages[a:b], a, chunk_key(provider, messages[a:b], a)) for a, b in cut.chunks
+    ]
     folded_end = cut.folded_end
     out: list[Any] = list(messages[: cut.start])
     if chunks:
         if provider == "openai":  # instructions given mid-conversation are kept, not summarised
-            out.extend(m for m in messages[cut.start:folded_end] if role(m) in INSTRUCTION_ROLES)
-        out.append(_digest_message(provider, chunks, messages[cut.start:folded_end], messages[folded_end:]))
-    out.extend(cut_tool_results(provider, m, settings.tool_result_max_tokens)
-               for m in messages[folded_end:cut.verbatim])
-    out.extend(messages[cut.verbatim:])
+            out.extend(m for m in messages[cut.start : folded_end] if role(m) in INSTRUCTION_ROLES)
+        out.append(_digest_message(provider, chunks, messages[cut.start : folded_end], messages[folded_end:]))
+    out.extend(
+        cut_tool_results(provider, m, settings.tool_result_max_tokens)
+        for m in messages[folded_end : cut.verbatim]
+    )
+    out.extend(messages[cut.verbatim :])
     # The recall block follows the client's last cache breakpoint, so every request pays it in full,
     # while the history it replaces would mostly have been a cache read. Bounding it by a share of
     # the folded tokens keeps a request that folds little from growing past its original.
@@ -117,8 +131,9 @@ def _compress(provider: Provider, body: Mapping[str, Any], memory: SessionMemory
     return CompressionResult(forwarded, original, estimate, count, len(out), folded, "compressed")
 
 
-def _digest_message(provider: Provider, chunks: list[Chunk], folded: list[Any],
-                    kept: list[Any]) -> dict[str, Any]:
+def _digest_message(
+    provider: Provider, chunks: list[Chunk], folded: list[Any], kept: list[Any]
+) -> dict[str, Any]:
     """The user message standing in for the folded chunks: a fixed intro, then one digest per chunk."""
     if provider == "openai":
         return {"role": "user", "content": "\n\n".join([DIGEST_INTRO, *(c.digest for c in chunks)])}
@@ -134,8 +149,9 @@ def _digest_message(provider: Provider, chunks: list[Chunk], folded: list[Any],
     return {"role": "user", "content": content}
 
 
-def _with_recall(provider: Provider, message: Any, memory: SessionMemory, chunks: list[Chunk],
-                 budget: int) -> Any:
+def _with_recall(
+    provider: Provider, message: Any, memory: SessionMemory, chunks: list[Chunk], budget: int
+) -> Any:
     """The latest user message with the recalled old turns appended as one more text block."""
     if role(message) != "user":
         return message
@@ -183,4 +199,3 @@ def _check(provider: Provider, messages: list[Any], out: list[Any], before: list
         if markers_ordered(original_markers) and not markers_ordered(markers):
             return "cache_markers_misordered"
     return None
-

@@ -13,8 +13,14 @@ from .structure import Provider, blocks, role
 
 # A recalled unit stays small enough to be worth its tokens; longer texts are split on lines.
 UNIT_MAX_TOKENS = 200
-_ATTACHMENTS = {"image": "image", "image_url": "image", "input_image": "image", "document": "document",
-                "input_audio": "audio", "file": "file"}
+_ATTACHMENTS = {
+    "image": "image",
+    "image_url": "image",
+    "input_image": "image",
+    "document": "document",
+    "input_audio": "audio",
+    "file": "file",
+}
 
 
 @attrs.frozen

@@ -28,8 +28,11 @@ _DECISION = re.compile(
     r"deadline|meeting|birthday|trip|travel|visit)",
     re.IGNORECASE,
 )
-_FILLER = re.compile(r"^(hey|hi|hello|thanks|thank you|wow|cool|great|awesome|nice|sounds|that's|lol|haha|"
-                     r"bye|see you|take care|omg|aw+|yeah|yes|sure|ok|okay)\b", re.IGNORECASE)
+_FILLER = re.compile(
+    r"^(hey|hi|hello|thanks|thank you|wow|cool|great|awesome|nice|sounds|that's|lol|haha|"
+    r"bye|see you|take care|omg|aw+|yeah|yes|sure|ok|okay)\b",
+    re.IGNORECASE,
+)
 
 
 def importance(text: str) -> float:

@@ -15,8 +15,12 @@ MAX_SHARE = 0.2
 MIN_TOGETHER = 2  # a word met once beside a query term is chance, not company
 
 
-def expansion(query: Collection[str], postings: Mapping[str, Mapping[int, int]], candidates: Collection[int],
-              terms_of: Callable[[int], Collection[str]]) -> dict[str, float]:
+def expansion(
+    query: Collection[str],
+    postings: Mapping[str, Mapping[int, int]],
+    candidates: Collection[int],
+    terms_of: Callable[[int], Collection[str]],
+) -> dict[str, float]:
     """Weights of the query's terms (1.0) and of the words that co-occur with them in the candidates.
 
     Companions are scored by co-occurrence count times pointwise mutual information, over the
@@ -41,8 +45,11 @@ def expansion(query: Collection[str], postings: Mapping[str, Mapping[int, int]],
         together: Counter[str] = Counter()
         for doc in docs:
             together.update(other for other in set(terms_of(doc)) if other not in query)
-        strength = {other: count * math.log(total * count / (len(docs) * df(other)))
-                    for other, count in together.items() if count >= MIN_TOGETHER}
+        strength = {
+            other: count * math.log(total * count / (len(docs) * df(other)))
+            for other, count in together.items()
+            if count >= MIN_TOGETHER
+        }
         companions = sorted((o for o, s in strength.items() if s > 0), key=lambda o: (-strength[o], o))
         companions = companions[:EXPANSION_TERMS]
         if not companions:

@@ -90,11 +90,21 @@ class SessionMemory:
         if cached is not None:
             return cached
         found = _units_of(provider, messages, start)
-        made = Chunk(key, start, start + len(messages), digest(provider, messages, start), tuple(found),
-                     tuple(self._remember(unit) for unit in found), sum(count_message(m) for m in messages))
+        made = Chunk(
+            key,
+            start,
+            start + len(messages),
+            digest(provider, messages, start),
+            tuple(found),
+            tuple(self._remember(unit) for unit in found),
+            sum(count_message(m) for m in messages),
+        )
         self._store(made)
-        self._rows.append(MemoryRow(self.session_id, start, "user", "digest", 1.0, made.digest,
-                                    sha(made.digest), time.time()))
+        self._rows.append(
+            MemoryRow(
+                self.session_id, start, "user", "digest", 1.0, made.digest, sha(made.digest), time.time()
+            )
+        )
         return made
 
     def _store(self, chunk: Chunk) -> None:
@@ -106,10 +116,26 @@ class SessionMemory:
         known = len(self.index)
         doc = self.index.add(unit.text)
         if doc == known:  # a text seen for the first time in this session
-            self.vidurai.remember(unit.text, importance=unit.importance, position=unit.position,
-                                  role=unit.role, kind=unit.kind, date=unit.date)
-            self._rows.append(MemoryRow(self.session_id, unit.position, unit.role, "turn", unit.importance,
-                                        unit.text, sha(unit.text), time.time()))
+            self.vidurai.remember(
+                unit.text,
+                importance=unit.importance,
+                position=unit.position,
+                role=unit.role,
+                kind=unit.kind,
+                date=unit.date,
+            )
+            self._rows.append(
+                MemoryRow(
+                    self.session_id,
+                    unit.position,
+                    unit.role,
+                    "turn",
+                    unit.importance,
+                    unit.text,
+                    sha(unit.text),
+                    time.time(),
+                )
+            )
         return doc
 
     def drain_memory_rows(self) -> list[MemoryRow]:
@@ -119,12 +145,27 @@ class SessionMemory:
 
     def snapshot(self) -> str:
         """The session's state as JSON text, for the `snapshots` table."""
-        chunks = [{"key": c.key, "start": c.start, "end": c.end, "digest": c.digest, "tokens": c.tokens,
-                   "units": [[u.position, u.role, u.kind, u.text, u.date, u.importance] for u in c.units]}
-                  for c in self._chunks.values()]
+        chunks = [
+            {
+                "key": c.key,
+                "start": c.start,
+                "end": c.end,
+                "digest": c.digest,
+                "tokens": c.tokens,
+                "units": [[u.position, u.role, u.kind, u.text, u.date, u.importance] for u in c.units],
+            }
+            for c in self._chunks.values()
+        ]
         known = {u.text for c in self._chunks.values() for u in c.units}
-        return json.dumps({"version": SNAPSHOT_VERSION, "session_id": self.session_id, "chunks": chunks,
-                           "vidurai": _vidurai_state(self.vidurai, known)}, ensure_ascii=False)
+        return json.dumps(
+            {
+                "version": SNAPSHOT_VERSION,
+                "session_id": self.session_id,
+                "chunks": chunks,
+                "vidurai": _vidurai_state(self.vidurai, known),
+            },
+            ensure_ascii=False,
+        )
 
     @classmethod
     def restore(cls, session_id: str, snapshot: str) -> SessionMemory:
@@ -134,11 +175,21 @@ class SessionMemory:
             raise ValueError("unknown snapshot version")
         memory = cls(session_id)
         for item in state["chunks"]:
-            found = tuple(Unit(int(p), str(r), str(k), str(t), d, float(i))
-                          for p, r, k, t, d, i in item["units"])
+            found = tuple(
+                Unit(int(p), str(r), str(k), str(t), d, float(i)) for p, r, k, t, d, i in item["units"]
+            )
             docs = tuple(memory.index.add(u.text) for u in found)
-            memory._store(Chunk(str(item["key"]), int(item["start"]), int(item["end"]), str(item["digest"]),
-                                found, docs, int(item["tokens"])))
+            memory._store(
+                Chunk(
+                    str(item["key"]),
+                    int(item["start"]),
+                    int(item["end"]),
+                    str(item["digest"]),
+                    found,
+                    docs,
+                    int(item["tokens"]),
+                )
+            )
         texts = {sha(text): text for text in memory.index.texts}
         _load_vidurai(memory.vidurai, state.get("vidurai") or [], texts)
         return memory
@@ -151,17 +202,27 @@ def _vidurai_state(vidurai: ViduraiMemory, known: set[str]) -> list[dict[str, An
     and its text by hash when a chunk already carries it.
     """
     layers: dict[int, tuple[Memory, str]] = {}
-    for name, memories in (("w", vidurai.working.memories), ("e", vidurai.episodic.memories.values()),
-                           ("a", vidurai.archival.memories.values())):
+    for name, memories in (
+        ("w", vidurai.working.memories),
+        ("e", vidurai.episodic.memories.values()),
+        ("a", vidurai.archival.memories.values()),
+    ):
         for memory in memories:
             held = layers.get(id(memory))
             layers[id(memory)] = (memory, (held[1] if held else "") + name)
     state = []
     for memory, where in layers.values():
         text = {"sha": sha(memory.content)} if memory.content in known else {"content": memory.content}
-        state.append({**text, "layers": where, "importance": memory.importance,
-                      "access_count": memory.access_count, "timestamp": memory.timestamp.isoformat(),
-                      "metadata": memory.metadata})
+        state.append(
+            {
+                **text,
+                "layers": where,
+                "importance": memory.importance,
+                "access_count": memory.access_count,
+                "timestamp": memory.timestamp.isoformat(),
+                "metadata": memory.metadata,
+            }
+        )
     return state
 
 
@@ -170,9 +231,13 @@ def _load_vidurai(vidurai: ViduraiMemory, state: list[dict[str, Any]], texts: di
         content = item.get("content") or texts.get(str(item.get("sha")))
         if content is None:
             continue  # its chunk was pushed out of the cache; recall never needed Vidurai's copy anyway
-        memory = Memory(content=str(content), importance=float(item["importance"]),
-                        timestamp=datetime.fromisoformat(item["timestamp"]),
-                        access_count=int(item["access_count"]), metadata=dict(item.get("metadata") or {}))
+        memory = Memory(
+            content=str(content),
+            importance=float(item["importance"]),
+            timestamp=datetime.fromisoformat(item["timestamp"]),
+            access_count=int(item["access_count"]),
+            metadata=dict(item.get("metadata") or {}),
+        )
         if "w" in item["layers"]:
             vidurai.working.memories.append(memory)
         if "e" in item["layers"]:

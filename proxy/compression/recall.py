@@ -19,8 +19,10 @@ B = 0.75
 PREVIOUS_WEIGHTS = (0.5, 0.3, 0.2)
 NEXT_WEIGHTS = (0.3, 0.2, 0.1)
 RELATIVE_CUTOFF = 0.15
-RECALL_HEADER = ("[Vidurai proxy: earlier parts of this conversation, folded above, that may matter "
-                 "for this message; quoted verbatim with their position and date]")
+RECALL_HEADER = (
+    "[Vidurai proxy: earlier parts of this conversation, folded above, that may matter "
+    "for this message; quoted verbatim with their position and date]"
+)
 
 
 class RecallIndex:

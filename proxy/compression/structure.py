@@ -107,8 +107,10 @@ def _anthropic_problems(messages: list[dict[str, Any]]) -> list[str]:
         answered = answered_ids("anthropic", message)
         if set(answered) != pending:
             found.append("tool_pair_broken")
-        if answered and any(not (isinstance(b, dict) and b.get("type") == "tool_result")
-                            for b in blocks(message)[: len(answered)]):
+        if answered and any(
+            not (isinstance(b, dict) and b.get("type") == "tool_result")
+            for b in blocks(message)[: len(answered)]
+        ):
             found.append("tool_result_not_first")
         pending = set(opened_ids("anthropic", message))
         previous_role = current
@@ -138,8 +140,12 @@ def _openai_problems(messages: list[dict[str, Any]]) -> list[str]:
 
 def cache_markers(messages: list[Any]) -> list[dict[str, Any]]:
     """The cache_control markers set on message blocks, in order."""
-    return [b["cache_control"] for m in messages for b in blocks(m)
-            if isinstance(b, dict) and isinstance(b.get("cache_control"), dict)]
+    return [
+        b["cache_control"]
+        for m in messages
+        for b in blocks(m)
+        if isinstance(b, dict) and isinstance(b.get("cache_control"), dict)
+    ]
 
 
 def markers_ordered(markers: list[dict[str, Any]]) -> bool:

@@ -10,8 +10,10 @@ from typing import Any
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|\n+")
-_MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|december|"
-           "jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec")
+_MONTHS = (
+    "january|february|march|april|may|june|july|august|september|october|november|december|"
+    "jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec"
+)
 # Day-month-year, month-day-year and ISO dates: what people and tools write in conversations.
 _DATE = re.compile(
     rf"\b(?:\d{{1,2}}(?:st|nd|rd|th)?\s+(?:{_MONTHS})\.?,?\s+\d{{4}}"
@@ -22,7 +24,8 @@ _DATE = re.compile(
 
 _YEAR = re.compile(r"\d{4}")
 
-STOPWORDS = frozenset("""
+STOPWORDS = frozenset(
+    """
 a about above after again against all am an and any are aren't as at be because been before being
 below between both but by can can't cannot could couldn't did didn't do does doesn't doing don't down
 during each few for from further had hadn't has hasn't have haven't having he he'd he'll he's her here
@@ -34,7 +37,8 @@ under until up very was wasn't we we'd we'll we're we've were weren't what what'
 where's which while who who's whom why why's with won't would wouldn't you you'd you'll you're you've
 your yours yourself yourselves s t d ll m re ve just also really yeah yes oh ok okay hey hi hello wow
 thanks thank lot much like got get gets will going go goes went gone been sure well lol haha
-""".split())
+""".split()
+)
 
 # Truncating stems to five letters conflates more variants than the stemmer alone; measured on
 # LoCoMo it found about one more evidence turn in a hundred at the same budget.
@@ -59,8 +63,17 @@ def stem(word: str) -> str:
     """A light suffix stripper: enough for 'researching' to meet 'research' and 'kids' to meet 'kid'."""
     if word.isdigit() or len(word) <= 3:
         return word
-    for suffix, keep in (("ingly", 4), ("ing", 4), ("edly", 4), ("ied", 3), ("ies", 3), ("ed", 4),
-                         ("ly", 4), ("es", 4), ("s", 3)):
+    for suffix, keep in (
+        ("ingly", 4),
+        ("ing", 4),
+        ("edly", 4),
+        ("ied", 3),
+        ("ies", 3),
+        ("ed", 4),
+        ("ly", 4),
+        ("es", 4),
+        ("s", 3),
+    ):
         if word.endswith(suffix) and len(word) - len(suffix) >= keep:
             base = word[: -len(suffix)]
             if suffix in ("ies", "ied"):

@@ -22,11 +22,13 @@ def cut_text(text: str, max_tokens: int) -> str:
         head = head[: cut + 1]
     cut = tail.find("\n")
     if 0 <= cut < keep // 2:
-        tail = tail[cut + 1:]
-    removed = text[len(head): len(text) - len(tail)]
+        tail = tail[cut + 1 :]
+    removed = text[len(head) : len(text) - len(tail)]
     lines = removed.count("\n") + 1
-    marker = (f"\n[... {count_text(removed)} tokens ({lines} lines, {len(removed)} chars)"
-              " of this old tool result removed by the Vidurai proxy ...]\n")
+    marker = (
+        f"\n[... {count_text(removed)} tokens ({lines} lines, {len(removed)} chars)"
+        " of this old tool result removed by the Vidurai proxy ...]\n"
+    )
     return head + marker + tail
 
 

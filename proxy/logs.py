@@ -40,6 +40,21 @@ _SHARED: list[Any] = [
 ]
 
 
+def _with_renderer(handler: logging.Handler, renderer: Any) -> logging.Handler:
+    """A stdlib handler that renders both structlog and plain stdlib records with `renderer`."""
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=_SHARED,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    return handler
+
+
 def configure_logging(config: LoggingConfig, *, console: bool = True, tty: bool | None = None) -> None:
     """Console output (readable on a TTY, JSON otherwise) and an optional rotated JSON-lines file.
 
@@ -55,33 +70,12 @@ def configure_logging(config: LoggingConfig, *, console: bool = True, tty: bool 
     json_renderer = structlog.processors.JSONRenderer()
     if console:
         renderer: Any = structlog.dev.ConsoleRenderer(colors=True) if tty else json_renderer
-        stream = logging.StreamHandler(sys.stderr)
-        stream.setFormatter(
-            structlog.stdlib.ProcessorFormatter(
-                foreign_pre_chain=_SHARED,
-                processors=[
-                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info,
-                    renderer,
-                ],
-            )
-        )
-        root.addHandler(stream)
+        root.addHandler(_with_renderer(logging.StreamHandler(sys.stderr), renderer))
     if config.file:
         rotating = logging.handlers.RotatingFileHandler(
             config.file, maxBytes=config.max_bytes, backupCount=config.backup_count, encoding="utf-8"
         )
-        rotating.setFormatter(
-            structlog.stdlib.ProcessorFormatter(
-                foreign_pre_chain=_SHARED,
-                processors=[
-                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info,
-                    json_renderer,
-                ],
-            )
-        )
-        root.addHandler(rotating)
+        root.addHandler(_with_renderer(rotating, json_renderer))
     # aiohttp's access log repeats our one line per request.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 

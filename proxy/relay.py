@@ -77,8 +77,10 @@ async def relay(
             if tail:
                 await response.write(tail)
             await response.write_eof()
-    except ConnectionResetError:
+    except ConnectionResetError as exc:
         # Must come first: aiohttp's "cannot write to closing transport" is also a ClientError.
+        if response is None or not response.prepared:
+            raise describe_failure(exc, str(url)) from None  # upstream reset us before answering
         call.record.status, call.record.error = CLIENT_CLOSED, "client disconnected"
         log.info("client disconnected mid-response")
     except asyncio.CancelledError:
@@ -94,7 +96,6 @@ async def relay(
         if request.transport is not None:
             request.transport.abort()
     _settle(call, observer, calibration)
-    assert response is not None
     return response
 
 

@@ -377,6 +377,34 @@ async def test_upstream_down_raw_shapes(
         assert response.status == 200
 
 
+@pytest.mark.parametrize("behaviour", ["close", "reset"])
+async def test_upstream_that_hangs_up_before_answering_gives_502(
+    behaviour: str, make_proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        if behaviour == "reset":
+            writer.transport.abort()  # RST: the proxy's client sees a connection reset, not EOF
+        else:
+            writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    try:
+        base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        url = await make_proxy(upstream_anthropic_base_url=base, upstream_openai_base_url=base + "/v1")
+        async with http.post(
+            url + "/v1/messages", json=ANTHROPIC_BODY, headers=ANTHROPIC_HEADERS
+        ) as response:
+            assert response.status == 502 and _is_anthropic_error(await response.json())
+        async with http.post(
+            url + "/v1/chat/completions", json=OPENAI_BODY, headers=OPENAI_HEADERS
+        ) as response:
+            assert response.status == 502 and _is_openai_error(await response.json())
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 # --- request bodies ----------------------------------------------------------------------------
 
 

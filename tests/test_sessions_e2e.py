@@ -110,8 +110,8 @@ async def test_tenants_isolated_and_raw_key_never_stored_or_logged(
     start_proxy: Starter, tmp_path: Path, fake_upstream: FakeUpstream
 ) -> None:
     db = tmp_path / "vidurai.db"
-    claude_keys = ["sk-ant-api03-TENANT-ONE-aaaaaaaaaaaaaaaa", "sk-ant-api03-TENANT-TWO-bbbbbbbbbbbbbbbb"]
-    gpt_keys = ["sk-proj-TENANT-ONE-cccccccccccccccccccc", "sk-proj-TENANT-TWO-dddddddddddddddddddd"]
+    claude_keys = ["sk-ant-test-TENANT-ONE-aaaa", "sk-ant-test-TENANT-TWO-bbbb"]
+    gpt_keys = ["sk-test-TENANT-ONE-cccc", "sk-test-TENANT-TWO-dddd"]
     with json_logs(tmp_path / "proxy.log") as log_file:
         proxy = await start_proxy(db)
         for claude_key, gpt_key in zip(claude_keys, gpt_keys, strict=True):

@@ -76,9 +76,6 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def __iter__(self) -> Any:
-        return iter(list(self._sessions.values()))
-
     def touch(self, session_id: str, tenant: str, messages: int, now: float | None = None) -> Session:
         """The session for this request, created on first sight; its liveness goes to the writer."""
         now = time.time() if now is None else now

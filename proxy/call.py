@@ -16,6 +16,7 @@ from .tokens import Calibration
 @attrs.define
 class Call:
     record: RequestRecord
+    tenant: str  # hashed API key, computed once per request
     started: float  # monotonic seconds
     sent_at: float | None = None  # request handed to upstream
     headers_at: float | None = None  # upstream answered with headers
@@ -27,6 +28,7 @@ class Call:
 
     @classmethod
     def begin(cls, request: web.Request, provider: str, endpoint: str) -> Call:
+        tenant = tenant_of(request.headers)
         record = RequestRecord(
             id=os.urandom(16).hex(),
             created_at=time.time(),
@@ -34,9 +36,9 @@ class Call:
             endpoint=endpoint,
             method=request.method,
             path=request.path,
-            tenant=tenant_of(request.headers),
+            tenant=tenant,
         )
-        return cls(record=record, started=time.monotonic())
+        return cls(record=record, tenant=tenant, started=time.monotonic())
 
     def overhead_ms(self) -> float | None:
         """Time spent in the proxy itself: before the upstream call, and turning its answer around."""

@@ -16,7 +16,7 @@ from .compression import compress
 from .keys import ANTHROPIC, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
 from .providers import Provider
 from .relay import relay
-from .sessions import SESSION_HEADER, session_id_for, tenant_of
+from .sessions import SESSION_HEADER, session_id_for
 from .storage.reader import totals
 from .upstream import UpstreamFailure
 
@@ -76,7 +76,7 @@ async def _remember_and_compress(
 ) -> dict[str, Any] | None:
     """Find the session, let its memory compress the history; the rewritten body or None."""
     app = request.app
-    tenant = call.record.tenant or tenant_of(request.headers)
+    tenant = call.tenant
     session_id = session_id_for(
         tenant, provider.name, request.headers.get(SESSION_HEADER), provider.conversation_start(body)
     )

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from . import dashboard, handlers
 from .compression import route_vidurai_logs
+from .compression.semantic import warm_up as warm_up_recall
 from .config import Config
 from .cors import setup_cors
 from .keys import ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, UPSTREAM, WRITER
@@ -63,6 +64,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(warm_up)
+    if app[CONFIG].compression.enabled:
+        await asyncio.to_thread(warm_up_recall)
     async with client_session(app[CONFIG].upstream) as session:
         app[UPSTREAM] = session
         yield

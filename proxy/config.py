@@ -221,15 +221,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "compression",
         "recall_budget_tokens",
-        "3000",
+        "6000",
         _non_negative_int,
         "a non-negative integer",
-        "Tokens of old turns recalled verbatim for the latest user message.",
+        "At most this many tokens of old turns recalled verbatim for the latest user message; fewer when "
+        "few turns are relevant.",
     ),
     Setting(
         "compression",
         "recall_share",
-        "0.15",
+        "0.3",
         _fraction,
         "a number from 0 to 1",
         "Recall at most this share of the folded history's tokens. Recalled turns are sent uncached with "

@@ -32,7 +32,7 @@ ANSWER = "That glacier photo is now my screen background."
 
 def _index(texts: list[str]) -> tuple[RecallIndex, list[Candidate]]:
     index = RecallIndex()
-    candidates = [Candidate(index.add(text), position, "user", None) for position, text in enumerate(texts)]
+    candidates = [Candidate(n, index.add(text), "user", None) for n, text in enumerate(texts)]
     return index, candidates
 
 
@@ -72,7 +72,7 @@ def test_select_quotes_the_best_turns_and_their_neighbours_in_conversation_order
     texts = [*FILLER[:6], "Where did you go hiking?", "Up to the glacier, it was enormous.", *FILLER[6:]]
     index, candidates = _index(texts)
     chosen = select(index, "Tell me about the hiking", candidates, budget=10_000)
-    positions = [c.position for c in chosen]
+    positions = [c.order for c in chosen]
     assert {6, 7} <= set(positions) and positions == sorted(positions)  # the answer comes with its question
     assert all(abs(p - 6) <= len(PREVIOUS_WEIGHTS) for p in positions)  # unrelated turns only as neighbours
 

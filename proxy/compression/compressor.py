@@ -31,7 +31,7 @@ log = structlog.get_logger(__name__)
 # Constant on purpose: the first bytes of the folded prefix must not change when a chunk is added.
 DIGEST_INTRO = (
     "[Vidurai proxy: the earliest messages of this conversation were folded into the digests "
-    "below to save tokens; each covers a range of messages. Parts relevant to the latest "
+    "below to save tokens, one per stretch of messages, in order. Parts relevant to the latest "
     "message are quoted verbatim at its end.]"
 )
 
@@ -163,7 +163,7 @@ def _with_recall(
     for chunk in chunks:
         for unit, doc in zip(chunk.units, chunk.docs, strict=True):
             date = unit.date or date
-            candidates.append(Candidate(doc, unit.position, unit.role, date))
+            candidates.append(Candidate(len(candidates), doc, unit.role, date))
     chosen = select(memory.index, query, candidates, budget)
     if not chosen:
         return message

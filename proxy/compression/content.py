@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,9 @@ from .structure import Provider, blocks, role
 
 # A recalled unit stays small enough to be worth its tokens; longer texts are split on lines.
 UNIT_MAX_TOKENS = 200
+# A text is recalled by paragraph: a message that pastes several turns or topics is several units,
+# each quoted only when it matters, as a client's separate text blocks would be.
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 _ATTACHMENTS = {
     "image": "image",
     "image_url": "image",
@@ -110,7 +114,8 @@ def units(provider: Provider, message: Any) -> list[tuple[str, str]]:
     for piece in pieces(provider, message):
         if piece.kind == "attachment" or not piece.text.strip():
             continue
-        found.extend((piece.kind, part) for part in split_long(piece.text) if part.strip())
+        for paragraph in _PARAGRAPH_BREAK.split(piece.text) if piece.kind == "text" else [piece.text]:
+            found.extend((piece.kind, part) for part in split_long(paragraph) if part.strip())
     return found
 
 

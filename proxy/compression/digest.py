@@ -86,8 +86,8 @@ def _candidates(provider: Provider, messages: list[Any]) -> list[tuple[int, floa
     return found
 
 
-def digest(provider: Provider, messages: list[Any], start: int) -> str:
-    """A compact, deterministic summary of messages[start:start+len]: header, dates, key sentences."""
+def digest(provider: Provider, messages: list[Any]) -> str:
+    """A compact, deterministic summary of a chunk of messages: its dates, then its key sentences."""
     found = _candidates(provider, messages)
     original = sum(count_text(p.text) for m in messages for p in pieces(provider, m))
     budget = max(DIGEST_MIN_TOKENS, int(original * DIGEST_RATIO))
@@ -106,10 +106,9 @@ def digest(provider: Provider, messages: list[Any], start: int) -> str:
             for date in dates(piece.text):
                 if date not in seen_dates:
                     seen_dates.append(date)
-    header = f"[#{start + 1}-{start + len(messages)}"
-    if seen_dates:
-        header += " " + "; ".join(seen_dates[:3])
-    lines = [header + "]"]
+    # The header is the chunk's dates only: in a 20-message chunk a "#1-20" range costs as much as
+    # its digest lines, and neither the model nor the recall block needs message numbers.
+    lines = [f"[{'; '.join(seen_dates[:3])}]"] if seen_dates else []
     current = -1
     for position in sorted(chosen):
         index, _, line = found[position]
@@ -118,4 +117,4 @@ def digest(provider: Provider, messages: list[Any], start: int) -> str:
             current = index
         else:
             lines[-1] += "; " + line
-    return "\n".join(lines)
+    return "\n".join(lines) or "[…]"  # a text block can't be empty

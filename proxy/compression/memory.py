@@ -94,7 +94,7 @@ class SessionMemory:
             key,
             start,
             start + len(messages),
-            digest(provider, messages, start),
+            digest(provider, messages),
             tuple(found),
             tuple(self._remember(unit) for unit in found),
             sum(count_message(m) for m in messages),

@@ -1,9 +1,24 @@
-"""Ranking of recalled turns: query expansion from the session's own turns, and neighbour smoothing."""
+"""Ranking of recalled turns: BM25 with query expansion, sentence vectors, neighbour smoothing; the block."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from structlog.testing import capture_logs
+
+from proxy.compression.content import units
 from proxy.compression.expand import EXPANSION_WEIGHT, expansion
-from proxy.compression.recall import NEXT_WEIGHTS, PREVIOUS_WEIGHTS, Candidate, RecallIndex, _smoothed, select
+from proxy.compression.recall import (
+    GAP,
+    NEXT_WEIGHTS,
+    PREVIOUS_WEIGHTS,
+    Candidate,
+    RecallIndex,
+    _smoothed,
+    render,
+    select,
+)
+from proxy.compression.semantic import TOKENIZER_FILE, WEIGHTS_FILE, load
 from proxy.compression.text import terms
 
 FILLER = [
@@ -86,3 +101,64 @@ def test_a_unit_gains_a_decaying_share_of_its_neighbours_scores() -> None:
     for distance, weight in enumerate(NEXT_WEIGHTS, 1):
         assert smoothed[3 - distance] == weight * 10.0
     assert _smoothed([]) == []
+
+
+VIOLIN = "I practise the violin every evening."
+
+
+def test_a_turn_alike_in_meaning_but_sharing_no_word_is_recalled_by_its_vector() -> None:
+    question = "Which musical instrument does she play?"
+    assert set(terms(VIOLIN)).isdisjoint(terms(question))
+    for semantic in (True, False):
+        index = RecallIndex(semantic=semantic)
+        candidates = [Candidate(n, index.add(text), "user", None) for n, text in enumerate([*FILLER, VIOLIN])]
+        assert index.scores(question, {c.doc for c in candidates}) == {}  # BM25 sees nothing in common
+        chosen = [index.texts[c.doc] for c in select(index, question, candidates, budget=10_000)]
+        if semantic:  # WordLlama's vectors, read from the installed wheel
+            similar = index.similarities(question, {c.doc for c in candidates})
+            assert max(similar, key=lambda doc: similar[doc]) == candidates[-1].doc
+            assert VIOLIN in chosen
+        else:
+            assert chosen == []
+
+
+def test_without_readable_embedding_files_recall_is_bm25_alone(tmp_path: Path) -> None:
+    with capture_logs() as logs:
+        assert load(tmp_path) is None  # not a wordllama folder
+        for name in (TOKENIZER_FILE, WEIGHTS_FILE):
+            (tmp_path / name).parent.mkdir(parents=True)
+            (tmp_path / name).write_text("damaged", encoding="utf-8")
+        assert load(tmp_path) is None
+    assert [entry["event"] for entry in logs] == ["semantic_recall_unavailable"] * 2
+    assert logs[1]["error"] == "Exception"  # the tokenizer's parse error, by class only
+
+
+def test_recall_block_lists_runs_under_their_date_and_marks_skipped_turns() -> None:
+    index = RecallIndex(semantic=False)
+    texts = ["first", "second", "third", "fourth"]
+    dates = ["1 May, 2024", "1 May, 2024", "1 May, 2024", "9 May, 2024"]
+    roles = ["user", "assistant", "user", "assistant"]
+    every = [
+        Candidate(n, index.add(t), r, d) for n, (t, r, d) in enumerate(zip(texts, roles, dates, strict=True))
+    ]
+    block = render(index, [every[0], every[2], every[3]])
+    assert block.split("\n")[1:] == [
+        "(1 May, 2024)",
+        "user: first",
+        GAP,
+        "user: third",
+        "(9 May, 2024)",
+        "assistant: fourth",
+    ]
+    assert render(index, every[:2]).split("\n")[1:] == ["(1 May, 2024)", "user: first", "assistant: second"]
+
+
+def test_a_message_is_recalled_by_paragraph() -> None:
+    message = {
+        "role": "user",
+        "content": "Caroline: the parade was fun.\n\n  \nMelanie: I went camping.\nWith the kids.",
+    }
+    assert units("openai", message) == [
+        ("text", "Caroline: the parade was fun."),
+        ("text", "Melanie: I went camping.\nWith the kids."),
+    ]

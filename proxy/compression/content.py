@@ -16,7 +16,7 @@ from .structure import Provider, blocks, role
 UNIT_MAX_TOKENS = 200
 # A text is recalled by paragraph: a message that pastes several turns or topics is several units,
 # each quoted only when it matters, as a client's separate text blocks would be.
-_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+_PARAGRAPH_BREAK = re.compile(r"\n(?:[ \t]*\n)+")
 _ATTACHMENTS = {
     "image": "image",
     "image_url": "image",

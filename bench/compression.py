@@ -467,8 +467,10 @@ def _warm_cost(previous: list[str], current: list[str]) -> float:
     return 0.1 * cached + 1.25 * fresh
 
 
-def prefix_stability(conversation: Conversation, settings: CompressionConfig) -> str:
-    """Play a chat turn by turn: how often the forwarded prefix changes, and what a warm cache makes of it."""
+def _turn_by_turn(
+    conversation: Conversation, settings: CompressionConfig, warm: float | None
+) -> tuple[int, int, int, int, float]:
+    """Play a chat turn by turn: requests, folds, tokens forwarded and original, warm-cache cost ratio."""
     memory = SessionMemory("turn-by-turn")
     sent_before: list[str] = []
     original_before: list[str] = []
@@ -484,7 +486,8 @@ def prefix_stability(conversation: Conversation, settings: CompressionConfig) ->
             "system": conversation.system,
             "messages": messages[:end],
         }
-        result = compress("anthropic", body, memory, settings)
+        # The first turn finds nothing cached; later ones, seconds apart, find the cache warm.
+        result = compress("anthropic", body, memory, settings, warm if requests else None)
         sent = [json.dumps(m, sort_keys=True) for m in (result.body or body)["messages"]]
         plain = [json.dumps(m, sort_keys=True) for m in body["messages"]]
         folds += bool(sent_before) and _shared_prefix(sent_before, sent) == 0
@@ -493,11 +496,23 @@ def prefix_stability(conversation: Conversation, settings: CompressionConfig) ->
         forwarded += result.tokens_forwarded_est
         original += result.tokens_original_est
         sent_before, original_before, requests = sent, plain, requests + 1
+    return requests, folds, forwarded, original, warm_compressed / warm_original
+
+
+def prefix_stability(conversation: Conversation, settings: CompressionConfig) -> str:
+    """How often the forwarded prefix changes turn to turn, and what a warm prompt cache makes of it.
+
+    The proxy holds recall to half the cache reads it replaces while a client that sets cache_control
+    markers chats within the cache's lifetime; without markers Claude caches nothing.
+    """
+    requests, folds, forwarded, original, aware = _turn_by_turn(conversation, settings, 0.1)
+    *_, reads = _turn_by_turn(conversation, attrs.evolve(settings, cache_aware_recall=False), 0.1)
     return (
         f"Turn by turn on {conversation.name} ({requests} requests, {folds} of them after a chunk "
         f"fold changed the prefix): forwarded {forwarded // requests} vs {original // requests} tokens "
-        f"per request ({1 - forwarded / original:.0%} fewer); with a warm prompt cache (reads 0.1, "
-        f"writes 1.25) the input costs {warm_compressed / warm_original:.2f}x the uncompressed one."
+        f"per request ({1 - forwarded / original:.0%} fewer) with a warm prompt cache. Its input cost "
+        f"(reads 0.1, writes 1.25) is {aware:.2f}x the uncompressed one with recall held to half the "
+        f"cache reads it replaces (the default), {reads:.2f}x with cache_aware_recall = false."
     )
 
 

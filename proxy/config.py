@@ -238,6 +238,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "compression",
+        "cache_aware_recall",
+        "true",
+        _bool,
+        "true or false",
+        "While the provider likely still caches the conversation (Claude with cache_control markers, "
+        "OpenAI always; the previous request within the cache's lifetime), recall at most half of what "
+        "the folded history would cost as cache reads: 5% of it for Claude.",
+    ),
+    Setting(
+        "compression",
         "tool_result_max_tokens",
         "400",
         _positive_int,
@@ -318,6 +328,7 @@ class CompressionConfig:
     chunk_messages: int
     recall_budget_tokens: int
     recall_share: float
+    cache_aware_recall: bool
     tool_result_max_tokens: int
 
 

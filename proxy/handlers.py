@@ -14,6 +14,7 @@ from . import __version__
 from .call import Call
 from .compression import compress
 from .keys import ANTHROPIC, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
+from .prompt_cache import warm_read_ratio
 from .providers import Provider
 from .relay import relay
 from .sessions import SESSION_HEADER, session_id_for
@@ -85,14 +86,15 @@ async def _remember_and_compress(
     call.record.session_id = session_id
     structlog.contextvars.bind_contextvars(session_id=session_id)
     settings = app[CONFIG].compression
+    warm = warm_read_ratio(provider, body, session.previous_request_at, time.time(), app[PRICES])
     async with session.lock:
         if settings.enabled and (
             len(messages) >= settings.threshold_messages or body_size > INLINE_BODY_LIMIT
         ):
             # In a thread: a cold session with a long history takes longer than other streams should wait.
-            result = await asyncio.to_thread(compress, provider.name, body, session.memory, settings)
+            result = await asyncio.to_thread(compress, provider.name, body, session.memory, settings, warm)
         else:  # nothing to fold, little to count: cheaper than the thread hop
-            result = compress(provider.name, body, session.memory, settings)
+            result = compress(provider.name, body, session.memory, settings, warm)
         rows = session.memory.drain_memory_rows()
         session.snapshot_due = True
     writer = app[WRITER]

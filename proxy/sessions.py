@@ -59,6 +59,8 @@ class Session:
     # One request of a conversation compresses at a time: they share one memory.
     lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
     snapshot_due: bool = False
+    # When the request before the current one arrived: tells whether the provider's cache is warm.
+    previous_request_at: float | None = None
 
     @property
     def id(self) -> str:
@@ -88,6 +90,8 @@ class SessionRegistry:
             self._sessions[session_id] = session
             self._writer.add_audit(session_id, "created", {"tenant": tenant}, now)
             log.info("session created", session_id=session_id, tenant=tenant)
+        else:
+            session.previous_request_at = session.record.last_seen_at
         session.record.last_seen_at = now
         session.record.messages = messages
         session.snapshot_due = True

@@ -15,8 +15,10 @@ from typing import Any
 
 import aiohttp
 
+from proxy.tokens import count_message, count_text
 from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ProxyFactory
 from tests.fake_upstream import FakeUpstream
+from tests.test_compression_helpers import anthropic_chat
 
 SYSTEM = [
     {"type": "text", "text": "You are a coding agent. Use the tools.", "cache_control": {"type": "ephemeral"}}
@@ -321,3 +323,32 @@ async def test_small_requests_are_forwarded_byte_identical(
     ) as response:
         assert response.status == 200
     assert fake_upstream.last("/v1/messages").body == raw
+
+
+def _recall_and_folded(original: list[dict[str, Any]], sent: dict[str, Any]) -> tuple[int, int]:
+    """Tokens of the recall block upstream got, and of the original messages the digest replaced."""
+    last = sent["messages"][-1]["content"][-1]
+    recall = count_text(last["text"]) if last["text"].startswith("[Vidurai proxy: earlier") else 0
+    folded = len(original) - (len(sent["messages"]) - 1)  # the digest message stands for them
+    return recall, sum(count_message(m) for m in original[:folded])
+
+
+async def test_recall_costs_no_more_than_the_cache_reads_it_replaces_while_the_cache_is_warm(
+    make_proxy: ProxyFactory, fake_upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    url = await make_proxy()
+    chat = anthropic_chat(61, question="What did we say about sailing and the weekend plans?")
+    cached_system = [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
+    recalls = {}
+    for name, system in (("marked", cached_system), ("unmarked", "Be brief.")):
+        body = {**chat, "model": "claude-sonnet-4-5", "system": system}
+        headers = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01", "x-vidurai-session": name}
+        for _ in range(2):  # the same turn twice, seconds apart: the second finds the cache warm
+            await post(http, url + "/v1/messages", body, headers)
+            sent = fake_upstream.last("/v1/messages").json
+            recalls.setdefault(name, []).append(_recall_and_folded(chat["messages"], sent))
+    (first, folded), (second, _) = recalls["marked"]
+    assert first > 0.05 * folded  # nothing cached yet: recall as usual
+    assert 0 < second <= 0.05 * folded  # half of Claude's cache reads (a tenth of input) it replaces
+    # Without a cache_control marker Claude caches nothing, so there is nothing to protect.
+    assert recalls["unmarked"][0] == recalls["unmarked"][1] == (first, folded)

@@ -23,6 +23,7 @@ SETTINGS = CompressionConfig(
     chunk_messages=20,
     recall_budget_tokens=1500,
     recall_share=0.08,
+    cache_aware_recall=True,
     tool_result_max_tokens=400,
 )
 TOPICS = ["sailing", "pottery", "chess", "violin", "gardening", "astronomy", "baking", "climbing"]

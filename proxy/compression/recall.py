@@ -10,7 +10,7 @@ import numpy as np
 
 from ..tokens import count_text
 from .expand import expansion
-from .semantic import Vectors, embedding
+from .semantic import HalfVectors, embedding
 from .text import STOPWORDS, terms
 
 K1 = 1.2
@@ -48,7 +48,7 @@ class RecallIndex:
         self._lengths: list[int] = []
         self._postings: dict[str, dict[int, int]] = {}
         self._total_length = 0
-        self._vectors: Vectors | None = None  # rows for the first len(self._vectors) texts
+        self._vectors: HalfVectors | None = None  # rows for the first len(self._vectors) texts
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -87,11 +87,13 @@ class RecallIndex:
             return {}
         known = 0 if self._vectors is None else len(self._vectors)
         if known < len(self.texts):  # each text is embedded once, when first needed
-            new = model.vectors(self.texts[known:])
+            # Kept at half precision: 300 KB for a 600-turn session, ample for ranking.
+            new = model.vectors(self.texts[known:]).astype(np.float16)
             self._vectors = new if self._vectors is None else np.vstack([self._vectors, new])
         assert self._vectors is not None
         docs = sorted(candidates)
-        similarity = self._vectors[docs] @ model.vectors([_content_words(query)])[0]
+        query_vector = model.vectors([_content_words(query)])[0]
+        similarity = self._vectors[docs].astype(np.float32) @ query_vector
         return dict(zip(docs, similarity.tolist(), strict=True))
 
     def weighted(self, weights: dict[str, float], candidates: set[int]) -> dict[int, float]:

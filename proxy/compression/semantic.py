@@ -29,6 +29,7 @@ WEIGHTS_FILE = Path("weights") / "l2_supercat_256.safetensors"
 TENSOR = "embedding.weight"
 
 Vectors = npt.NDArray[np.float32]
+HalfVectors = npt.NDArray[np.float16]
 
 
 class TokenEmbedding:
@@ -50,7 +51,9 @@ class TokenEmbedding:
         out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
         if not texts:
             return out
-        ids = [encoding.ids for encoding in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
+        # One text at a time: encode_batch runs a Rust thread pool, no faster here, and the
+        # tokenizers library then warns in every child process the proxy forks.
+        ids = [self._tokenizer.encode(text, add_special_tokens=False).ids for text in texts]
         lengths = np.array([len(i) for i in ids])
         present = np.flatnonzero(lengths)
         if not len(present):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from ..records import Usage
@@ -36,6 +37,13 @@ class Anthropic(Provider):
     def read_usage(self, payload: dict[str, Any], usage: Usage) -> None:
         _merge(payload.get("usage"), usage)
 
+    def prompt_cache_seconds(self, body: dict[str, Any]) -> float | None:
+        """Claude caches only up to a `cache_control` marker: 5 minutes, or an hour with `"ttl": "1h"`."""
+        ttls = [marker.get("ttl") for marker in _cache_markers(body)]
+        if not ttls:
+            return None
+        return 3600.0 if "1h" in ttls else 300.0
+
     def read_stream_event(self, payload: dict[str, Any], observer: UsageObserver) -> None:
         kind = payload.get("type")
         if kind == "message_start":
@@ -47,6 +55,19 @@ class Anthropic(Provider):
         elif kind == "message_delta":
             # message_delta usage is cumulative: it replaces, never adds to, what came before.
             _merge(payload.get("usage"), observer.usage)
+
+
+def _cache_markers(value: Any) -> Iterator[dict[str, Any]]:
+    """Every `cache_control` object in a request body, at any depth."""
+    if isinstance(value, dict):
+        marker = value.get("cache_control")
+        if isinstance(marker, dict):
+            yield marker
+        for item in value.values():
+            yield from _cache_markers(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _cache_markers(item)
 
 
 def _merge(raw: Any, usage: Usage) -> None:

@@ -117,6 +117,10 @@ class Provider(abc.ABC):
         """Adjust a streaming request body before forwarding; True if it was changed."""
         return False
 
+    @abc.abstractmethod
+    def prompt_cache_seconds(self, body: dict[str, Any]) -> float | None:
+        """How long the provider keeps this request's prompt prefix cached; None if it caches nothing."""
+
     def observer(self, streaming: bool, rewritten: bool) -> UsageObserver:
         """How to watch the response of a request (SSE or JSON)."""
         return SSEUsageObserver(self) if streaming else JSONUsageObserver(self)

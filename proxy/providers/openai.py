@@ -82,6 +82,12 @@ class OpenAI(Provider):
                 return {"system": system, "first_user": message.get("content")}
         return {"system": system, "first_user": None}
 
+    def prompt_cache_seconds(self, body: dict[str, Any]) -> float | None:
+        """OpenAI caches every long prompt: cleared after 5 to 10 idle minutes, or kept up to a day
+        with `prompt_cache_retention: "24h"`. The longer bound: a cache thought cold when it was
+        warm costs more than the reverse."""
+        return 86400.0 if body.get("prompt_cache_retention") == "24h" else 600.0
+
     def prepare_stream(self, body: dict[str, Any]) -> bool:
         """Ask upstream for the usage chunk when the client did not; the observer hides it again."""
         options = body.get("stream_options")

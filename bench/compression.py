@@ -506,13 +506,17 @@ def prefix_stability(conversation: Conversation, settings: CompressionConfig) ->
     markers chats within the cache's lifetime; without markers Claude caches nothing.
     """
     requests, folds, forwarded, original, aware = _turn_by_turn(conversation, settings, 0.1)
-    *_, reads = _turn_by_turn(conversation, attrs.evolve(settings, cache_aware_recall=False), 0.1)
+    _, _, unlimited, _, reads = _turn_by_turn(
+        conversation, attrs.evolve(settings, cache_aware_recall=False), 0.1
+    )
     return (
         f"Turn by turn on {conversation.name} ({requests} requests, {folds} of them after a chunk "
         f"fold changed the prefix): forwarded {forwarded // requests} vs {original // requests} tokens "
         f"per request ({1 - forwarded / original:.0%} fewer) with a warm prompt cache. Its input cost "
         f"(reads 0.1, writes 1.25) is {aware:.2f}x the uncompressed one with recall held to half the "
-        f"cache reads it replaces (the default), {reads:.2f}x with cache_aware_recall = false."
+        f"cache reads it replaces (the default), {reads:.2f}x with cache_aware_recall = false, which "
+        f"forwards {unlimited // requests} tokens per request ({1 - unlimited / original:.0%} fewer), "
+        "as every request does when the cache is cold."
     )
 
 

@@ -86,7 +86,9 @@ async def _remember_and_compress(
     call.record.session_id = session_id
     structlog.contextvars.bind_contextvars(session_id=session_id)
     settings = app[CONFIG].compression
-    warm = warm_read_ratio(provider, body, session.previous_request_at, time.time(), app[PRICES])
+    warm = None
+    if settings.enabled and len(messages) >= settings.threshold_messages:  # only a fold has recall
+        warm = warm_read_ratio(provider, body, session.previous_request_at, time.time(), app[PRICES])
     async with session.lock:
         if settings.enabled and (
             len(messages) >= settings.threshold_messages or body_size > INLINE_BODY_LIMIT

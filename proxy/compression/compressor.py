@@ -38,7 +38,7 @@ DIGEST_INTRO = (
 
 # Half, not all, of the cache reads recall replaces: chunk folds rewrite the cached prefix now and
 # then. Turn by turn on LoCoMo conv-30 with Claude's cache warm, input cost 0.78x uncompressed at
-# half, 1.24x at all of it, 3.03x with no limit (bench/compression.py).
+# half, 1.24x at all of it, 3.04x with no limit (bench/compression.py).
 WARM_RECALL_SHARE = 0.5
 
 

@@ -64,6 +64,15 @@ def _parse_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def _serialize(body: dict[str, Any]) -> bytes:
+    """A rewritten body as compact JSON; escaped to ASCII only when it holds a lone surrogate (half
+    an emoji, which JSON allows and UTF-8 does not), so it reaches upstream as the client wrote it."""
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(body, separators=(",", ":")).encode("ascii")
+
+
 def _provider_for(request: web.Request) -> Provider:
     """Anthropic when the client speaks its dialect (its key header or version header), else OpenAI."""
     headers = request.headers
@@ -142,11 +151,7 @@ async def model_call(request: web.Request, provider: Provider, endpoint: str) ->
             target = dict(outgoing if outgoing is not None else body)
             if provider.prepare_stream(target):
                 outgoing, rewritten = target, True
-        data = (
-            raw
-            if outgoing is None
-            else json.dumps(outgoing, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        )
+        data = raw if outgoing is None else _serialize(outgoing)
         return await relay(request, call, provider, data, rewritten)
     except (BadRequest, UpstreamFailure) as exc:
         call.record.status, call.record.error = exc.status, exc.message

@@ -352,3 +352,24 @@ async def test_recall_costs_no_more_than_the_cache_reads_it_replaces_while_the_c
     assert 0 < second <= 0.05 * folded  # half of Claude's cache reads (a tenth of input) it replaces
     # Without a cache_control marker Claude caches nothing, so there is nothing to protect.
     assert recalls["unmarked"][0] == recalls["unmarked"][1] == (first, folded)
+
+
+async def test_lone_surrogates_in_old_turns_still_compress(
+    make_proxy: ProxyFactory, fake_upstream: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """JSON may carry half an emoji ("\\ud83d"); UTF-8, SQLite and tokenizers refuse it."""
+    database = tmp_path / "surrogates.db"
+    url = await make_proxy(storage_database=str(database))
+    chat = anthropic_chat(61, question="What did we say about sailing \ud83d?")
+    chat["messages"][2]["content"] += " Broken emoji: \ud83d."
+    headers = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}
+    stats = await post(http, url + "/v1/messages", {**chat, "model": "claude-sonnet-4-5"}, headers)
+    sent = fake_upstream.last("/v1/messages").json
+    assert len(sent["messages"]) < len(chat["messages"])  # compressed, not failed open
+    assert "tokens_saved=0" not in stats
+    await asyncio.sleep(1.2)  # a writer flush
+    with sqlite3.connect(database) as conn:
+        stored = dict(conn.execute("SELECT kind, content FROM memories WHERE content LIKE '%Broken emoji%'"))
+    # The turn and the digest that mentions it are stored, with "?" for the half emoji.
+    assert stored["turn"] == chat["messages"][2]["content"].replace("\ud83d", "?")
+    assert "Broken emoji" in stored["digest"]

@@ -117,6 +117,20 @@ def test_terminal_stays_readable_while_the_file_gets_json(
     assert read_lines(path)[0]["url"] == "http://127.0.0.1:8080"
 
 
+def test_terminal_tracebacks_show_no_local_variables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup_logging(LoggingConfig(level="info", file="", max_bytes=1, backup_count=1), console=True, tty=True)
+    body = {"messages": [{"role": "user", "content": "a private question"}]}
+    try:
+        raise ValueError(f"bad body of {len(body)} fields")
+    except ValueError:
+        structlog.get_logger("test.console").exception("unhandled error")
+    err = capsys.readouterr().err
+    assert "ValueError" in err and "bad body of 1 fields" in err
+    assert "a private question" not in err
+
+
 def test_without_a_terminal_the_console_gets_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     setup_logging(LoggingConfig(level="info", file="", max_bytes=1, backup_count=1), console=True, tty=False)
     structlog.get_logger("test.console").info("listening", port=8080)

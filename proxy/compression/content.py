@@ -27,12 +27,22 @@ _ATTACHMENTS = {
 }
 
 
+def _encodable(text: str) -> str:
+    """The text with lone surrogates (JSON allows them, UTF-8 does not) as "?", so SQLite, Vidurai
+    and the tokenizers all take it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 @attrs.frozen
 class Piece:
     """One readable part of a message: its text and what it is (text, tool_use, tool_result, attachment)."""
 
     kind: str
-    text: str
+    text: str = attrs.field(converter=_encodable)
 
 
 def _result_text(content: Any) -> str:

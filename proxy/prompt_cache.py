@@ -2,7 +2,7 @@
 
 Recalled turns ride after the last cache breakpoint, so each request pays for them in full. While
 the provider still holds the conversation's prefix, the history they stand in for would have been
-a cache read, so recall is then worth at most what those reads would have cost (see
+a cache read, so recall is then held to half of what those reads would have cost (see
 compression.compressor.recall_budget).
 """
 

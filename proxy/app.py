@@ -92,7 +92,7 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: Config) -> web.Application:
     """The proxy as an aiohttp application, for `python -m proxy` and for tests."""
-    route_vidurai_logs()
+    route_vidurai_logs(debug=config.logging.level.lower() == "debug")
     app = web.Application(
         client_max_size=config.server.max_body_mb * 1024 * 1024, middlewares=[request_context]
     )

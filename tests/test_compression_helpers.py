@@ -168,7 +168,15 @@ def test_generated_openai_conversation_is_valid() -> None:
 
 
 def test_vidurai_logs_go_to_structlog_at_debug() -> None:
-    with capture_logs() as logs:
-        SessionMemory("logs")
-    assert logs and all(entry["log_level"] == "debug" for entry in logs)
-    assert any("Vidurai" in entry["event"] for entry in logs)
+    try:
+        route_vidurai_logs(debug=True)
+        with capture_logs() as logs:
+            SessionMemory("logs")
+        assert logs and all(entry["log_level"] == "debug" for entry in logs)
+        assert any("Vidurai" in entry["event"] for entry in logs)
+        route_vidurai_logs(debug=False)  # the proxy logs at info: nothing to format
+        with capture_logs() as logs:
+            SessionMemory("quiet")
+        assert logs == []
+    finally:
+        route_vidurai_logs(debug=True)

@@ -583,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    route_vidurai_logs()
+    route_vidurai_logs(debug=False)  # as the proxy does at its default level, info
     path = Path(args.locomo)
     if not path.exists():
         print(f"{path}: no such file (pass --locomo PATH)", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Ranking a session's remembered turns for the latest user message (BM25 plus sentence vectors), and the recall block."""
+"""Ranking a session's old turns for the latest user message (BM25 and vectors), and the recall block."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ RECALL_HEADER = (
 
 
 class RecallIndex:
-    """BM25 and sentence vectors over a session's texts, each indexed once, scored among the caller's candidates."""
+    """BM25 and sentence vectors over a session's texts, each indexed once, scored among candidates."""
 
     def __init__(self, semantic: bool = True) -> None:
         """`semantic=False` ranks by BM25 alone, as when the embedding can't be loaded."""

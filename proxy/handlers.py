@@ -124,6 +124,7 @@ async def _remember_and_compress(
                 "messages_after": result.messages_forwarded,
                 "tokens_before_est": result.tokens_original_est,
                 "tokens_after_est": result.tokens_forwarded_est,
+                "cache_warm": warm is not None,  # recall held to the cache reads it replaces
             },
             time.time(),
         )

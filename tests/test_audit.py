@@ -30,6 +30,7 @@ COMPRESSED_DETAIL = {
     "messages_after",
     "tokens_before_est",
     "tokens_after_est",
+    "cache_warm",
 }
 
 # The README's answer to "what did the proxy do to this conversation?" (kept true by test_readme_query).

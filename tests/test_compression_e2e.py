@@ -334,9 +334,10 @@ def _recall_and_folded(original: list[dict[str, Any]], sent: dict[str, Any]) -> 
 
 
 async def test_recall_costs_no_more_than_the_cache_reads_it_replaces_while_the_cache_is_warm(
-    make_proxy: ProxyFactory, fake_upstream: FakeUpstream, http: aiohttp.ClientSession
+    make_proxy: ProxyFactory, fake_upstream: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    url = await make_proxy()
+    database = tmp_path / "warm.db"
+    url = await make_proxy(storage_database=str(database))
     chat = anthropic_chat(61, question="What did we say about sailing and the weekend plans?")
     cached_system = [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
     recalls = {}
@@ -352,6 +353,10 @@ async def test_recall_costs_no_more_than_the_cache_reads_it_replaces_while_the_c
     assert 0 < second <= 0.05 * folded  # half of Claude's cache reads (a tenth of input) it replaces
     # Without a cache_control marker Claude caches nothing, so there is nothing to protect.
     assert recalls["unmarked"][0] == recalls["unmarked"][1] == (first, folded)
+    await asyncio.sleep(1.2)  # a writer flush
+    with sqlite3.connect(database) as conn:
+        audit = conn.execute("SELECT detail FROM audit WHERE event = 'compressed' ORDER BY id").fetchall()
+    assert [json.loads(detail)["cache_warm"] for (detail,) in audit] == [False, True, False, False]
 
 
 async def test_lone_surrogates_in_old_turns_still_compress(

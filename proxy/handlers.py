@@ -95,13 +95,13 @@ async def _remember_and_compress(
     call.record.session_id = session_id
     structlog.contextvars.bind_contextvars(session_id=session_id)
     settings = app[CONFIG].compression
+    foldable = settings.enabled and len(messages) >= settings.threshold_messages
+    # Only a fold has a recall block to hold to the cache reads it replaces.
     warm = None
-    if settings.enabled and len(messages) >= settings.threshold_messages:  # only a fold has recall
+    if foldable:
         warm = warm_read_ratio(provider, body, session.previous_request_at, time.time(), app[PRICES])
     async with session.lock:
-        if settings.enabled and (
-            len(messages) >= settings.threshold_messages or body_size > INLINE_BODY_LIMIT
-        ):
+        if foldable or (settings.enabled and body_size > INLINE_BODY_LIMIT):
             # In a thread: a cold session with a long history takes longer than other streams should wait.
             result = await asyncio.to_thread(compress, provider.name, body, session.memory, settings, warm)
         else:  # nothing to fold, little to count: cheaper than the thread hop

@@ -7,8 +7,9 @@ from typing import Any
 
 import attrs
 
-from .agent_sessions import AgentSession, Support
+from .agent_sessions import AgentSession
 from .cache_cost import PromptCache
+from .identifiers import Support
 from .measures import ratio, valid
 from .replay import Forwarded, Request
 
@@ -27,18 +28,19 @@ class AgentTally:
     support: Support = attrs.Factory(Support)
 
     def add_session(self, session: AgentSession, forwarded: list[dict[str, Any]]) -> None:
-        """One session's steps and what upstream got for each, priced through one prompt cache each."""
+        """One session's steps and what upstream got for each, priced through the session's prompt cache
+        (the original requests were priced the same way when the session was loaded)."""
         self.sessions += 1
-        plain, sent = PromptCache(), PromptCache()
+        sent = PromptCache()
         for step, body in zip(session.steps, forwarded, strict=True):
             self.requests += 1
             self.valid += valid("anthropic", step.body, body)
-            before, after = plain.play(step.body), sent.play(body)
-            self.original += before.tokens
+            after = sent.play(body)
+            self.original += step.cost.tokens
             self.forwarded += after.tokens
-            self.warm_original += before.warm
+            self.warm_original += step.cost.warm
             self.warm_forwarded += after.warm
-            self.support.add(step, body)
+            self.support.add(step.needed, body)
 
     def figures(self) -> dict[str, Any]:
         """Everything the table prints, machine-readable."""

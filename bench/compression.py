@@ -32,12 +32,14 @@ import structlog
 from proxy.compression import route_vidurai_logs
 
 from . import agent_bench, frontier, locomo_bench
-from .agent_sessions import DEFAULT_SWE_AGENT, load_sessions
+from .agent_sessions import DEFAULT_SWE_AGENT, AgentSession, load_sessions
 from .locomo import DEFAULT_LOCOMO, Conversation, load_locomo
 from .replay import Forwarded, Request, in_process, settings_for, through_proxy
 
 # Issue 10's 600-turn bar for compression time: the long LoCoMo conversations.
 LONG_CONVERSATION_TURNS = 600
+# With Claude Code's cache markers (Claude caches, the proxy sees a warm cache), and without.
+AGENT_VARIANTS = ("markers", "no-markers")
 
 
 @attrs.frozen
@@ -57,11 +59,10 @@ class Run:
         return in_process(requests, settings_for(self.overrides))
 
 
-def agent_figures(run: Run, folder: Path, limit: int) -> dict[str, dict[str, Any]]:
+def agent_figures(run: Run, agents: dict[str, list[AgentSession]]) -> dict[str, dict[str, Any]]:
     """The agent-session table: each variant's figures."""
     variants = {}
-    for variant, markers in (("markers", True), ("no-markers", False)):
-        sessions = load_sessions(folder, markers, limit)
+    for variant, sessions in agents.items():
         forwarded = run.forward(agent_bench.requests_of(sessions, variant))
         variants[variant] = agent_bench.tally(sessions, forwarded).figures()
     agent_bench.print_table(variants, run.mode)
@@ -70,11 +71,11 @@ def agent_figures(run: Run, folder: Path, limit: int) -> dict[str, dict[str, Any
 
 def locomo_figures(run: Run, conversations: list[Conversation], providers: list[str]) -> dict[str, Any]:
     """The LoCoMo table, and compress() time on the question requests of the long conversations."""
-    plan = locomo_bench.plan(conversations, providers, turns=True)
+    plan = locomo_bench.plan(conversations, providers, conversations)
     forwarded = run.forward(plan.requests)
     rows = locomo_bench.tally(plan, forwarded)
     if run.proxied:  # time compress() alone: the proxy's own overhead would drown it
-        timing = locomo_bench.plan(conversations, ["anthropic"], turns=False)
+        timing = locomo_bench.plan(conversations, ["anthropic"], [])
         locomo_bench.add_times(rows, timing, in_process(timing.requests, settings_for(run.overrides)))
     else:
         locomo_bench.add_times(rows, plan, forwarded)
@@ -121,13 +122,13 @@ def targets(figures: dict[str, Any]) -> list[tuple[str, bool]]:
 
 
 def frontier_figures(
-    args: argparse.Namespace, base: dict[str, str], conversations: list[Conversation]
+    args: argparse.Namespace,
+    base: dict[str, str],
+    agents: dict[str, list[AgentSession]],
+    conversations: list[Conversation],
 ) -> dict[str, Any]:
     """The frontier's points, each the run's settings with its own overrides."""
-    agents = {}
-    if args.only != "locomo":
-        folder = Path(args.swe_agent)
-        agents = {v: load_sessions(folder, v == "markers", args.sessions) for v in ("markers", "no-markers")}
+    prepared = frontier.inputs(agents, conversations, args.frontier_full)
     points: dict[str, Any] = {}
     for text in ["", *(args.point or frontier.DEFAULT_POINTS)]:
         point = frontier.parse_point(text)
@@ -136,8 +137,8 @@ def frontier_figures(
             print(f"frontier point {text!r} skipped: no setting {', '.join(unknown)}", file=sys.stderr)
             continue
         merged = {**{k.removeprefix("compression_"): v for k, v in base.items()}, **point}
-        points[text or "the run's settings"] = frontier.measure(merged, agents, conversations)
-    frontier.print_frontier(points)
+        points[text or "the run's settings"] = frontier.measure(merged, prepared)
+    frontier.print_frontier(points, prepared.description)
     return points
 
 
@@ -151,6 +152,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--providers", default="anthropic,openai", help="LoCoMo questions: anthropic,openai")
     parser.add_argument("--in-process", action="store_true", help="call compress() directly, no proxy")
     parser.add_argument("--frontier", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--frontier-full", action="store_true", help="the frontier on every LoCoMo question and turn"
+    )
     parser.add_argument(
         "--point",
         action="append",
@@ -182,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     print(f"Settings: {settings_for(overrides)}")
     figures: dict[str, Any] = {"settings": attrs.asdict(settings_for(overrides)), "mode": run.mode}
+    agents: dict[str, list[AgentSession]] = {}
     if args.only != "locomo":
-        figures["agent"] = agent_figures(run, paths["agent"], args.sessions)
+        agents = {v: load_sessions(paths["agent"], v == "markers", args.sessions) for v in AGENT_VARIANTS}
+        figures["agent"] = agent_figures(run, agents)
     conversations: list[Conversation] = []
     if args.only != "agent":
         conversations = load_locomo(paths["locomo"])
@@ -192,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         providers = [p.strip() for p in args.providers.split(",") if p.strip()]
         figures["locomo"] = locomo_figures(run, conversations, providers)
     if args.frontier:
-        figures["frontier"] = frontier_figures(args, overrides, conversations)
+        figures["frontier"] = frontier_figures(args, overrides, agents, conversations)
     met = targets(figures)
     figures["targets"] = dict(met)
     print("\nTargets (issue 10): " + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in met))

@@ -17,6 +17,10 @@ from .agent_sessions import AgentSession
 from .locomo import Conversation
 from .replay import in_process, settings_for
 
+# The frontier's LoCoMo sample (unless --frontier-full): every fifth question, and turn by turn on
+# the two shortest conversations, which keeps a point to seconds.
+QUESTION_STRIDE = 5
+TURN_CONVERSATIONS = 2
 # Around the defaults of proxy/config.py: a longer verbatim tail, smaller and bigger fold steps,
 # longer old tool results kept, a smaller recall block.
 DEFAULT_POINTS = (
@@ -39,20 +43,39 @@ def unknown_keys(point: dict[str, str]) -> list[str]:
     return [key for key in point if key not in fields]
 
 
-def measure(
-    overrides: dict[str, str],
-    agents: dict[str, list[AgentSession]],
-    conversations: list[Conversation],
-) -> dict[str, Any]:
+@attrs.frozen
+class Inputs:
+    """The requests every point plays, prepared once: agent sessions by variant, and a LoCoMo plan."""
+
+    agents: dict[str, list[AgentSession]]
+    locomo: locomo_bench.Plan | None
+    description: str
+
+
+def inputs(agents: dict[str, list[AgentSession]], conversations: list[Conversation], full: bool) -> Inputs:
+    """All agent sessions; LoCoMo on Anthropic, in full or (the default, to stay fast) every
+    QUESTION_STRIDE-th question and turn by turn on the TURN_CONVERSATIONS shortest conversations."""
+    if not conversations:
+        return Inputs(agents, None, "")
+    if full:
+        plan = locomo_bench.plan(conversations, ["anthropic"], conversations)
+        return Inputs(agents, plan, "LoCoMo: every question; turn by turn on every conversation")
+    sampled = [attrs.evolve(c, questions=c.questions[::QUESTION_STRIDE]) for c in conversations]
+    shortest = sorted(conversations, key=lambda c: c.turns)[:TURN_CONVERSATIONS]
+    plan = locomo_bench.plan(sampled, ["anthropic"], shortest)
+    names = ", ".join(c.name for c in shortest)
+    return Inputs(agents, plan, f"LoCoMo: every {QUESTION_STRIDE}th question; turn by turn on {names}")
+
+
+def measure(overrides: dict[str, str], prepared: Inputs) -> dict[str, Any]:
     """One point's figures: per agent variant and for LoCoMo on Anthropic."""
     settings = settings_for({f"compression_{k}": v for k, v in overrides.items()})
     figures: dict[str, Any] = {}
-    for variant, sessions in agents.items():
+    for variant, sessions in prepared.agents.items():
         forwarded = in_process(agent_bench.requests_of(sessions, variant), settings)
         figures[variant] = agent_bench.tally(sessions, forwarded).figures()
-    if conversations:
-        run = locomo_bench.plan(conversations, ["anthropic"], turns=True)
-        rows = locomo_bench.tally(run, in_process(run.requests, settings))
+    if prepared.locomo is not None:
+        rows = locomo_bench.tally(prepared.locomo, in_process(prepared.locomo.requests, settings))
         figures["locomo"] = locomo_bench.total(rows).figures()
     return figures
 
@@ -84,11 +107,12 @@ def row(name: str, figures: dict[str, Any]) -> str:
     )
 
 
-def print_frontier(points: dict[str, dict[str, Any]]) -> None:
+def print_frontier(points: dict[str, dict[str, Any]], description: str) -> None:
     print("\nFrontier, compress() in-process (each point: the run's settings with these overridden).")
     print("mk: agent sessions with cache markers, support and warm cost; nm: without markers, support")
     print("and tokens; then LoCoMo on Anthropic: reduction, evidence recall, fact coverage, and the")
-    print("warm input cost turn by turn. Costs are forwarded over original.\n")
+    print("warm input cost turn by turn. Costs are forwarded over original.")
+    print(f"Agent: every session of the run. {description}.\n" if description else "")
     print(HEADER + "\n" + "-" * len(HEADER))
     for name, figures in points.items():
         print(row(name, figures))

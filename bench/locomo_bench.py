@@ -10,7 +10,7 @@ import attrs
 
 from proxy.tokens import estimate_request
 
-from .cache_cost import PromptCache
+from .cache_cost import Cost, PromptCache
 from .locomo import CATEGORIES, NEUTRAL_MESSAGE, Conversation, Question, covered, question_body, turn_bodies
 from .measures import ratio, squeezed, strings, valid
 from .replay import Forwarded, Request
@@ -68,12 +68,13 @@ class Row:
                 self.facts += 1
                 self.facts_covered += hit
 
-    def add_turns(self, originals: list[dict[str, Any]], forwarded: list[dict[str, Any]]) -> None:
-        """One conversation's turn-by-turn requests, each side priced through its own prompt cache."""
-        plain, sent = PromptCache(), PromptCache()
-        for body, out in zip(originals, forwarded, strict=True):
+    def add_turns(self, turns: list[tuple[dict[str, Any], Cost, dict[str, Any]]]) -> None:
+        """One conversation's turn-by-turn requests (original, its cost, forwarded), what upstream got
+        priced through one prompt cache as the original requests were when the plan was made."""
+        sent = PromptCache()
+        for body, before, out in turns:
             self.judge("anthropic", body, out)
-            before, after = plain.play(body), sent.play(out)
+            after = sent.play(out)
             self.turn_requests += 1
             self.turn_tokens[0] += before.tokens
             self.turn_tokens[1] += after.tokens
@@ -136,13 +137,14 @@ class Plan:
     """Every LoCoMo request of a run, in sending order, and what each one is for."""
 
     requests: list[Request]
-    purposes: list[tuple[str, str, Conversation, Any]]  # row, kind, conversation, question or None
+    # row, kind, conversation, and the question (questions) or the original request's cost (turns)
+    purposes: list[tuple[str, str, Conversation, Any]]
 
 
-def plan(conversations: list[Conversation], providers: list[str], turns: bool) -> Plan:
-    """Per provider and conversation: its questions, then the neutral message, in one proxy session
-    (no cache markers, as a client asking about a chat sends them); then, on Anthropic and in their
-    own sessions, every user turn of each conversation with Claude Code's markers."""
+def plan(conversations: list[Conversation], providers: list[str], turns: list[Conversation]) -> Plan:
+    """Per provider and conversation: its questions in one proxy session, then the neutral message in
+    a session of its own (no cache markers, as a client asking about a chat sends them); then, on
+    Anthropic, every user turn of the `turns` conversations with Claude Code's markers."""
     requests: list[Request] = []
     purposes: list[tuple[str, str, Conversation, Any]] = []
     for provider in providers:
@@ -154,34 +156,33 @@ def plan(conversations: list[Conversation], providers: list[str], turns: bool) -
             neutral = question_body(provider, c, NEUTRAL_MESSAGE)
             requests.append(Request(f"{session}-neutral", provider, neutral))
             purposes.append((row, "neutral", c, None))
-    if turns and "anthropic" in providers:
-        for c in conversations:
+    if "anthropic" in providers:
+        for c in turns:
+            cache = PromptCache()
             for body in turn_bodies(c):
                 requests.append(Request(f"{c.name}-turns", "anthropic", body))
-                purposes.append((f"{c.name} anthropic", "turn", c, None))
+                purposes.append((f"{c.name} anthropic", "turn", c, cache.play(body)))
     return Plan(requests, purposes)
 
 
 def tally(run: Plan, forwarded: Forwarded) -> dict[str, Row]:
     """The rows of the table from what upstream got, in the order of the plan."""
     rows: dict[str, Row] = {}
-    turns: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
-    for request, (name, kind, conversation, question), out in zip(
+    turns: dict[str, list[tuple[dict[str, Any], Cost, dict[str, Any]]]] = defaultdict(list)
+    for request, (name, kind, conversation, extra), out in zip(
         run.requests, run.purposes, forwarded.bodies, strict=True
     ):
         row = rows.setdefault(name, Row(turns=conversation.turns))
         if kind == "turn":
-            pair = turns.setdefault(name, ([], []))
-            pair[0].append(request.body)
-            pair[1].append(out)
+            turns[name].append((request.body, extra, out))
             continue
         row.add_request(request.provider, request.body, out)
         if kind == "question":
-            row.add_question(question, out)
+            row.add_question(extra, out)
         else:
             row.add_coverage(conversation, out)
-    for name, (originals, outs) in turns.items():
-        rows[name].add_turns(originals, outs)
+    for name, played in turns.items():
+        rows[name].add_turns(played)
     return rows
 
 
@@ -210,6 +211,10 @@ def _cell(value: float | None, spec: str, width: int) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:>{width}{spec}}"
 
 
+def _times(value: float | None) -> str:
+    return f"{'-' if value is None else f'{value:.2f}x':>6}"
+
+
 def row_text(name: str, row: Row) -> str:
     f = row.figures()
     n, turned = max(f["requests"] - f["turn_requests"], 1), f["turn_requests"] > 0
@@ -218,8 +223,8 @@ def row_text(name: str, row: Row) -> str:
         f"{f['question_tokens_original'] // n:>8} {f['question_tokens_forwarded'] // n:>7} "
         f"{f['reduction']:>9.1%} {f['evidence_recall']:>7.1%} {f['per_question_recall']:>6.1%} "
         f"{f['questions_all_kept']:>8.1%} {f['facts']:>5} {f['fact_coverage']:>8.1%} "
-        f"{f['turn_requests'] or '-':>6} {_cell(f['turn_warm_cost_ratio'] if turned else None, '.2f', 5)}x "
-        f"{_cell(f['turn_cold_cost_ratio'] if turned else None, '.2f', 5)}x "
+        f"{f['turn_requests'] or '-':>6} {_times(f['turn_warm_cost_ratio'] if turned else None)} "
+        f"{_times(f['turn_cold_cost_ratio'] if turned else None)} "
         f"{_cell(f['compress_ms_p50'], '.1f', 6)} {_cell(f['compress_ms_p95'], '.1f', 6)}"
     )
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.agent_sessions import Step, Support, convert, identifiers, occurs, old_only
+from bench.agent_sessions import convert
+from bench.identifiers import Support, identifiers, occurs, old_only
 from bench.measures import valid
 
 TRAJECTORY = {
@@ -32,6 +33,7 @@ def markers(value: Any) -> int:
 def test_each_assistant_turn_is_a_step_with_the_history_before_it() -> None:
     session = convert("t", TRAJECTORY, markers=True)
     assert [len(s.body["messages"]) for s in session.steps] == [1, 3, 5]
+    assert [s.needed for s in session.steps] == [frozenset(), frozenset(), frozenset()]  # history too short
     assert [s.next_command for s in session.steps] == [
         "grep -rn URLValidator django",
         None,  # two bash blocks: mini-swe-agent rejected the turn, nothing ran
@@ -104,10 +106,11 @@ def test_only_identifiers_that_only_older_history_holds_count() -> None:
 
 def test_support_counts_identifiers_kept_and_steps_with_all_of_them() -> None:
     body = _body(old="alpha_name beta_name", recent="nothing here")
-    step = Step(body, "grep alpha_name beta_name")
+    needed = frozenset(old_only("grep alpha_name beta_name", body))
+    assert needed == {"alpha_name", "beta_name"}
     support = Support()
-    support.add(step, body)  # uncompressed: everything kept
+    support.add(needed, body)  # uncompressed: everything kept
     folded = {**body, "messages": [{"role": "user", "content": "beta_name"}, *body["messages"][1:]]}
-    support.add(step, folded)  # alpha_name folded away
-    support.add(Step(body, None), folded)  # no command ran: nothing to support
+    support.add(needed, folded)  # alpha_name folded away
+    support.add(frozenset(), folded)  # no command ran, or none only older history held
     assert (support.identifiers, support.kept, support.steps, support.full) == (4, 3, 2, 1)

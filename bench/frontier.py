@@ -6,6 +6,9 @@ and without cache markers) and on LoCoMo (Anthropic: questions, neutral message,
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import attrs
@@ -78,6 +81,33 @@ def measure(overrides: dict[str, str], prepared: Inputs) -> dict[str, Any]:
         rows = locomo_bench.tally(prepared.locomo, in_process(prepared.locomo.requests, settings))
         figures["locomo"] = locomo_bench.total(rows).figures()
     return figures
+
+
+# What forked workers play: set before the pool forks, so the inputs are inherited, not pickled.
+_PREPARED: Inputs | None = None
+
+
+def _measure_prepared(overrides: dict[str, str]) -> dict[str, Any]:
+    if _PREPARED is None:
+        raise RuntimeError("the frontier's inputs were not prepared before the workers forked")
+    return measure(overrides, _PREPARED)
+
+
+def measure_all(points: dict[str, dict[str, str]], prepared: Inputs, jobs: int) -> dict[str, Any]:
+    """Every point's figures, in `jobs` forked processes when more than one: points are independent
+    and compress() is CPU-bound Python, so processes, not threads."""
+    if jobs <= 1 or len(points) <= 1:
+        return {name: measure(overrides, prepared) for name, overrides in points.items()}
+    global _PREPARED
+    _PREPARED = prepared
+    # Recall's Hugging Face tokenizer warns, and turns its own threads off, in a forked child.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(min(jobs, len(points)), mp_context=context) as pool:
+            return dict(zip(points, pool.map(_measure_prepared, points.values()), strict=True))
+    finally:
+        _PREPARED = None
 
 
 HEADER = (

@@ -237,7 +237,8 @@ def print_table(rows: dict[str, Row], mode: str) -> Row:
     print(f"5+ words; coverage: of those, kept verbatim after a neutral last message ({NEUTRAL_MESSAGE!r}).")
     print("t-reqs: every user turn sent in order with Claude Code's cache markers; warm: its input cost")
     print("with the prompt cache warm (read 0.1, write 1.25), cold: its tokens, both forwarded over")
-    print("original. ms: compress() alone, in-process, warm session, on the question requests.\n")
+    print("original. ms: compress() alone, in-process, warm session, on question requests (through")
+    print("the proxy: every fifth Anthropic question, timed again in-process).\n")
     print(HEADER + "\n" + "-" * len(HEADER))
     for name, row in rows.items():
         print(row_text(name, row))

@@ -12,9 +12,10 @@ from typing import Any
 import attrs
 
 from proxy.compression import SessionMemory, compress
+from proxy.compression.policy import UNCACHED
 from proxy.config import CompressionConfig, load_config
 from proxy.pricing import PriceTable
-from proxy.prompt_cache import warm_read_ratio
+from proxy.prompt_cache import cache_prices, warm_read_ratio
 from proxy.providers import Anthropic, OpenAI
 
 PATHS = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
@@ -49,8 +50,9 @@ def settings_for(overrides: dict[str, str]) -> CompressionConfig:
 
 
 def in_process(requests: list[Request], settings: CompressionConfig) -> Forwarded:
-    """compress() per request with one SessionMemory per session and the cache warmth the proxy's
-    handler would pass (proxy/handlers.py: only when the history is long enough to fold)."""
+    """compress() per request with one SessionMemory per session and the cache warmth and prices the
+    proxy's handler passes (proxy/handlers.py `_remember_and_compress`: only when the history is long
+    enough to fold; keep the two in step)."""
     providers = {"anthropic": Anthropic("http://upstream"), "openai": OpenAI("http://upstream/v1")}
     prices = PriceTable()
     memories: dict[str, SessionMemory] = {}
@@ -58,15 +60,16 @@ def in_process(requests: list[Request], settings: CompressionConfig) -> Forwarde
     out = Forwarded()
     for request in requests:
         messages = request.body.get("messages") or []
-        warm = None
+        warm, cache = None, UNCACHED
         if settings.enabled and len(messages) >= settings.threshold_messages:
-            now = time.time()
             provider = providers[request.provider]
-            warm = warm_read_ratio(provider, request.body, last_seen.get(request.session), now, prices)
+            previous = last_seen.get(request.session)
+            warm = warm_read_ratio(provider, request.body, previous, time.time(), prices)
+            cache = cache_prices(provider, request.body, prices)
         repeat = request.session in memories
         memory = memories.setdefault(request.session, SessionMemory(request.session))
         started = time.perf_counter()
-        result = compress(request.provider, request.body, memory, settings, warm)  # type: ignore[arg-type]
+        result = compress(request.provider, request.body, memory, settings, warm, cache)  # type: ignore[arg-type]
         out.times_ms.append((time.perf_counter() - started) * 1000 if repeat else None)
         memory.drain_memory_rows()  # as the proxy does; they would otherwise pile up
         last_seen[request.session] = time.time()

@@ -13,6 +13,7 @@ from ..config import CompressionConfig
 from ..tokens import count_message, estimate_request
 from .chunks import plan, request_ends
 from .content import query_text
+from .digest import is_header
 from .memory import Chunk, SessionMemory
 from .policy import UNCACHED, CachePrices, History
 from .recall import Candidate, render, select
@@ -244,7 +245,9 @@ def _with_recall(
     for chunk in chunks:
         for unit, doc in zip(chunk.units, chunk.docs, strict=True):
             date = unit.date or date
-            if unit.text not in chunk.digest:  # a unit its digest quotes whole is there already
+            # A unit its digest quotes whole is there already; a dated header is the date line
+            # the recall block writes anyway.
+            if unit.text not in chunk.digest and not is_header(unit.text):
                 candidates.append(Candidate(order, doc, unit.role, date))
             order += 1
     chosen = select(memory.index, query, candidates, budget)

@@ -29,16 +29,17 @@ SEMANTIC_BASELINE = 0.5  # the candidates' median similarity counts as none
 # Units scoring under this share of the best one are left out even when the budget allows: a
 # precise question quotes a few turns, a vague one many. On LoCoMo this spends tokens where they
 # find evidence better than a fixed budget: 0.285 with a 6,000 cap beat every fixed budget tried.
-RELATIVE_CUTOFF = 0.285
-# Texts embedded for one request at most (about 20 ms): the first request of a long conversation
+# Lowered to 0.275 once digests began quoting whole sentences (fewer tokens left to spend on them).
+RELATIVE_CUTOFF = 0.275
+# Texts embedded for one request at most (about 30 ms): the first request of a long conversation
 # the proxy has not seen, or has just restored, ranks by BM25 alone, and the next few embed the rest.
-EMBED_PER_REQUEST = 128
+EMBED_PER_REQUEST = 256
 # What a quoted line costs besides its text: "assistant: ", its newline, at most a "…" line before it.
 PREFIX_TOKENS = 4
 GAP = "…"
 RECALL_HEADER = (
-    "[Vidurai proxy: earlier parts of this conversation, folded above, that may matter for this "
-    "message; quoted verbatim under their date, in order, … where turns are skipped]"
+    "[Vidurai proxy: earlier turns, folded above, that may matter here; quoted verbatim in order under "
+    "their dates, … where turns are skipped]"
 )
 
 

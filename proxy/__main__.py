@@ -1,4 +1,4 @@
-"""`python -m proxy`: start the proxy in the foreground until Ctrl-C or SIGTERM."""
+"""`vidurai-proxy` (or `python -m proxy`): start the proxy in the foreground until Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return export_main(argv[1:])
     parser = argparse.ArgumentParser(
-        prog="python -m proxy",
+        prog="vidurai-proxy",
         description=__doc__,
-        epilog="python -m proxy export --help: export requests for billing",
+        epilog="vidurai-proxy export --help: export requests for billing",
     )
     parser.add_argument("--config", help="configuration file (default: $VIDURAI_CONFIG or vidurai.ini)")
     args = parser.parse_args(argv)

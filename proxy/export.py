@@ -1,4 +1,4 @@
-"""`python -m proxy export`: requests or sessions as CSV or JSON, streamed row by row from SQLite.
+"""`vidurai-proxy export`: requests or sessions as CSV or JSON, streamed row by row from SQLite.
 
 Times are written as ISO 8601 UTC ("2026-11-26T15:04:05.123Z"), the same form --since accepts, so
 the last exported created_at can start the next incremental export.
@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from .config import ConfigError, load_config
 
-PROG = "python -m proxy export"
+PROG = "vidurai-proxy export"
 # Columns holding unix seconds; exported as ISO 8601 UTC text.
 TIME_COLUMNS = frozenset({"created_at", "last_seen_at", "expired_at"})
 # Per table: the time column --since/--until filter on, and the id column --session matches.
@@ -215,7 +215,7 @@ def export(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m proxy export ARGS`; argv excludes "export". Exit 0, or 1 with one line on stderr."""
+    """`vidurai-proxy export ARGS`; argv excludes "export". Exit 0, or 1 with one line on stderr."""
     args = build_parser().parse_args(argv)
     try:
         count = export(args)

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import attrs
 import structlog
@@ -17,7 +18,8 @@ from .config import Config, ConfigError, load_config
 from .logs import configure_logging
 from .ui.terminal import TerminalUI, WarningBuffer, should_show
 
-# Where logs go while the live dashboard owns the terminal and [logging] file is empty.
+# Where logs go while the live dashboard owns the terminal and [logging] file is empty: beside
+# the database, which is where the config put this instance's files.
 UI_LOG_FILE = "vidurai.log"
 
 
@@ -76,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     if should_show(config.ui.terminal, sys.stdout.isatty()):
         # The dashboard owns the screen: log lines would tear it, so they go to a file.
         logging_config = (
-            config.logging if config.logging.file else attrs.evolve(config.logging, file=UI_LOG_FILE)
+            config.logging
+            if config.logging.file
+            else attrs.evolve(config.logging, file=str(Path(config.storage.database).parent / UI_LOG_FILE))
         )
         configure_logging(logging_config, console=False)
         warnings = WarningBuffer()

@@ -13,6 +13,7 @@ from pathlib import Path
 import attrs
 import structlog
 
+from .admin import exposure_warning
 from .app import create_app, start_server
 from .config import Config, ConfigError, load_config
 from .logs import configure_logging
@@ -28,6 +29,8 @@ async def serve(config: Config, ui: TerminalUI | None) -> None:
     app = create_app(config)
     runner, port = await start_server(app, config.server.host, config.server.port)
     url = f"http://{config.server.host}:{port}"
+    if warning := exposure_warning(config.server):
+        log.warning("admin_unlocked", message=warning)
     log.info(
         "listening",
         url=url,

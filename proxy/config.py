@@ -90,6 +90,15 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _hosts(raw: str) -> tuple[str, ...]:
+    hosts = tuple(host.strip().lower() for host in raw.split(",") if host.strip())
+    for host in hosts:
+        bracketed = host.startswith("[") and host.endswith("]")
+        if ("/" in host or ":" in host) and not bracketed:  # a port, a URL or a bare IPv6 address
+            raise ValueError
+    return hosts
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     return tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
 
@@ -135,6 +144,25 @@ SETTINGS: tuple[Setting, ...] = (
         _origins,
         "empty, * or a comma-separated list of origins",
         "Origins allowed by CORS; empty sends no CORS headers at all.",
+    ),
+    Setting(
+        "server",
+        "admin_token",
+        "",
+        _text,
+        "empty or a secret string",
+        "When set, the dashboard, /metrics.json, /metrics and every other admin route require it "
+        "(Authorization: Bearer, or the dashboard's login form); the API routes never do. Set it "
+        "whenever host is not a loopback address.",
+    ),
+    Setting(
+        "server",
+        "admin_hosts",
+        "127.0.0.1, localhost, [::1]",
+        _hosts,
+        "* or a comma-separated list of host names, without ports ([::1] for IPv6)",
+        "Host names the admin routes answer for, with any port; other Host headers get 403, which "
+        "stops DNS-rebinding pages. Add the name clients use when the proxy is reached over the network.",
     ),
     Setting(
         "upstream",
@@ -315,6 +343,8 @@ class ServerConfig:
     port: int
     max_body_mb: int
     allowed_origins: tuple[str, ...]
+    admin_token: str = attrs.field(repr=False)  # never in a log line or a traceback
+    admin_hosts: tuple[str, ...]
 
 
 @attrs.frozen

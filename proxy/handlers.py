@@ -13,7 +13,7 @@ from aiohttp import web
 from . import __version__
 from .call import Call
 from .compression import compress
-from .keys import ANTHROPIC, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
+from .keys import ADMIN, ANTHROPIC, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
 from .prompt_cache import warm_read_ratio
 from .providers import Provider
 from .relay import relay
@@ -192,14 +192,17 @@ def _finish(app: web.Application, call: Call) -> None:
 
 
 async def health(request: web.Request) -> web.Response:
-    """The proxy's own status."""
+    """The proxy's own status; usage totals only for whoever may read the admin routes."""
     app = request.app
     body: dict[str, Any] = {
         "status": "ok",
         "version": __version__,
         "uptime_s": round(time.monotonic() - app[STARTED_AT], 3),
         "active_sessions": len(app[SESSIONS]),
+        "admin_locked": app[ADMIN].locked,
     }
+    if not app[ADMIN].allows(request):
+        return web.json_response(body)
     try:
         body["totals"] = await totals(app[CONFIG].storage.database)
     except Exception as exc:  # health must answer even if the database is unreadable

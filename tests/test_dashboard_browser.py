@@ -391,3 +391,39 @@ async def test_dashboard_files_are_served_from_the_package(
             assert response.status == 404, bad
     async with http.get(f"{proxy_url}/dashboard/", allow_redirects=False) as response:
         assert response.status == 301
+
+
+async def test_locked_dashboard_login_unlocked_logout(browser: Browser, make_proxy: ProxyFactory) -> None:
+    """With [server] admin_token: locked, the login form, the dashboard with its data, logged out."""
+    token = "adm-browser-7d3e91c2"
+    base = await make_proxy(server_admin_token=token)
+    page = await browser.new_page(viewport=LAPTOP)
+    try:
+        await page.goto(f"{base}/dashboard")
+        assert page.url == f"{base}/dashboard/login"  # locked: the browser is sent to the form
+        assert (await page.request.get(f"{base}/metrics.json")).status == 401  # the browser's cookies
+        await page.fill('input[name="token"]', "not-the-token")
+        await page.click('button[type="submit"]')
+        assert "not the admin token" in await page.text_content("main")
+
+        await page.fill('input[name="token"]', token)
+        await page.click('button[type="submit"]')
+        await page.wait_for_url(f"{base}/dashboard")
+        await page.wait_for_selector("body[data-generated-at]")  # metrics.json answered the page
+        assert await page.is_visible("#logout")
+        cookies = await page.context.cookies()
+        (cookie,) = [c for c in cookies if c["name"] == "vidurai_admin"]
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and token not in cookie["value"]
+        assert await page.evaluate("document.cookie") == ""  # HttpOnly: no script can read it
+        assert (await page.request.get(f"{base}/metrics.json")).status == 200
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-unlocked.png"))
+
+        await page.click("#logout button")
+        await page.wait_for_url(f"{base}/dashboard/login")
+        assert [c for c in await page.context.cookies() if c["name"] == "vidurai_admin"] == []
+        assert (await page.request.get(f"{base}/metrics.json")).status == 401
+        await page.goto(f"{base}/dashboard")
+        assert page.url == f"{base}/dashboard/login"  # locked again
+    finally:
+        await page.close()

@@ -188,6 +188,7 @@ function drawHealth(h) {
     pill.textContent = "proxy unreachable";
     return;
   }
+  document.getElementById("logout").hidden = !h.admin_locked;
   pill.dataset.state = h.status === "ok" && !h.database_error ? "ok" : "down";
   const parts = [h.status, `v${h.version}`, `up ${fmtUptime(h.uptime_s)}`,
                  `${h.active_sessions} sessions in memory`];
@@ -203,6 +204,7 @@ function showProblem(text) {
 
 async function getJson(path) {
   const response = await fetch(path, { cache: "no-store" });
+  if (response.status === 401) window.location.assign("dashboard/login"); // logged out elsewhere
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
   return response.json();
 }

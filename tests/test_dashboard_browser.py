@@ -6,54 +6,20 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, ViewportSize, async_playwright
+from playwright.async_api import Browser, Page, ViewportSize
 
 from proxy.records import RequestRecord, SessionRecord, Usage
 from tests.conftest import ProxyFactory, anthropic_client, openai_client
 from tests.test_ui_terminal import write_db
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 LAPTOP: ViewportSize = {"width": 1440, "height": 900}
 RECENT_ROWS = 25  # rows of the latest-requests table (dashboard.js)
-
-
-@pytest.fixture
-def chromium() -> str:
-    """Debian's Chromium; a failure, not a skip, when absent: the dashboard must be tested."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: the dashboard is tested in Debian's Chromium; "
-            "install it with `apt-get install -y chromium` (.ci/run does when absent)"
-        )
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium: str) -> AsyncIterator[Browser]:
-    """Chromium driven by Playwright (never `playwright install`: nothing is downloaded)."""
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def get_json(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:

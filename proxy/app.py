@@ -86,7 +86,9 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    writer = Writer(config.storage.database, config.storage.flush_interval)
+    writer = Writer(
+        config.storage.database, config.storage.flush_interval, store_text=config.storage.store_text
+    )
     await writer.start()
     app[WRITER] = writer
     registry = SessionRegistry(writer, config.sessions.timeout)

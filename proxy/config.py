@@ -207,6 +207,17 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "storage",
+        "store_text",
+        "true",
+        _bool,
+        "true or false",
+        "Keep conversation text on disk: the memories table's turns and digests, and the sessions' "
+        "snapshots a restart restores. false keeps no text at all (memories keep hashes, positions "
+        "and importances; no snapshots): compression works the same, rebuilt from each request, and a "
+        "restart starts sessions empty.",
+    ),
+    Setting(
+        "storage",
         "flush_interval",
         "0.5",
         _positive_float,
@@ -358,6 +369,7 @@ class UpstreamConfig:
 @attrs.frozen
 class StorageConfig:
     database: str
+    store_text: bool
     flush_interval: float
 
 

@@ -138,6 +138,8 @@ class SessionRegistry:
 
     async def snapshot(self, force: bool = False) -> int:
         """Queue the Vidurai state of sessions that changed since their last snapshot."""
+        if not self._writer.store_text:
+            return 0  # a snapshot is conversation text throughout: none is kept
         count = 0
         for session in list(self._sessions.values()):
             if session.snapshot_due or force:

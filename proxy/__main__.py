@@ -64,10 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         from .export import main as export_main
 
         return export_main(argv[1:])
+    if argv[:1] == ["health"]:
+        from .healthcheck import main as health_main
+
+        return health_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="vidurai-proxy",
         description=__doc__,
-        epilog="vidurai-proxy export --help: export requests for billing",
+        epilog="vidurai-proxy export --help: export requests for billing; "
+        "vidurai-proxy health: exit 0 when the configured proxy answers /health",
     )
     parser.add_argument("--config", help="configuration file (default: $VIDURAI_CONFIG or vidurai.ini)")
     args = parser.parse_args(argv)

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from . import admin, dashboard, handlers
 from .admin import Access, AdminGuard, guard_middleware
+from .buffering import no_buffering_for_streams
 from .compression import route_vidurai_logs
 from .compression.semantic import warm_up as warm_up_recall
 from .config import Config
@@ -122,6 +123,7 @@ def create_app(config: Config) -> web.Application:
     app[PROM] = PromMetrics()
     app[CALIBRATION] = Calibration()
     setup_cors(app, config.server.allowed_origins)
+    app.on_response_prepare.append(no_buffering_for_streams)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_storage_ctx)
 

@@ -143,7 +143,7 @@ def guard_middleware(guard: AdminGuard) -> Middleware:
     return admin_guard
 
 
-def _login_page(guard: AdminGuard, message: str = "", status: int = 200) -> web.Response:
+def _login_page(message: str = "", status: int = 200) -> web.Response:
     notice = f'<p class="problem">{html.escape(message)}</p>' if message else ""
     body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Vidurai Proxy · log in</title>
@@ -164,7 +164,7 @@ def routes(guard: AdminGuard) -> list[web.RouteDef]:
     async def login_form(request: web.Request) -> web.StreamResponse:
         if not guard.locked:
             raise web.HTTPSeeOther("/dashboard")
-        return _login_page(guard)
+        return _login_page()
 
     async def login(request: web.Request) -> web.StreamResponse:
         form = await request.post()
@@ -173,7 +173,7 @@ def routes(guard: AdminGuard) -> list[web.RouteDef]:
             raise web.HTTPSeeOther("/dashboard")
         if not isinstance(token, str) or not guard.token_valid(token):
             log.warning("admin.login_failed", remote=request.remote)
-            return _login_page(guard, "That is not the admin token.", status=401)
+            return _login_page("That is not the admin token.", status=401)
         response = web.HTTPSeeOther("/dashboard")
         guard.set_cookie(request, response)
         raise response

@@ -22,6 +22,7 @@ from tests.fake_upstream import FakeUpstream
 LABEL = "newcomer-openai-1"
 HELLO = [{"role": "user", "content": "Hello"}]
 LAPTOP: ViewportSize = {"width": 1440, "height": 900}
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
 
 async def metrics(http: aiohttp.ClientSession, url: str, count: int, query: str = "") -> dict[str, Any]:
@@ -109,6 +110,8 @@ async def test_label_and_tags_from_header_to_export(
             '#sessions td[data-col="session"]', "tds => tds.map(t => t.textContent)"
         )
         assert LABEL in shown
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-tags.png"), full_page=True)
     finally:
         await page.close()
 

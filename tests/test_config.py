@@ -186,7 +186,8 @@ def test_readme_documents_every_key() -> None:
 
 def test_relative_paths_in_a_file_resolve_beside_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     instance, elsewhere = tmp_path / "instance", tmp_path / "elsewhere"
-    instance.mkdir(), elsewhere.mkdir()
+    instance.mkdir()
+    elsewhere.mkdir()
     path = _write(instance, "[storage]\ndatabase = team.db\n\n[logging]\nfile = logs/proxy.log\n")
     monkeypatch.chdir(elsewhere)
     config = load_config(env={"VIDURAI_CONFIG": "../instance/custom.ini"})

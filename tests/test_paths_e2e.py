@@ -19,7 +19,8 @@ async def test_relative_database_lives_beside_the_config_file(
     tmp_path: Path, fake_upstream: FakeUpstream
 ) -> None:
     instance, elsewhere = tmp_path / "instance", tmp_path / "elsewhere"
-    instance.mkdir(), elsewhere.mkdir()
+    instance.mkdir()
+    elsewhere.mkdir()
     ini = instance / "team.ini"
     ini.write_text(
         f"[storage]\ndatabase = team.db\n\n[upstream]\nopenai_base_url = {fake_upstream.openai_base_url}\n"

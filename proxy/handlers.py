@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from typing import Any
@@ -13,8 +14,9 @@ from aiohttp import web
 from . import __version__
 from .call import Call
 from .compression import compress
+from .compression.policy import UNCACHED
 from .keys import ADMIN, ANTHROPIC, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
-from .prompt_cache import warm_read_ratio
+from .prompt_cache import cache_prices, warm_read_ratio
 from .providers import Provider
 from .relay import relay
 from .sessions import SESSION_HEADER, session_id_for
@@ -106,14 +108,17 @@ async def _remember_and_compress(
     foldable = settings.enabled and len(messages) >= settings.threshold_messages
     # Only a fold has a recall block to hold to the cache reads it replaces.
     warm = None
+    prices = UNCACHED
     if foldable:
         warm = warm_read_ratio(provider, body, session.previous_request_at, time.time(), app[PRICES])
+        prices = cache_prices(provider, body, app[PRICES])
+    job = functools.partial(compress, provider.name, body, session.memory, settings, warm, prices)
     async with session.lock:
         if foldable or (settings.enabled and body_size > INLINE_BODY_LIMIT):
             # In a thread: a cold session with a long history takes longer than other streams should wait.
-            result = await asyncio.to_thread(compress, provider.name, body, session.memory, settings, warm)
+            result = await asyncio.to_thread(job)
         else:  # nothing to fold, little to count: cheaper than the thread hop
-            result = compress(provider.name, body, session.memory, settings, warm)
+            result = job()
         rows = session.memory.drain_memory_rows()
         session.snapshot_due = True
     writer = app[WRITER]
@@ -136,7 +141,7 @@ async def _remember_and_compress(
             },
             time.time(),
         )
-    elif result.reason.startswith(("failed_open", "invalid")):
+    elif result.reason.startswith(("failed_open", "invalid", "input")):
         writer.add_audit(session_id, "compression_failed_open", {"reason": result.reason}, time.time())
     return result.body
 

@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEV_INSTALLED := $(VENV)/.dev-installed
 LOCOMO ?= ../shared/datasets/locomo-dev.json
+SWE_AGENT ?= ../shared/datasets/swe-agent-dev
 
 .PHONY: run test lint bench bench-compression export clean
 
@@ -36,7 +37,7 @@ bench: $(DEV_INSTALLED)
 	$(PY) -m bench.proxy_overhead
 
 bench-compression: $(DEV_INSTALLED)
-	$(PY) -m bench.compression --locomo $(LOCOMO)
+	$(PY) -m bench.compression --locomo $(LOCOMO) --swe-agent $(SWE_AGENT) $(ARGS)
 
 # make export FORMAT=json OUT=requests.json ARGS="--since 2026-11-01"
 export: $(INSTALLED)

@@ -15,7 +15,7 @@ from . import __version__
 from .call import Call
 from .compression import compress
 from .compression.policy import UNCACHED
-from .keys import ADMIN, ANTHROPIC, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
+from .keys import ADMIN, ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
 from .prompt_cache import cache_prices, warm_read_ratio
 from .providers import Provider
 from .relay import relay
@@ -124,7 +124,8 @@ async def _remember_and_compress(
     writer = app[WRITER]
     if rows:
         writer.add_memories(rows)
-    call.original_est, call.forwarded_est = result.tokens_original_est, result.tokens_forwarded_est
+    call.set_estimates(result.tokens_original_est, result.tokens_forwarded_est, app[CALIBRATION])
+    record = call.record
     call.record.messages_original = result.messages_original
     call.record.messages_forwarded = result.messages_forwarded
     if result.body is not None:
@@ -135,8 +136,8 @@ async def _remember_and_compress(
                 "messages_folded": result.messages_folded,
                 "messages_before": result.messages_original,
                 "messages_after": result.messages_forwarded,
-                "tokens_before_est": result.tokens_original_est,
-                "tokens_after_est": result.tokens_forwarded_est,
+                "tokens_before_est": record.tokens_original_est,
+                "tokens_after_est": record.tokens_forwarded_est,
                 "cache_warm": warm is not None,  # recall held to the cache reads it replaces
             },
             time.time(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -145,7 +146,7 @@ def _compress(
     def digest_tokens(a: int, b: int) -> int:
         return memory.chunk(provider, messages[a:b], a).digest_tokens
 
-    history = _history(provider, messages, original, settings)
+    history = functools.partial(_history, provider, messages, original, settings)  # only with a cache
     cut = plan(
         provider, messages, settings.keep_recent, settings.chunk_messages, prices, history, digest_tokens
     )

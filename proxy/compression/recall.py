@@ -30,6 +30,9 @@ SEMANTIC_BASELINE = 0.5  # the candidates' median similarity counts as none
 # precise question quotes a few turns, a vague one many. On LoCoMo this spends tokens where they
 # find evidence better than a fixed budget: 0.285 with a 6,000 cap beat every fixed budget tried.
 RELATIVE_CUTOFF = 0.285
+# Texts embedded for one request at most (about 20 ms): the first request of a long conversation
+# the proxy has not seen, or has just restored, ranks by BM25 alone, and the next few embed the rest.
+EMBED_PER_REQUEST = 128
 # What a quoted line costs besides its text: "assistant: ", its newline, at most a "…" line before it.
 PREFIX_TOKENS = 4
 GAP = "…"
@@ -90,10 +93,12 @@ class RecallIndex:
         known = 0 if self._vectors is None else len(self._vectors)
         if known < len(self.texts):  # each text is embedded once, when first needed
             # Kept at half precision: 300 KB for a 600-turn session, ample for ranking.
-            new = model.vectors(self.texts[known:]).astype(np.float16)
+            new = model.vectors(self.texts[known : known + EMBED_PER_REQUEST]).astype(np.float16)
             self._vectors = new if self._vectors is None else np.vstack([self._vectors, new])
         assert self._vectors is not None
         docs = sorted(candidates)
+        if docs[-1] >= len(self._vectors):
+            return {}  # a long history met for the first time: BM25 alone until it is embedded
         query_vector = model.vectors([_content_words(query)])[0]
         similarity = self._vectors[docs].astype(np.float32) @ query_vector
         return dict(zip(docs, similarity.tolist(), strict=True))

@@ -15,12 +15,13 @@ from . import __version__
 from .call import Call
 from .compression import compress
 from .compression.policy import UNCACHED
-from .keys import ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
+from .keys import ADMIN, ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
 from .prompt_cache import cache_prices, warm_read_ratio
 from .providers import Provider
 from .relay import relay
 from .sessions import SESSION_HEADER, session_id_for
 from .storage.reader import totals
+from .tags import TAGS_HEADER, parse_tags
 from .upstream import UpstreamFailure
 
 log = structlog.get_logger(__name__)
@@ -75,6 +76,14 @@ def _serialize(body: dict[str, Any]) -> bytes:
         return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
+def _tags(request: web.Request) -> dict[str, str] | None:
+    """X-Vidurai-Tags, parsed; a malformed header is the client's mistake, answered before forwarding."""
+    try:
+        return parse_tags(request.headers.getall(TAGS_HEADER, []))
+    except ValueError as exc:
+        raise BadRequest(400, f"{TAGS_HEADER}: {exc}") from None
+
+
 def _provider_for(request: web.Request) -> Provider:
     """Anthropic when the client speaks its dialect (its key header or version header), else OpenAI."""
     headers = request.headers
@@ -89,11 +98,10 @@ async def _remember_and_compress(
     """Find the session, let its memory compress the history; the rewritten body or None."""
     app = request.app
     tenant = call.tenant
-    session_id = session_id_for(
-        tenant, provider.name, request.headers.get(SESSION_HEADER), provider.conversation_start(body)
-    )
+    label = request.headers.get(SESSION_HEADER)
+    session_id = session_id_for(tenant, provider.name, label, provider.conversation_start(body))
     messages = provider.messages(body)
-    session = app[SESSIONS].touch(session_id, tenant, len(messages))
+    session = app[SESSIONS].touch(session_id, tenant, len(messages), label=label)
     call.record.session_id = session_id
     structlog.contextvars.bind_contextvars(session_id=session_id)
     settings = app[CONFIG].compression
@@ -144,6 +152,7 @@ async def model_call(request: web.Request, provider: Provider, endpoint: str) ->
     call = Call.begin(request, provider.name, endpoint)
     structlog.contextvars.bind_contextvars(provider=provider.name, endpoint=endpoint)
     try:
+        call.record.tags = _tags(request)
         raw = await _read_body(request)
         body = _parse_object(raw)
         model = body.get("model")
@@ -173,6 +182,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     call = Call.begin(request, provider.name, "passthrough")
     structlog.contextvars.bind_contextvars(provider=provider.name, endpoint="passthrough")
     try:
+        call.record.tags = _tags(request)
         raw = await _read_body(request)
         return await relay(request, call, provider, raw if raw or request.body_exists else None, False)
     except (BadRequest, UpstreamFailure) as exc:
@@ -198,14 +208,17 @@ def _finish(app: web.Application, call: Call) -> None:
 
 
 async def health(request: web.Request) -> web.Response:
-    """The proxy's own status."""
+    """The proxy's own status; usage totals only for whoever may read the admin routes."""
     app = request.app
     body: dict[str, Any] = {
         "status": "ok",
         "version": __version__,
         "uptime_s": round(time.monotonic() - app[STARTED_AT], 3),
         "active_sessions": len(app[SESSIONS]),
+        "admin_locked": app[ADMIN].locked,
     }
+    if not app[ADMIN].allows(request):
+        return web.json_response(body)
     try:
         body["totals"] = await totals(app[CONFIG].storage.database)
     except Exception as exc:  # health must answer even if the database is unreadable

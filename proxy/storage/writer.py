@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import attrs
 import structlog
 
 from proxy.records import MemoryRow, RequestRecord, SessionRecord
@@ -30,10 +31,15 @@ T = TypeVar("T")
 class Writer:
     """Owns the one write connection; every enqueue method is sync and never blocks."""
 
-    def __init__(self, path: str, flush_interval: float, *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, path: str, flush_interval: float, *, busy_timeout_ms: int = 5000, store_text: bool = True
+    ) -> None:
         self.path = path
         self.flush_interval = flush_interval
         self.busy_timeout_ms = busy_timeout_ms
+        # [storage] store_text = false: no conversation text reaches the disk (memories keep their
+        # hash, position and importance; snapshots, which are text throughout, are not kept).
+        self.store_text = store_text
         self._pending: list[Op] = []
         self._conn: sqlite3.Connection | None = None
         # One thread owns the write connection, as in datasette's single writer.
@@ -50,7 +56,23 @@ class Writer:
         """Apply migrations, open the write connection and start the writer task."""
         await asyncio.to_thread(migrate_path, self.path)
         self._conn = await self._in_thread(self._connect)
+        if not self.store_text:
+            await self._in_thread(self._forget_text)
         self._task = asyncio.create_task(self._run(), name="storage-writer")
+
+    def _forget_text(self) -> None:
+        """store_text was switched off: text written before goes too, overwritten, not just unlinked."""
+        assert self._conn is not None
+        conn = self._conn
+        conn.execute("PRAGMA secure_delete = ON")  # freed pages are zeroed, not left readable
+        conn.execute("BEGIN IMMEDIATE")
+        memories = conn.execute("UPDATE memories SET content = '' WHERE content != ''").rowcount
+        snapshots = conn.execute("DELETE FROM snapshots").rowcount
+        conn.execute("COMMIT")
+        # The old pages also sit in the WAL until a checkpoint copies the new ones over them.
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if memories or snapshots:
+            log.info("storage.text_forgotten", memories=memories, snapshots=snapshots)
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: the writer issues BEGIN/COMMIT itself, one transaction per batch.
@@ -95,11 +117,14 @@ class Writer:
     def add_memories(self, rows: list[MemoryRow]) -> None:
         """Queue memory rows; a row already stored for its (session, content, position) is skipped."""
         for row in rows:
-            self._enqueue("memory", statements.memory_params(row))
+            self._enqueue(
+                "memory", statements.memory_params(row if self.store_text else attrs.evolve(row, content=""))
+            )
 
     def add_snapshot(self, session_id: str, state: str, at: float) -> None:
-        """Queue a serialized Vidurai state for a session."""
-        self._enqueue("snapshot", (session_id, at, state))
+        """Queue a serialized Vidurai state for a session (dropped when text is not stored)."""
+        if self.store_text:
+            self._enqueue("snapshot", (session_id, at, state))
 
     def add_audit(self, session_id: str | None, event: str, detail: dict[str, Any], at: float) -> None:
         """Queue one `audit` row."""

@@ -73,9 +73,16 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    writer = Writer(config.storage.database, config.storage.flush_interval)
+    storage = config.storage
+    writer = Writer(
+        storage.database,
+        storage.flush_interval,
+        shutdown_timeout=storage.shutdown_timeout,
+        max_queued=storage.max_queued_rows,
+    )
     await writer.start()
     app[WRITER] = writer
+    app[PROM].watch_storage(writer.health)
     registry = SessionRegistry(writer, config.sessions.timeout)
     app[SESSIONS] = registry
     await restore_sessions(config, registry)

@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+import attrs
 import structlog
 from aiohttp import web
 
@@ -194,15 +195,18 @@ def _finish(app: web.Application, call: Call) -> None:
 async def health(request: web.Request) -> web.Response:
     """The proxy's own status."""
     app = request.app
+    storage = app[WRITER].health()
     body: dict[str, Any] = {
-        "status": "ok",
+        "status": "ok" if storage.writable else "degraded",
         "version": __version__,
         "uptime_s": round(time.monotonic() - app[STARTED_AT], 3),
         "active_sessions": len(app[SESSIONS]),
+        "storage": attrs.asdict(storage),
     }
     try:
         body["totals"] = await totals(app[CONFIG].storage.database)
     except Exception as exc:  # health must answer even if the database is unreadable
+        body["status"] = "degraded"
         body["totals"] = None
         body["database_error"] = type(exc).__name__
     return web.json_response(body)

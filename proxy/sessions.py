@@ -79,7 +79,10 @@ class SessionRegistry:
         return len(self._sessions)
 
     def touch(self, session_id: str, tenant: str, messages: int, now: float | None = None) -> Session:
-        """The session for this request, created on first sight; its liveness goes to the writer."""
+        """The session for this request, created on first sight.
+
+        Its row is written with the request's own row (one session write per request), not here.
+        """
         now = time.time() if now is None else now
         session = self._sessions.get(session_id)
         if session is None or session.record.tenant != tenant:
@@ -95,7 +98,6 @@ class SessionRegistry:
         session.record.last_seen_at = now
         session.record.messages = messages
         session.snapshot_due = True
-        self._writer.upsert_session(attrs.evolve(session.record))
         return session
 
     def restore(self, record: SessionRecord, state: str | None) -> None:

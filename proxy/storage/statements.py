@@ -1,17 +1,26 @@
-"""The SQL the writer runs for each kind of queued row, and the parameters built from records."""
+"""The SQL the writer runs for each table, and the parameter tuples built from the queued records.
+
+Every statement here is run with `executemany` over one batch: one call per table and batch, so
+the writer thread spends its time in SQLite rather than in per-row Python.
+"""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from typing import Any
 
-from proxy.records import MemoryRow, RequestRecord, SessionRecord
+import attrs
+
+from proxy.records import AuditRecord, MemoryRow, RequestRecord, SessionRecord, SnapshotRecord
 
 # Snapshots are whole serialized states; the latest is what a restart restores, and a couple
 # more are kept in case the latest write was cut short.
 SNAPSHOTS_KEPT = 3
 
+# Parameter order of a `requests` row. The session-totals statement reads the same tuple by
+# position, so the column it uses last (cost_saved_usd) comes last.
 REQUEST_COLUMNS = (
     "id",
     "created_at",
@@ -24,6 +33,7 @@ REQUEST_COLUMNS = (
     "model",
     "stream",
     "status",
+    "error",
     "duration_ms",
     "ttfb_ms",
     "overhead_ms",
@@ -38,24 +48,33 @@ REQUEST_COLUMNS = (
     "messages_forwarded",
     "cost_usd",
     "cost_saved_usd",
-    "error",
 )
+_P = {name: f"?{position}" for position, name in enumerate(REQUEST_COLUMNS, start=1)}
 
 INSERT_REQUEST = (
     f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(REQUEST_COLUMNS))}) ON CONFLICT (id) DO NOTHING"
+    f"VALUES ({', '.join(_P.values())}) ON CONFLICT (id) DO NOTHING"
 )
 
-# Adds one request to its session's running totals, creating the session row if the request
-# arrived before (or without) an upsert_session. SUM-like: NULL costs are skipped, not zeroed.
-ADD_TO_SESSION = """
-INSERT INTO sessions (id, tenant, created_at, last_seen_at, requests, input_tokens, output_tokens,
-                      cache_read_tokens, cache_write_tokens, tokens_original_est, tokens_saved,
-                      cost_usd, cost_saved_usd)
-VALUES (:session_id, :tenant, :created_at, :created_at, 1, :input, :output, :cache_read,
-        :cache_write, :original, :saved, :cost, :cost_saved)
+# Adds one request to its session's running totals (the session's one write per request),
+# creating the row on the conversation's first request. Run before INSERT_REQUEST, so a request
+# id already stored (written by an earlier batch) is not counted twice. A request means the
+# session is live: it is no longer expired. SUM-like: NULL costs are skipped, not zeroed.
+ADD_TO_SESSION = f"""
+INSERT INTO sessions (id, tenant, created_at, last_seen_at, messages, requests, input_tokens,
+                      output_tokens, cache_read_tokens, cache_write_tokens, tokens_original_est,
+                      tokens_saved, cost_usd, cost_saved_usd)
+SELECT {_P["session_id"]}, COALESCE({_P["tenant"]}, ''), {_P["created_at"]}, {_P["created_at"]},
+       COALESCE({_P["messages_original"]}, 0), 1, COALESCE({_P["input_tokens"]}, 0),
+       COALESCE({_P["output_tokens"]}, 0), COALESCE({_P["cache_read_tokens"]}, 0),
+       COALESCE({_P["cache_write_tokens"]}, 0), COALESCE({_P["tokens_original_est"]}, 0),
+       COALESCE({_P["tokens_saved"]}, 0), {_P["cost_usd"]}, {_P["cost_saved_usd"]}
+WHERE {_P["session_id"]} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM requests WHERE id = {_P["id"]})
 ON CONFLICT (id) DO UPDATE SET
     last_seen_at        = max(last_seen_at, excluded.last_seen_at),
+    messages            = CASE WHEN {_P["messages_original"]} IS NULL THEN messages
+                               ELSE excluded.messages END,
+    expired_at          = NULL,
     requests            = requests + 1,
     input_tokens        = input_tokens + excluded.input_tokens,
     output_tokens       = output_tokens + excluded.output_tokens,
@@ -95,6 +114,8 @@ DELETE FROM snapshots WHERE session_id = ?1 AND id NOT IN (
 
 INSERT_AUDIT = "INSERT INTO audit (session_id, event, detail, created_at) VALUES (?, ?, ?, ?)"
 
+Record = RequestRecord | SessionRecord | MemoryRow | SnapshotRecord | AuditRecord
+
 
 def request_params(record: RequestRecord) -> tuple[Any, ...]:
     """The `requests` row of a record, in REQUEST_COLUMNS order."""
@@ -111,6 +132,7 @@ def request_params(record: RequestRecord) -> tuple[Any, ...]:
         record.model,
         int(record.stream),
         record.status,
+        record.error,
         record.duration_ms,
         record.ttfb_ms,
         record.overhead_ms,
@@ -125,7 +147,6 @@ def request_params(record: RequestRecord) -> tuple[Any, ...]:
         record.messages_forwarded,
         record.cost_usd,
         record.cost_saved_usd,
-        record.error,
     )
 
 
@@ -153,43 +174,69 @@ def memory_params(row: MemoryRow) -> tuple[Any, ...]:
     )
 
 
-def audit_params(session_id: str | None, event: str, detail: dict[str, Any], at: float) -> tuple[Any, ...]:
+def snapshot_params(snapshot: SnapshotRecord) -> tuple[Any, ...]:
+    return (snapshot.session_id, snapshot.created_at, snapshot.state)
+
+
+def audit_params(audit: AuditRecord) -> tuple[Any, ...]:
     # default=str: a stray non-JSON value (a Path, an exception class) must not lose the row.
-    return (session_id, event, json.dumps(detail, sort_keys=True, default=str), at)
+    detail = json.dumps(audit.detail, sort_keys=True, default=str)
+    return (audit.session_id, audit.event, detail, audit.created_at)
 
 
-def _session_totals(params: tuple[Any, ...]) -> dict[str, Any]:
-    row = dict(zip(REQUEST_COLUMNS, params, strict=True))
-    return {
-        "session_id": row["session_id"],
-        "tenant": row["tenant"] or "",
-        "created_at": row["created_at"],
-        "input": row["input_tokens"] or 0,
-        "output": row["output_tokens"] or 0,
-        "cache_read": row["cache_read_tokens"] or 0,
-        "cache_write": row["cache_write_tokens"] or 0,
-        "original": row["tokens_original_est"] or 0,
-        "saved": row["tokens_saved"] or 0,
-        "cost": row["cost_usd"],
-        "cost_saved": row["cost_saved_usd"],
-    }
+@attrs.define
+class Tables:
+    """One batch's parameter tuples, table by table."""
+
+    sessions: list[tuple[Any, ...]] = attrs.Factory(list)
+    requests: list[tuple[Any, ...]] = attrs.Factory(list)
+    memories: list[tuple[Any, ...]] = attrs.Factory(list)
+    snapshots: list[tuple[Any, ...]] = attrs.Factory(list)
+    audits: list[tuple[Any, ...]] = attrs.Factory(list)
 
 
-def apply(conn: sqlite3.Connection, kind: str, params: tuple[Any, ...]) -> None:
-    """Run the statements of one queued row (the caller holds the transaction)."""
-    if kind == "request":
-        cursor = conn.execute(INSERT_REQUEST, params)
-        # rowcount 0: the id was already stored (a retried batch), so it is not counted twice.
-        if cursor.rowcount == 1 and params[2] is not None:
-            conn.execute(ADD_TO_SESSION, _session_totals(params))
-    elif kind == "session":
-        conn.execute(UPSERT_SESSION, params)
-    elif kind == "memory":
-        conn.execute(INSERT_MEMORY, params)
-    elif kind == "snapshot":
-        conn.execute(INSERT_SNAPSHOT, params)
-        conn.execute(PRUNE_SNAPSHOTS, (params[0],))
-    elif kind == "audit":
-        conn.execute(INSERT_AUDIT, params)
-    else:
-        raise ValueError(f"unknown row kind {kind!r}")
+def split(records: Iterable[Record]) -> Tables:
+    """The records' rows grouped by table, each list in queue order."""
+    tables = Tables()
+    sessions, requests, memories = tables.sessions, tables.requests, tables.memories
+    for record in records:
+        kind = type(record)
+        if kind is RequestRecord:
+            requests.append(request_params(record))  # type: ignore[arg-type]
+        elif kind is SessionRecord:
+            sessions.append(session_params(record))  # type: ignore[arg-type]
+        elif kind is MemoryRow:
+            memories.append(memory_params(record))  # type: ignore[arg-type]
+        elif kind is SnapshotRecord:
+            tables.snapshots.append(snapshot_params(record))  # type: ignore[arg-type]
+        elif kind is AuditRecord:
+            tables.audits.append(audit_params(record))  # type: ignore[arg-type]
+        else:
+            raise TypeError(f"not a storage record: {kind.__name__}")
+    if len({row[0] for row in requests}) != len(requests):
+        # The same request queued twice: its first row is the one stored, and counted once.
+        first: dict[Any, tuple[Any, ...]] = {}
+        for row in requests:
+            first.setdefault(row[0], row)
+        tables.requests = list(first.values())
+    return tables
+
+
+def write(conn: sqlite3.Connection, tables: Tables) -> None:
+    """Run one batch's statements, one executemany per table (the caller holds the transaction).
+
+    Session upserts go first, so a request's totals land on the session row whatever the order in
+    which they were queued; the totals run before the request rows they dedupe against.
+    """
+    for sql, rows in (
+        (UPSERT_SESSION, tables.sessions),
+        (ADD_TO_SESSION, tables.requests),
+        (INSERT_REQUEST, tables.requests),
+        (INSERT_MEMORY, tables.memories),
+        (INSERT_SNAPSHOT, tables.snapshots),
+        (INSERT_AUDIT, tables.audits),
+    ):
+        if rows:
+            conn.executemany(sql, rows)
+    if tables.snapshots:
+        conn.executemany(PRUNE_SNAPSHOTS, [(session,) for session in {row[0] for row in tables.snapshots}])

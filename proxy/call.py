@@ -71,9 +71,13 @@ class Call:
         """Fill the token columns, scaling estimates by what upstream actually reported when it did."""
         record = self.record
         record.usage = usage
-        if self.original_est is None or self.forwarded_est is None:
-            return
         reported = usage.prompt_tokens if usage.reported else 0
+        if self.original_est is None or self.forwarded_est is None:
+            if record.messages_original is not None and reported > 0:
+                # A conversation too short to fold went out as sent: what it cost is what it was.
+                record.tokens_original_est = record.tokens_forwarded_est = reported
+                record.tokens_saved = 0
+            return
         if reported > 0 and self.forwarded_est > 0:
             calibration.observe(record.model, self.forwarded_est, reported)
             scale = reported / self.forwarded_est

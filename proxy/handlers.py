@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import attrs
+import orjson
 import structlog
 from aiohttp import web
 
@@ -26,9 +27,6 @@ log = structlog.get_logger(__name__)
 
 # Endpoints whose conversation the proxy reads, remembers and may compress.
 CONVERSATION_ENDPOINTS = frozenset({"messages", "chat_completions"})
-# Bodies above this are estimated in a thread even when too short to fold: a huge tool result
-# would otherwise hold up every other stream while it is tokenized.
-INLINE_BODY_LIMIT = 64 * 1024
 
 
 class BadRequest(Exception):
@@ -57,9 +55,14 @@ async def _read_body(request: web.Request) -> bytes:
 
 def _parse_object(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise BadRequest(400, f"Request body is not valid JSON: {exc}.") from None
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # orjson refuses what JSON allows and UTF-8 does not (a lone surrogate, half an emoji);
+        # the standard parser takes it, and words the error when there is one.
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise BadRequest(400, f"Request body is not valid JSON: {exc}.") from None
     if not isinstance(body, dict):
         raise BadRequest(400, "Request body must be a JSON object.")
     return body
@@ -69,8 +72,8 @@ def _serialize(body: dict[str, Any]) -> bytes:
     """A rewritten body as compact JSON; escaped to ASCII only when it holds a lone surrogate (half
     an emoji, which JSON allows and UTF-8 does not), so it reaches upstream as the client wrote it."""
     try:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    except UnicodeEncodeError:
+        return orjson.dumps(body)  # compact UTF-8, as json.dumps(ensure_ascii=False) would write it
+    except orjson.JSONEncodeError:  # a lone surrogate, or an integer past 64 bits
         return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
@@ -83,7 +86,7 @@ def _provider_for(request: web.Request) -> Provider:
 
 
 async def _remember_and_compress(
-    request: web.Request, call: Call, provider: Provider, body: dict[str, Any], body_size: int
+    request: web.Request, call: Call, provider: Provider, body: dict[str, Any]
 ) -> dict[str, Any] | None:
     """Find the session, let its memory compress the history; the rewritten body or None."""
     app = request.app
@@ -93,28 +96,27 @@ async def _remember_and_compress(
     )
     messages = provider.messages(body)
     session = app[SESSIONS].touch(session_id, tenant, len(messages))
-    call.record.session_id = session_id
+    record = call.record
+    record.session_id = session_id
+    record.messages_original = record.messages_forwarded = len(messages)
     structlog.contextvars.bind_contextvars(session_id=session_id)
     settings = app[CONFIG].compression
-    foldable = settings.enabled and len(messages) >= settings.threshold_messages
+    if not (settings.enabled and len(messages) >= settings.threshold_messages):
+        # Decided here, once: nothing can be folded, so no memory work and no token estimate (the
+        # row's token columns come from the usage upstream reports). Most requests end here.
+        return None
     # Only a fold has a recall block to hold to the cache reads it replaces.
-    warm = None
-    if foldable:
-        warm = warm_read_ratio(provider, body, session.previous_request_at, time.time(), app[PRICES])
+    warm = warm_read_ratio(provider, body, session.previous_request_at, time.time(), app[PRICES])
     async with session.lock:
-        if foldable or (settings.enabled and body_size > INLINE_BODY_LIMIT):
-            # In a thread: a cold session with a long history takes longer than other streams should wait.
-            result = await asyncio.to_thread(compress, provider.name, body, session.memory, settings, warm)
-        else:  # nothing to fold, little to count: cheaper than the thread hop
-            result = compress(provider.name, body, session.memory, settings, warm)
+        # In a thread: a cold session with a long history takes longer than other streams should wait.
+        result = await asyncio.to_thread(compress, provider.name, body, session.memory, settings, warm)
         rows = session.memory.drain_memory_rows()
         session.snapshot_due = True
     writer = app[WRITER]
     if rows:
         writer.add_memories(rows)
     call.original_est, call.forwarded_est = result.tokens_original_est, result.tokens_forwarded_est
-    call.record.messages_original = result.messages_original
-    call.record.messages_forwarded = result.messages_forwarded
+    record.messages_forwarded = result.messages_forwarded
     if result.body is not None:
         writer.add_audit(
             session_id,
@@ -147,7 +149,7 @@ async def model_call(request: web.Request, provider: Provider, endpoint: str) ->
         structlog.contextvars.bind_contextvars(model=call.record.model)
         outgoing = None
         if endpoint in CONVERSATION_ENDPOINTS:
-            outgoing = await _remember_and_compress(request, call, provider, body, len(raw))
+            outgoing = await _remember_and_compress(request, call, provider, body)
         rewritten = False
         if call.record.stream:
             target = dict(outgoing if outgoing is not None else body)

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
 import attrs
-import orjson
 import structlog
 from aiohttp import web
 
-from . import __version__
+from . import __version__, jsonio
 from .call import Call
 from .compression import compress
 from .keys import ANTHROPIC, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
@@ -55,26 +53,12 @@ async def _read_body(request: web.Request) -> bytes:
 
 def _parse_object(raw: bytes) -> dict[str, Any]:
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        # orjson refuses what JSON allows and UTF-8 does not (a lone surrogate, half an emoji);
-        # the standard parser takes it, and words the error when there is one.
-        try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise BadRequest(400, f"Request body is not valid JSON: {exc}.") from None
+        body = jsonio.loads(raw)
+    except ValueError as exc:
+        raise BadRequest(400, f"Request body is not valid JSON: {exc}.") from None
     if not isinstance(body, dict):
         raise BadRequest(400, "Request body must be a JSON object.")
     return body
-
-
-def _serialize(body: dict[str, Any]) -> bytes:
-    """A rewritten body as compact JSON; escaped to ASCII only when it holds a lone surrogate (half
-    an emoji, which JSON allows and UTF-8 does not), so it reaches upstream as the client wrote it."""
-    try:
-        return orjson.dumps(body)  # compact UTF-8, as json.dumps(ensure_ascii=False) would write it
-    except orjson.JSONEncodeError:  # a lone surrogate, or an integer past 64 bits
-        return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
 def _provider_for(request: web.Request) -> Provider:
@@ -155,7 +139,7 @@ async def model_call(request: web.Request, provider: Provider, endpoint: str) ->
             target = dict(outgoing if outgoing is not None else body)
             if provider.prepare_stream(target):
                 outgoing, rewritten = target, True
-        data = raw if outgoing is None else _serialize(outgoing)
+        data = raw if outgoing is None else jsonio.dumps(outgoing)
         return await relay(request, call, provider, data, rewritten)
     except (BadRequest, UpstreamFailure) as exc:
         call.record.status, call.record.error = exc.status, exc.message

@@ -19,8 +19,8 @@ from proxy.records import AuditRecord, MemoryRow, RequestRecord, SessionRecord, 
 # more are kept in case the latest write was cut short.
 SNAPSHOTS_KEPT = 3
 
-# Parameter order of a `requests` row. The session-totals statement reads the same tuple by
-# position, so the column it uses last (cost_saved_usd) comes last.
+# Parameter order of a `requests` row. Each insert also adds to its session's running totals, in
+# SQLite (trigger requests_add_to_session, migrations/0002): one statement per request.
 REQUEST_COLUMNS = (
     "id",
     "created_at",
@@ -33,7 +33,6 @@ REQUEST_COLUMNS = (
     "model",
     "stream",
     "status",
-    "error",
     "duration_ms",
     "ttfb_ms",
     "overhead_ms",
@@ -48,45 +47,12 @@ REQUEST_COLUMNS = (
     "messages_forwarded",
     "cost_usd",
     "cost_saved_usd",
+    "error",
 )
-_P = {name: f"?{position}" for position, name in enumerate(REQUEST_COLUMNS, start=1)}
-
 INSERT_REQUEST = (
     f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
-    f"VALUES ({', '.join(_P.values())}) ON CONFLICT (id) DO NOTHING"
+    f"VALUES ({', '.join('?' * len(REQUEST_COLUMNS))}) ON CONFLICT (id) DO NOTHING"
 )
-
-# Adds one request to its session's running totals (the session's one write per request),
-# creating the row on the conversation's first request. Run before INSERT_REQUEST, so a request
-# id already stored (written by an earlier batch) is not counted twice. A request means the
-# session is live: it is no longer expired. SUM-like: NULL costs are skipped, not zeroed.
-ADD_TO_SESSION = f"""
-INSERT INTO sessions (id, tenant, created_at, last_seen_at, messages, requests, input_tokens,
-                      output_tokens, cache_read_tokens, cache_write_tokens, tokens_original_est,
-                      tokens_saved, cost_usd, cost_saved_usd)
-SELECT {_P["session_id"]}, COALESCE({_P["tenant"]}, ''), {_P["created_at"]}, {_P["created_at"]},
-       COALESCE({_P["messages_original"]}, 0), 1, COALESCE({_P["input_tokens"]}, 0),
-       COALESCE({_P["output_tokens"]}, 0), COALESCE({_P["cache_read_tokens"]}, 0),
-       COALESCE({_P["cache_write_tokens"]}, 0), COALESCE({_P["tokens_original_est"]}, 0),
-       COALESCE({_P["tokens_saved"]}, 0), {_P["cost_usd"]}, {_P["cost_saved_usd"]}
-WHERE {_P["session_id"]} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM requests WHERE id = {_P["id"]})
-ON CONFLICT (id) DO UPDATE SET
-    last_seen_at        = max(last_seen_at, excluded.last_seen_at),
-    messages            = CASE WHEN {_P["messages_original"]} IS NULL THEN messages
-                               ELSE excluded.messages END,
-    expired_at          = NULL,
-    requests            = requests + 1,
-    input_tokens        = input_tokens + excluded.input_tokens,
-    output_tokens       = output_tokens + excluded.output_tokens,
-    cache_read_tokens   = cache_read_tokens + excluded.cache_read_tokens,
-    cache_write_tokens  = cache_write_tokens + excluded.cache_write_tokens,
-    tokens_original_est = tokens_original_est + excluded.tokens_original_est,
-    tokens_saved        = tokens_saved + excluded.tokens_saved,
-    cost_usd            = CASE WHEN excluded.cost_usd IS NULL THEN cost_usd
-                               ELSE COALESCE(cost_usd, 0) + excluded.cost_usd END,
-    cost_saved_usd      = CASE WHEN excluded.cost_saved_usd IS NULL THEN cost_saved_usd
-                               ELSE COALESCE(cost_saved_usd, 0) + excluded.cost_saved_usd END
-"""
 
 UPSERT_SESSION = """
 INSERT INTO sessions (id, tenant, created_at, last_seen_at, messages, expired_at)
@@ -132,7 +98,6 @@ def request_params(record: RequestRecord) -> tuple[Any, ...]:
         record.model,
         int(record.stream),
         record.status,
-        record.error,
         record.duration_ms,
         record.ttfb_ms,
         record.overhead_ms,
@@ -147,6 +112,7 @@ def request_params(record: RequestRecord) -> tuple[Any, ...]:
         record.messages_forwarded,
         record.cost_usd,
         record.cost_saved_usd,
+        record.error,
     )
 
 
@@ -213,12 +179,6 @@ def split(records: Iterable[Record]) -> Tables:
             tables.audits.append(audit_params(record))  # type: ignore[arg-type]
         else:
             raise TypeError(f"not a storage record: {kind.__name__}")
-    if len({row[0] for row in requests}) != len(requests):
-        # The same request queued twice: its first row is the one stored, and counted once.
-        first: dict[Any, tuple[Any, ...]] = {}
-        for row in requests:
-            first.setdefault(row[0], row)
-        tables.requests = list(first.values())
     return tables
 
 
@@ -226,11 +186,10 @@ def write(conn: sqlite3.Connection, tables: Tables) -> None:
     """Run one batch's statements, one executemany per table (the caller holds the transaction).
 
     Session upserts go first, so a request's totals land on the session row whatever the order in
-    which they were queued; the totals run before the request rows they dedupe against.
+    which they were queued.
     """
     for sql, rows in (
         (UPSERT_SESSION, tables.sessions),
-        (ADD_TO_SESSION, tables.requests),
         (INSERT_REQUEST, tables.requests),
         (INSERT_MEMORY, tables.memories),
         (INSERT_SNAPSHOT, tables.snapshots),

@@ -100,6 +100,12 @@ def configure_logging(config: LoggingConfig, *, console: bool = True, tty: bool 
         root.addHandler(_with_renderer(rotating, json_renderer))
     # aiohttp's access log repeats our one line per request.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # No line shows the caller, thread or process: the logging HOWTO's "Optimization" switches
+    # keep the stdlib from looking them up for every record.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
     structlog.configure(
         processors=_PROCESSORS,

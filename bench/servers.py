@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import multiprocessing
 import os
@@ -50,6 +51,8 @@ def _build(kind: str, upstream: str) -> web.Application:
 
 
 async def _serve_async(kind: str, conn: Connection, upstream: str) -> None:
+    # wrk closes its connections at the end of each run, some mid-request: not worth a traceback.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     runner = web.AppRunner(_build(kind, upstream), access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
@@ -13,8 +14,9 @@ from aiohttp import web
 from . import __version__, jsonio
 from .call import Call
 from .compression import compress
-from .keys import ANTHROPIC, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
-from .prompt_cache import warm_read_ratio
+from .compression.policy import UNCACHED
+from .keys import ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
+from .prompt_cache import cache_prices, warm_read_ratio
 from .providers import Provider
 from .relay import relay
 from .sessions import SESSION_HEADER, session_id_for
@@ -25,6 +27,9 @@ log = structlog.get_logger(__name__)
 
 # Endpoints whose conversation the proxy reads, remembers and may compress.
 CONVERSATION_ENDPOINTS = frozenset({"messages", "chat_completions"})
+# Bodies above this are estimated in a thread even when too short to fold: a huge tool result
+# would otherwise hold up every other stream while it is tokenized.
+INLINE_BODY_LIMIT = 64 * 1024
 
 
 class BadRequest(Exception):
@@ -70,7 +75,7 @@ def _provider_for(request: web.Request) -> Provider:
 
 
 async def _remember_and_compress(
-    request: web.Request, call: Call, provider: Provider, body: dict[str, Any]
+    request: web.Request, call: Call, provider: Provider, body: dict[str, Any], body_size: int
 ) -> dict[str, Any] | None:
     """Find the session, let its memory compress the history; the rewritten body or None."""
     app = request.app
@@ -80,27 +85,32 @@ async def _remember_and_compress(
     )
     messages = provider.messages(body)
     session = app[SESSIONS].touch(session_id, tenant, len(messages))
-    record = call.record
-    record.session_id = session_id
-    record.messages_original = record.messages_forwarded = len(messages)
+    call.record.session_id = session_id
     structlog.contextvars.bind_contextvars(session_id=session_id)
     settings = app[CONFIG].compression
-    if not (settings.enabled and len(messages) >= settings.threshold_messages):
-        # Decided here, once: nothing can be folded, so no memory work and no token estimate (the
-        # row's token columns come from the usage upstream reports). Most requests end here.
-        return None
+    foldable = settings.enabled and len(messages) >= settings.threshold_messages
     # Only a fold has a recall block to hold to the cache reads it replaces.
-    warm = warm_read_ratio(provider, body, session.previous_request_at, time.time(), app[PRICES])
+    warm = None
+    prices = UNCACHED
+    if foldable:
+        warm = warm_read_ratio(provider, body, session.previous_request_at, time.time(), app[PRICES])
+        prices = cache_prices(provider, body, app[PRICES])
+    job = functools.partial(compress, provider.name, body, session.memory, settings, warm, prices)
     async with session.lock:
-        # In a thread: a cold session with a long history takes longer than other streams should wait.
-        result = await asyncio.to_thread(compress, provider.name, body, session.memory, settings, warm)
+        if foldable or (settings.enabled and body_size > INLINE_BODY_LIMIT):
+            # In a thread: a cold session with a long history takes longer than other streams should wait.
+            result = await asyncio.to_thread(job)
+        else:  # nothing to fold, little to count: cheaper than the thread hop
+            result = job()
         rows = session.memory.drain_memory_rows()
         session.snapshot_due = True
     writer = app[WRITER]
     if rows:
         writer.add_memories(rows)
-    call.original_est, call.forwarded_est = result.tokens_original_est, result.tokens_forwarded_est
-    record.messages_forwarded = result.messages_forwarded
+    call.set_estimates(result.tokens_original_est, result.tokens_forwarded_est, app[CALIBRATION])
+    record = call.record
+    call.record.messages_original = result.messages_original
+    call.record.messages_forwarded = result.messages_forwarded
     if result.body is not None:
         writer.add_audit(
             session_id,
@@ -109,13 +119,13 @@ async def _remember_and_compress(
                 "messages_folded": result.messages_folded,
                 "messages_before": result.messages_original,
                 "messages_after": result.messages_forwarded,
-                "tokens_before_est": result.tokens_original_est,
-                "tokens_after_est": result.tokens_forwarded_est,
+                "tokens_before_est": record.tokens_original_est,
+                "tokens_after_est": record.tokens_forwarded_est,
                 "cache_warm": warm is not None,  # recall held to the cache reads it replaces
             },
             time.time(),
         )
-    elif result.reason.startswith(("failed_open", "invalid")):
+    elif result.reason.startswith(("failed_open", "invalid", "input")):
         writer.add_audit(session_id, "compression_failed_open", {"reason": result.reason}, time.time())
     return result.body
 
@@ -133,7 +143,7 @@ async def model_call(request: web.Request, provider: Provider, endpoint: str) ->
         structlog.contextvars.bind_contextvars(model=call.record.model)
         outgoing = None
         if endpoint in CONVERSATION_ENDPOINTS:
-            outgoing = await _remember_and_compress(request, call, provider, body)
+            outgoing = await _remember_and_compress(request, call, provider, body, len(raw))
         rewritten = False
         if call.record.stream:
             target = dict(outgoing if outgoing is not None else body)

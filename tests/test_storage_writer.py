@@ -86,6 +86,19 @@ async def test_a_second_connection_sees_rows_within_the_flush_interval(db: Path,
     assert time.monotonic() - started < writer.flush_interval + 0.5
 
 
+async def test_rows_are_committed_while_the_event_loop_is_blocked(db: Path) -> None:
+    w = Writer(str(db), flush_interval=0.1)
+    await w.start()
+    for i in range(200):
+        w.add_request(request(f"r{i}"))
+    # The loop does not run for a second (a long synchronous step): the writer's own thread commits.
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline and rows(db, "SELECT COUNT(*) FROM requests")[0][0] < 200:
+        time.sleep(0.02)  # noqa: ASYNC251  # blocking on purpose
+    assert rows(db, "SELECT COUNT(*) FROM requests")[0][0] == 200
+    await w.close()
+
+
 async def test_request_columns_round_trip(db: Path, writer: Writer) -> None:
     record = request(
         "r1",

@@ -113,12 +113,10 @@ def database(tmp_path: Path) -> Path:
     path = tmp_path / "vidurai.db"
     migrate_path(str(path))
     with sqlite3.connect(path) as conn:
-        for row in SESSIONS:
-            insert(conn, "sessions", row)
-        # Sessions hold their totals already: the trigger adding each request to them is left out.
-        conn.execute("DROP TRIGGER requests_add_to_session")
         for row in REQUESTS:
             insert(conn, "requests", row)
+        for row in SESSIONS:
+            insert(conn, "sessions", row)
     conn.close()
     return path
 

@@ -1,17 +1,9 @@
-"""The SQL the writer runs for each table, and the parameter tuples built from the queued records.
-
-Every statement here is run with `executemany` over one batch: one call per table and batch, so
-the writer thread spends its time in SQLite rather than in per-row Python.
-"""
+"""The SQL the writer runs for each table, and the parameter tuples built from the queued records."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Iterable
 from typing import Any
-
-import attrs
 
 from proxy.records import AuditRecord, MemoryRow, RequestRecord, SessionRecord, SnapshotRecord
 
@@ -19,8 +11,7 @@ from proxy.records import AuditRecord, MemoryRow, RequestRecord, SessionRecord, 
 # more are kept in case the latest write was cut short.
 SNAPSHOTS_KEPT = 3
 
-# Parameter order of a `requests` row. Each insert also adds to its session's running totals, in
-# SQLite (trigger requests_add_to_session, migrations/0002): one statement per request.
+# Parameter order of a `requests` row (proxy/storage/totals.py reads it by position).
 REQUEST_COLUMNS = (
     "id",
     "created_at",
@@ -148,54 +139,3 @@ def audit_params(audit: AuditRecord) -> tuple[Any, ...]:
     # default=str: a stray non-JSON value (a Path, an exception class) must not lose the row.
     detail = json.dumps(audit.detail, sort_keys=True, default=str)
     return (audit.session_id, audit.event, detail, audit.created_at)
-
-
-@attrs.define
-class Tables:
-    """One batch's parameter tuples, table by table."""
-
-    sessions: list[tuple[Any, ...]] = attrs.Factory(list)
-    requests: list[tuple[Any, ...]] = attrs.Factory(list)
-    memories: list[tuple[Any, ...]] = attrs.Factory(list)
-    snapshots: list[tuple[Any, ...]] = attrs.Factory(list)
-    audits: list[tuple[Any, ...]] = attrs.Factory(list)
-
-
-def split(records: Iterable[Record]) -> Tables:
-    """The records' rows grouped by table, each list in queue order."""
-    tables = Tables()
-    sessions, requests, memories = tables.sessions, tables.requests, tables.memories
-    for record in records:
-        kind = type(record)
-        if kind is RequestRecord:
-            requests.append(request_params(record))  # type: ignore[arg-type]
-        elif kind is SessionRecord:
-            sessions.append(session_params(record))  # type: ignore[arg-type]
-        elif kind is MemoryRow:
-            memories.append(memory_params(record))  # type: ignore[arg-type]
-        elif kind is SnapshotRecord:
-            tables.snapshots.append(snapshot_params(record))  # type: ignore[arg-type]
-        elif kind is AuditRecord:
-            tables.audits.append(audit_params(record))  # type: ignore[arg-type]
-        else:
-            raise TypeError(f"not a storage record: {kind.__name__}")
-    return tables
-
-
-def write(conn: sqlite3.Connection, tables: Tables) -> None:
-    """Run one batch's statements, one executemany per table (the caller holds the transaction).
-
-    Session upserts go first, so a request's totals land on the session row whatever the order in
-    which they were queued.
-    """
-    for sql, rows in (
-        (UPSERT_SESSION, tables.sessions),
-        (INSERT_REQUEST, tables.requests),
-        (INSERT_MEMORY, tables.memories),
-        (INSERT_SNAPSHOT, tables.snapshots),
-        (INSERT_AUDIT, tables.audits),
-    ):
-        if rows:
-            conn.executemany(sql, rows)
-    if tables.snapshots:
-        conn.executemany(PRUNE_SNAPSHOTS, [(session,) for session in {row[0] for row in tables.snapshots}])

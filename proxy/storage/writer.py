@@ -22,7 +22,7 @@ import attrs
 import structlog
 
 from proxy.records import AuditRecord, MemoryRow, RequestRecord, SessionRecord, SnapshotRecord
-from proxy.storage import statements
+from proxy.storage import batches
 from proxy.storage.migrations import migrate_path
 from proxy.storage.statements import Record
 
@@ -314,7 +314,7 @@ class Writer:
         each in a savepoint, so only that row is lost.
         """
         try:
-            cls._transaction(conn, lambda: statements.write(conn, statements.split(batch)))
+            cls._transaction(conn, lambda: batches.write(conn, batches.split(batch)))
             return 0
         except ROW_ERRORS:
             pass
@@ -345,7 +345,7 @@ class Writer:
         """Write one record inside a savepoint; return 1 if the database rejected its values."""
         conn.execute("SAVEPOINT row")
         try:
-            statements.write(conn, statements.split([record]))
+            batches.write(conn, batches.split([record]))
         except ROW_ERRORS as exc:
             conn.execute("ROLLBACK TO row")
             conn.execute("RELEASE row")

@@ -34,6 +34,7 @@ lint: $(DEV_INSTALLED)
 	$(PY) -m mypy proxy
 
 bench: $(DEV_INSTALLED)
+	@command -v wrk >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
 	$(PY) -m bench.proxy_overhead
 
 bench-compression: $(DEV_INSTALLED)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import attrs
 import structlog
+import uvloop
 
 from .admin import exposure_warning
 from .app import create_app, start_server
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         configure_logging(config.logging)
     try:
-        asyncio.run(serve(config, ui))
+        # uvloop: its transports cut the proxy's CPU per request by about 7% (README, Performance).
+        uvloop.run(serve(config, ui))
     except OSError as exc:  # port in use, permission denied: one line, not a traceback
         print(
             f"vidurai-proxy: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}",

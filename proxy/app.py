@@ -87,11 +87,17 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
+    storage = config.storage
     writer = Writer(
-        config.storage.database, config.storage.flush_interval, store_text=config.storage.store_text
+        storage.database,
+        storage.flush_interval,
+        shutdown_timeout=storage.shutdown_timeout,
+        max_queued=storage.max_queued_rows,
+        store_text=storage.store_text,
     )
     await writer.start()
     app[WRITER] = writer
+    app[PROM].watch_storage(writer.health)
     registry = SessionRegistry(writer, config.sessions.timeout)
     app[SESSIONS] = registry
     await restore_sessions(config, registry)

@@ -225,6 +225,24 @@ SETTINGS: tuple[Setting, ...] = (
         "How often the single writer commits queued rows (at most 1 second is lost on a crash).",
     ),
     Setting(
+        "storage",
+        "max_queued_rows",
+        "100000",
+        _positive_int,
+        "a positive integer",
+        "Rows kept in memory while the database cannot be written (locked, full, deleted); past this "
+        "the oldest are dropped and counted in /health.",
+    ),
+    Setting(
+        "storage",
+        "shutdown_timeout",
+        "10",
+        _positive_float,
+        "a positive number of seconds",
+        "On a clean stop, how long to wait for an unwritable database before giving up on the rows "
+        "still queued (their number is logged).",
+    ),
+    Setting(
         "sessions",
         "timeout",
         "3600",
@@ -371,6 +389,8 @@ class StorageConfig:
     database: str
     store_text: bool
     flush_interval: float
+    max_queued_rows: int
+    shutdown_timeout: float
 
 
 @attrs.frozen

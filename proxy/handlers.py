@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import time
 from typing import Any
 
+import attrs
 import structlog
 from aiohttp import web
 
-from . import __version__
+from . import __version__, jsonio
 from .call import Call
 from .compression import compress
 from .compression.policy import UNCACHED
@@ -59,21 +59,12 @@ async def _read_body(request: web.Request) -> bytes:
 
 def _parse_object(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw)
+        body = jsonio.loads(raw)
     except ValueError as exc:
         raise BadRequest(400, f"Request body is not valid JSON: {exc}.") from None
     if not isinstance(body, dict):
         raise BadRequest(400, "Request body must be a JSON object.")
     return body
-
-
-def _serialize(body: dict[str, Any]) -> bytes:
-    """A rewritten body as compact JSON; escaped to ASCII only when it holds a lone surrogate (half
-    an emoji, which JSON allows and UTF-8 does not), so it reaches upstream as the client wrote it."""
-    try:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
 def _tags(request: web.Request) -> dict[str, str] | None:
@@ -167,7 +158,7 @@ async def model_call(request: web.Request, provider: Provider, endpoint: str) ->
             target = dict(outgoing if outgoing is not None else body)
             if provider.prepare_stream(target):
                 outgoing, rewritten = target, True
-        data = raw if outgoing is None else _serialize(outgoing)
+        data = raw if outgoing is None else jsonio.dumps(outgoing)
         return await relay(request, call, provider, data, rewritten)
     except (BadRequest, UpstreamFailure) as exc:
         call.record.status, call.record.error = exc.status, exc.message
@@ -210,18 +201,21 @@ def _finish(app: web.Application, call: Call) -> None:
 async def health(request: web.Request) -> web.Response:
     """The proxy's own status; usage totals only for whoever may read the admin routes."""
     app = request.app
+    storage = app[WRITER].health()
     body: dict[str, Any] = {
-        "status": "ok",
+        "status": "ok" if storage.writable else "degraded",
         "version": __version__,
         "uptime_s": round(time.monotonic() - app[STARTED_AT], 3),
         "active_sessions": len(app[SESSIONS]),
         "admin_locked": app[ADMIN].locked,
+        "storage": attrs.asdict(storage),
     }
     if not app[ADMIN].allows(request):
         return web.json_response(body)
     try:
         body["totals"] = await totals(app[CONFIG].storage.database)
     except Exception as exc:  # health must answer even if the database is unreadable
+        body["status"] = "degraded"
         body["totals"] = None
         body["database_error"] = type(exc).__name__
     return web.json_response(body)

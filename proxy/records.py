@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 
@@ -82,4 +84,23 @@ class MemoryRow:
     importance: float
     content: str
     content_sha: str  # sha256 hex of content, so re-sent turns are stored once
+    created_at: float
+
+
+@attrs.frozen
+class SnapshotRecord:
+    """One row of `snapshots`: a session's serialized Vidurai state."""
+
+    session_id: str
+    state: str
+    created_at: float
+
+
+@attrs.frozen
+class AuditRecord:
+    """One row of `audit`: something the proxy decided about a session; detail becomes JSON."""
+
+    session_id: str | None
+    event: str
+    detail: dict[str, Any]
     created_at: float

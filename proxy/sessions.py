@@ -83,7 +83,11 @@ class SessionRegistry:
     def touch(
         self, session_id: str, tenant: str, messages: int, now: float | None = None, label: str | None = None
     ) -> Session:
-        """The session for this request, created on first sight; its liveness goes to the writer."""
+        """The session for this request, created on first sight.
+
+        Its totals are written with the request's own row (one session write per request); only a
+        new session, or a label learned again after a restart, writes its row here too.
+        """
         now = time.time() if now is None else now
         label = label[:LABEL_MAX] if label else None
         session = self._sessions.get(session_id)
@@ -93,15 +97,17 @@ class SessionRegistry:
                 SessionMemory(session_id),
             )
             self._sessions[session_id] = session
+            self._writer.upsert_session(attrs.evolve(session.record))  # its label, kept from the start
             self._writer.add_audit(session_id, "created", {"tenant": tenant}, now)
             log.info("session created", session_id=session_id, tenant=tenant)
         else:
             session.previous_request_at = session.record.last_seen_at
-            session.record.label = session.record.label or label  # restored sessions learn it again
+            if label and not session.record.label:  # a restored session learns its label again
+                session.record.label = label
+                self._writer.upsert_session(attrs.evolve(session.record))
         session.record.last_seen_at = now
         session.record.messages = messages
         session.snapshot_due = True
-        self._writer.upsert_session(attrs.evolve(session.record))
         return session
 
     def restore(self, record: SessionRecord, state: str | None) -> None:

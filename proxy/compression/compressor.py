@@ -34,9 +34,9 @@ log = structlog.get_logger(__name__)
 
 # Constant on purpose: the first bytes of the folded prefix must not change when a chunk is added.
 DIGEST_INTRO = (
-    "[Vidurai proxy: the earliest messages of this conversation are folded below to save tokens, "
-    "in order, by quoting their telling lines verbatim: sentences, tool calls, lines of tool output; "
-    "… marks left-out text. Parts relevant to the latest message are quoted in full at its end.]"
+    "[Vidurai proxy: earlier messages, folded to save tokens: their telling lines quoted verbatim, "
+    "in order, … marking left-out text. Turns that matter to the latest message are quoted in full "
+    "at its end.]"
 )
 
 

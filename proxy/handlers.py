@@ -15,12 +15,13 @@ from . import __version__, jsonio
 from .call import Call
 from .compression import compress
 from .compression.policy import UNCACHED
-from .keys import ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
+from .keys import ADMIN, ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
 from .prompt_cache import cache_prices, warm_read_ratio
 from .providers import Provider
 from .relay import relay
 from .sessions import SESSION_HEADER, session_id_for
 from .storage.reader import totals
+from .tags import TAGS_HEADER, parse_tags
 from .upstream import UpstreamFailure
 
 log = structlog.get_logger(__name__)
@@ -66,6 +67,14 @@ def _parse_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def _tags(request: web.Request) -> dict[str, str] | None:
+    """X-Vidurai-Tags, parsed; a malformed header is the client's mistake, answered before forwarding."""
+    try:
+        return parse_tags(request.headers.getall(TAGS_HEADER, []))
+    except ValueError as exc:
+        raise BadRequest(400, f"{TAGS_HEADER}: {exc}") from None
+
+
 def _provider_for(request: web.Request) -> Provider:
     """Anthropic when the client speaks its dialect (its key header or version header), else OpenAI."""
     headers = request.headers
@@ -80,11 +89,10 @@ async def _remember_and_compress(
     """Find the session, let its memory compress the history; the rewritten body or None."""
     app = request.app
     tenant = call.tenant
-    session_id = session_id_for(
-        tenant, provider.name, request.headers.get(SESSION_HEADER), provider.conversation_start(body)
-    )
+    label = request.headers.get(SESSION_HEADER)
+    session_id = session_id_for(tenant, provider.name, label, provider.conversation_start(body))
     messages = provider.messages(body)
-    session = app[SESSIONS].touch(session_id, tenant, len(messages))
+    session = app[SESSIONS].touch(session_id, tenant, len(messages), label=label)
     call.record.session_id = session_id
     structlog.contextvars.bind_contextvars(session_id=session_id)
     settings = app[CONFIG].compression
@@ -135,6 +143,7 @@ async def model_call(request: web.Request, provider: Provider, endpoint: str) ->
     call = Call.begin(request, provider.name, endpoint)
     structlog.contextvars.bind_contextvars(provider=provider.name, endpoint=endpoint)
     try:
+        call.record.tags = _tags(request)
         raw = await _read_body(request)
         body = _parse_object(raw)
         model = body.get("model")
@@ -164,6 +173,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     call = Call.begin(request, provider.name, "passthrough")
     structlog.contextvars.bind_contextvars(provider=provider.name, endpoint="passthrough")
     try:
+        call.record.tags = _tags(request)
         raw = await _read_body(request)
         return await relay(request, call, provider, raw if raw or request.body_exists else None, False)
     except (BadRequest, UpstreamFailure) as exc:
@@ -189,7 +199,7 @@ def _finish(app: web.Application, call: Call) -> None:
 
 
 async def health(request: web.Request) -> web.Response:
-    """The proxy's own status."""
+    """The proxy's own status; usage totals only for whoever may read the admin routes."""
     app = request.app
     storage = app[WRITER].health()
     body: dict[str, Any] = {
@@ -197,8 +207,11 @@ async def health(request: web.Request) -> web.Response:
         "version": __version__,
         "uptime_s": round(time.monotonic() - app[STARTED_AT], 3),
         "active_sessions": len(app[SESSIONS]),
+        "admin_locked": app[ADMIN].locked,
         "storage": attrs.asdict(storage),
     }
+    if not app[ADMIN].allows(request):
+        return web.json_response(body)
     try:
         body["totals"] = await totals(app[CONFIG].storage.database)
     except Exception as exc:  # health must answer even if the database is unreadable

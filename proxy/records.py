@@ -57,6 +57,7 @@ class RequestRecord:
     cost_usd: float | None = None
     cost_saved_usd: float | None = None
     error: str | None = None
+    tags: dict[str, str] | None = None  # X-Vidurai-Tags, parsed
 
 
 @attrs.define
@@ -69,6 +70,7 @@ class SessionRecord:
     last_seen_at: float
     messages: int = 0  # messages in the conversation's latest request
     expired_at: float | None = None
+    label: str | None = None  # X-Vidurai-Session as the client sent it
 
 
 @attrs.frozen

@@ -115,6 +115,7 @@ async def test_request_columns_round_trip(db: Path, writer: Writer) -> None:
         cost_usd=0.0012,
         cost_saved_usd=0.012,
         error=None,
+        tags={"user": "alice", "team": "payments"},
     )
     writer.add_request(record)
     await writer.flush()
@@ -146,6 +147,7 @@ async def test_request_columns_round_trip(db: Path, writer: Writer) -> None:
         "cost_usd": 0.0012,
         "cost_saved_usd": 0.012,
         "error": None,
+        "tags": '{"team": "payments", "user": "alice"}',
     }
 
 
@@ -172,7 +174,7 @@ async def test_session_totals_follow_its_requests(db: Path, writer: Writer) -> N
     )  # no usage, unpriced
     writer.add_request(request("r2", at=1010.0, cost_usd=9.0))  # a duplicate id is not counted
     writer.upsert_session(
-        SessionRecord(id="s1", tenant="t1", created_at=900.0, last_seen_at=1020.0, messages=6)
+        SessionRecord(id="s1", tenant="t1", created_at=900.0, last_seen_at=1020.0, messages=6, label="ci-42")
     )
     await writer.flush()
     (session,) = rows(db, "SELECT * FROM sessions")
@@ -192,6 +194,7 @@ async def test_session_totals_follow_its_requests(db: Path, writer: Writer) -> N
         "tokens_saved": 2000,
         "cost_usd": pytest.approx(0.15),
         "cost_saved_usd": pytest.approx(0.006),
+        "label": "ci-42",
     }
     assert rows(db, "SELECT COUNT(*) FROM requests")[0][0] == 3
 

@@ -39,6 +39,7 @@ REQUEST_COLUMNS = (
     "cost_usd",
     "cost_saved_usd",
     "error",
+    "tags",
 )
 INSERT_REQUEST = (
     f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
@@ -46,10 +47,11 @@ INSERT_REQUEST = (
 )
 
 UPSERT_SESSION = """
-INSERT INTO sessions (id, tenant, created_at, last_seen_at, messages, expired_at)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO sessions (id, tenant, created_at, last_seen_at, messages, expired_at, label)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     tenant       = CASE WHEN tenant = '' THEN excluded.tenant ELSE tenant END,
+    label        = COALESCE(excluded.label, label),
     created_at   = min(created_at, excluded.created_at),
     last_seen_at = max(last_seen_at, excluded.last_seen_at),
     messages     = excluded.messages,
@@ -104,6 +106,7 @@ def request_params(record: RequestRecord) -> tuple[Any, ...]:
         record.cost_usd,
         record.cost_saved_usd,
         record.error,
+        json.dumps(record.tags, ensure_ascii=False, sort_keys=True) if record.tags else None,
     )
 
 
@@ -115,6 +118,7 @@ def session_params(session: SessionRecord) -> tuple[Any, ...]:
         session.last_seen_at,
         session.messages,
         session.expired_at,
+        session.label,
     )
 
 

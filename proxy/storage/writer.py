@@ -75,8 +75,12 @@ class Writer:
         shutdown_timeout: float = 10.0,
         max_queued: int = 100_000,
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        store_text: bool = True,
     ) -> None:
         self.path = path
+        # [storage] store_text = false: no conversation text reaches the disk (memories keep their
+        # hash, position and importance; snapshots, which are text throughout, are not kept).
+        self.store_text = store_text
         self.flush_interval = flush_interval
         self.shutdown_timeout = shutdown_timeout
         self.max_queued = max_queued
@@ -100,6 +104,8 @@ class Writer:
     async def start(self) -> None:
         """Apply migrations, open the write connection and start the writer thread."""
         await asyncio.to_thread(self._open)
+        if not self.store_text:
+            await asyncio.to_thread(self._forget_text)
         self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
         self._thread.start()
 
@@ -145,11 +151,12 @@ class Writer:
     def add_memories(self, rows: list[MemoryRow]) -> None:
         """Queue memory rows; a row already stored for its (session, content, position) is skipped."""
         for row in rows:
-            self._enqueue(row)
+            self._enqueue(row if self.store_text else attrs.evolve(row, content=""))
 
     def add_snapshot(self, session_id: str, state: str, at: float) -> None:
-        """Queue a serialized Vidurai state for a session."""
-        self._enqueue(SnapshotRecord(session_id, state, at))
+        """Queue a serialized Vidurai state for a session (dropped when text is not stored)."""
+        if self.store_text:
+            self._enqueue(SnapshotRecord(session_id, state, at))
 
     def add_audit(self, session_id: str | None, event: str, detail: dict[str, Any], at: float) -> None:
         """Queue one `audit` row."""
@@ -180,6 +187,20 @@ class Writer:
             self._wake.set()
 
     # --- the writer thread -----------------------------------------------------------------------
+
+    def _forget_text(self) -> None:
+        """store_text was switched off: text written before goes too, overwritten, not just unlinked."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute("PRAGMA secure_delete = ON")  # freed pages are zeroed, not left readable
+            conn.execute("BEGIN IMMEDIATE")
+            memories = conn.execute("UPDATE memories SET content = '' WHERE content != ''").rowcount
+            snapshots = conn.execute("DELETE FROM snapshots").rowcount
+            conn.execute("COMMIT")
+            # The old pages also sit in the WAL until a checkpoint copies the new ones over them.
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if memories or snapshots:
+            log.info("storage.text_forgotten", memories=memories, snapshots=snapshots)
 
     def _open(self) -> sqlite3.Connection:
         """Migrate the file and open the write connection (on first start and after the file went away)."""

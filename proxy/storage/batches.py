@@ -46,19 +46,18 @@ def split(records: Iterable[Record]) -> Tables:
     tables = Tables()
     sessions, requests, memories = tables.sessions, tables.requests, tables.memories
     for record in records:
-        kind = type(record)
-        if kind is RequestRecord:
-            requests.append(request_params(record))  # type: ignore[arg-type]
-        elif kind is SessionRecord:
-            sessions.append(session_params(record))  # type: ignore[arg-type]
-        elif kind is MemoryRow:
-            memories.append(memory_params(record))  # type: ignore[arg-type]
-        elif kind is SnapshotRecord:
-            tables.snapshots.append(snapshot_params(record))  # type: ignore[arg-type]
-        elif kind is AuditRecord:
-            tables.audits.append(audit_params(record))  # type: ignore[arg-type]
+        if isinstance(record, RequestRecord):
+            requests.append(request_params(record))
+        elif isinstance(record, SessionRecord):
+            sessions.append(session_params(record))
+        elif isinstance(record, MemoryRow):
+            memories.append(memory_params(record))
+        elif isinstance(record, SnapshotRecord):
+            tables.snapshots.append(snapshot_params(record))
+        elif isinstance(record, AuditRecord):
+            tables.audits.append(audit_params(record))
         else:
-            raise TypeError(f"not a storage record: {kind.__name__}")
+            raise TypeError(f"not a storage record: {type(record).__name__}")
     return tables
 
 

@@ -22,6 +22,7 @@ from .pricing import PriceTable
 from .prom import PromMetrics
 from .providers import Anthropic, OpenAI
 from .sessions import SessionRegistry
+from .storage.reader import latest_snapshot
 from .storage.writer import Writer
 from .tokens import Calibration, warm_up
 from .upstream import client_session
@@ -76,7 +77,12 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     writer = Writer(config.storage.database, config.storage.flush_interval)
     await writer.start()
     app[WRITER] = writer
-    registry = SessionRegistry(writer, config.sessions.timeout)
+
+    async def load_snapshot(session_id: str) -> str | None:
+        await writer.flush()  # an eviction moments ago may have its snapshot still queued
+        return await latest_snapshot(config.storage.database, session_id)
+
+    registry = SessionRegistry(writer, config.sessions.timeout, config.sessions.max_active, load_snapshot)
     app[SESSIONS] = registry
     await restore_sessions(config, registry)
     task = asyncio.create_task(maintain_sessions(config.sessions, registry), name="vidurai-sessions")
@@ -86,7 +92,7 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await registry.snapshot(force=True)
+        await registry.close()
         await writer.close()
 
 

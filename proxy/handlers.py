@@ -16,6 +16,7 @@ from .compression import compress
 from .keys import ANTHROPIC, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
 from .prompt_cache import warm_read_ratio
 from .providers import Provider
+from .records import MemoryRow
 from .relay import relay
 from .sessions import SESSION_HEADER, session_id_for
 from .storage.reader import totals
@@ -100,14 +101,17 @@ async def _remember_and_compress(
     warm = None
     if foldable:
         warm = warm_read_ratio(provider, body, session.previous_request_at, time.time(), app[PRICES])
-    async with session.lock:
-        if foldable or (settings.enabled and body_size > INLINE_BODY_LIMIT):
+    rows: list[MemoryRow] = []
+    if foldable:
+        async with session.lock:
+            memory = await app[SESSIONS].memory_for(session)
             # In a thread: a cold session with a long history takes longer than other streams should wait.
-            result = await asyncio.to_thread(compress, provider.name, body, session.memory, settings, warm)
-        else:  # nothing to fold, little to count: cheaper than the thread hop
-            result = compress(provider.name, body, session.memory, settings, warm)
-        rows = session.memory.drain_memory_rows()
-        session.snapshot_due = True
+            result = await asyncio.to_thread(compress, provider.name, body, memory, settings, warm)
+            rows = memory.drain_memory_rows()
+    elif settings.enabled and body_size > INLINE_BODY_LIMIT:  # nothing to fold, much to count
+        result = await asyncio.to_thread(compress, provider.name, body, None, settings, warm)
+    else:  # nothing to fold, little to count: cheaper than the thread hop
+        result = compress(provider.name, body, None, settings, warm)
     writer = app[WRITER]
     if rows:
         writer.add_memories(rows)

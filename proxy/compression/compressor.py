@@ -65,11 +65,13 @@ def _estimate(body: Mapping[str, Any]) -> int:
 def compress(
     provider: Literal["anthropic", "openai"],
     body: Mapping[str, Any],
-    memory: SessionMemory,
+    memory: SessionMemory | None,
     settings: CompressionConfig,
     warm_read_ratio: float | None = None,
 ) -> CompressionResult:
     """Fold old turns of a long conversation; never raises and never changes `body`.
+
+    `memory` None: the caller knows there is nothing to fold (below the threshold); only counted.
 
     `warm_read_ratio`: the cache-read price over the input price when the provider likely still
     caches this conversation (see proxy.prompt_cache), else None.
@@ -95,7 +97,7 @@ def _unchanged(original: int, count: int, reason: str) -> CompressionResult:
 def _compress(
     provider: Provider,
     body: Mapping[str, Any],
-    memory: SessionMemory,
+    memory: SessionMemory | None,
     settings: CompressionConfig,
     original: int,
     warm_read_ratio: float | None,
@@ -106,7 +108,7 @@ def _compress(
         return _unchanged(original, count, "disabled")
     if not isinstance(messages, list):
         return _unchanged(original, count, "invalid:messages_not_a_list")
-    if count < settings.threshold_messages or original <= settings.min_tokens:
+    if memory is None or count < settings.threshold_messages or original <= settings.min_tokens:
         return _unchanged(original, count, "below_threshold")
     before = problems(provider, messages)
     if "message_not_an_object" in before:

@@ -184,8 +184,8 @@ def apply(conn: sqlite3.Connection, kind: str, params: tuple[Any, ...]) -> None:
             conn.execute(ADD_TO_SESSION, _session_totals(params))
     elif kind == "session":
         conn.execute(UPSERT_SESSION, params)
-    elif kind == "memory":
-        conn.execute(INSERT_MEMORY, params)
+    elif kind == "memories":
+        conn.executemany(INSERT_MEMORY, params)
     elif kind == "snapshot":
         conn.execute(INSERT_SNAPSHOT, params)
         conn.execute(PRUNE_SNAPSHOTS, (params[0],))

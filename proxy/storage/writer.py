@@ -93,9 +93,13 @@ class Writer:
         self._enqueue("session", statements.session_params(session))
 
     def add_memories(self, rows: list[MemoryRow]) -> None:
-        """Queue memory rows; a row already stored for its (session, content, position) is skipped."""
-        for row in rows:
-            self._enqueue("memory", statements.memory_params(row))
+        """Queue memory rows; a row already stored for its (session, content, position) is skipped.
+
+        One queue entry for them all: a request with 150,000 new turns must not fill the queue and
+        push out other tenants' rows.
+        """
+        if rows:
+            self._enqueue("memories", tuple(statements.memory_params(row) for row in rows))
 
     def add_snapshot(self, session_id: str, state: str, at: float) -> None:
         """Queue a serialized Vidurai state for a session."""

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from . import dashboard, handlers
+from . import dashboard, edges, handlers
 from .compression import route_vidurai_logs
 from .compression.semantic import warm_up as warm_up_recall
 from .config import Config
@@ -52,6 +52,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         raise
     except Exception:
         log.exception("unhandled error")
+        if request.writer.output_size > 0:
+            # Headers already went out: a second response would land inside the first one's body.
+            if request.transport is not None:
+                request.transport.abort()
+            raise web.HTTPInternalServerError() from None  # aiohttp finds the connection closed
         provider = request.app[ANTHROPIC] if request.path.startswith("/v1/messages") else request.app[OPENAI]
         return handlers.error_response(
             provider,
@@ -100,7 +105,8 @@ def create_app(config: Config) -> web.Application:
     """The proxy as an aiohttp application, for `python -m proxy` and for tests."""
     route_vidurai_logs(debug=config.logging.level.lower() == "debug")
     app = web.Application(
-        client_max_size=config.server.max_body_mb * 1024 * 1024, middlewares=[request_context]
+        client_max_size=config.server.max_body_mb * 1024 * 1024,
+        middlewares=[request_context, edges.origin_form_only],
     )
     app[CONFIG] = config
     app[STARTED_AT] = time.monotonic()
@@ -114,6 +120,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_storage_ctx)
 
     router = app.router
+    router.add_get("/", edges.root)
     router.add_get("/health", handlers.health)
     router.add_get("/metrics", metrics_text)
     router.add_get("/metrics.json", metrics_json)
@@ -128,8 +135,17 @@ def create_app(config: Config) -> web.Application:
 
 async def start_server(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Serve `app`; returns the runner (call cleanup() to stop) and the bound port (port 0 picks one)."""
+    edges.quiet_parser_errors()
+    edges.guard_accept(asyncio.get_running_loop())
     # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream call.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    # keepalive_timeout runs from the connection's start and from each response, and is not reset by
+    # a partial request: it closes idle connections and those slow to send their headers alike.
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        keepalive_timeout=app[CONFIG].server.keepalive_timeout,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

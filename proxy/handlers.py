@@ -29,6 +29,10 @@ CONVERSATION_ENDPOINTS = frozenset({"messages", "chat_completions"})
 # Bodies above this are estimated in a thread even when too short to fold: a huge tool result
 # would otherwise hold up every other stream while it is tokenized.
 INLINE_BODY_LIMIT = 64 * 1024
+TOO_DEEP = "Request body is nested too deeply to process; flatten its JSON."
+# Responses the client cannot follow with another request on the same connection: the unread
+# rest of its body would be taken for the next one.
+CLOSES_CONNECTION = frozenset({408, 413})
 
 
 class BadRequest(Exception):
@@ -44,20 +48,44 @@ def error_response(provider: Provider, status: int, message: str) -> web.Respons
 
 
 async def _read_body(request: web.Request) -> bytes:
+    """The whole body, within [server] max_body_mb, each read within [server] read_timeout."""
+    settings = request.app[CONFIG].server
+    limit = settings.max_body_mb * 1024 * 1024
+    too_large = BadRequest(
+        413,
+        f"Request body exceeds the proxy's limit of {settings.max_body_mb} MiB "
+        "(raise [server] max_body_mb in vidurai.ini).",
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large  # refused before a byte of it is read
+    chunks: list[bytes] = []
+    size = 0
     try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[CONFIG].server.max_body_mb
+        while True:
+            async with asyncio.timeout(settings.read_timeout):
+                chunk = await request.content.readany()
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except TimeoutError:
         raise BadRequest(
-            413,
-            f"Request body exceeds the proxy's limit of {limit} MiB "
-            "(raise [server] max_body_mb in vidurai.ini).",
+            408,
+            f"The client sent no part of the request body for {settings.read_timeout:g} s "
+            "([server] read_timeout in vidurai.ini).",
         ) from None
+    return b"".join(chunks)
 
 
-def _parse_object(raw: bytes) -> dict[str, Any]:
+async def _parse_object(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw)
+        # A large body takes the loop for long enough (json.loads of 60 MiB: about a second) to stall
+        # every other stream, so it is parsed in a thread.
+        body = json.loads(raw) if len(raw) <= INLINE_BODY_LIMIT else await asyncio.to_thread(json.loads, raw)
+    except RecursionError:
+        raise BadRequest(400, TOO_DEEP) from None
     except ValueError as exc:
         raise BadRequest(400, f"Request body is not valid JSON: {exc}.") from None
     if not isinstance(body, dict):
@@ -74,7 +102,7 @@ def _serialize(body: dict[str, Any]) -> bytes:
         return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
-def _provider_for(request: web.Request) -> Provider:
+def provider_for(request: web.Request) -> Provider:
     """Anthropic when the client speaks its dialect (its key header or version header), else OpenAI."""
     headers = request.headers
     if "x-api-key" in headers or "anthropic-version" in headers:
@@ -142,40 +170,75 @@ async def model_call(request: web.Request, provider: Provider, endpoint: str) ->
     call = Call.begin(request, provider.name, endpoint)
     structlog.contextvars.bind_contextvars(provider=provider.name, endpoint=endpoint)
     try:
-        raw = await _read_body(request)
-        body = _parse_object(raw)
+        data, rewritten = await _outgoing(request, call, provider, endpoint)
+        return await relay(request, call, provider, data, rewritten)
+    except (BadRequest, UpstreamFailure) as exc:
+        return _refuse(call, provider, exc)
+    finally:
+        _finish(request.app, call)
+
+
+async def _outgoing(
+    request: web.Request, call: Call, provider: Provider, endpoint: str
+) -> tuple[bytes, bool]:
+    """The bytes to forward and whether they differ from the client's; the parsed body is freed on
+    return, before the upstream call."""
+    raw = await _read_body(request)
+    body = await _parse_object(raw)
+    try:
         model = body.get("model")
         call.record.model = model if isinstance(model, str) else None
         call.record.stream = body.get("stream") is True
         structlog.contextvars.bind_contextvars(model=call.record.model)
         outgoing = None
         if endpoint in CONVERSATION_ENDPOINTS:
+            _check_size(request, provider, body)
             outgoing = await _remember_and_compress(request, call, provider, body, len(raw))
         rewritten = False
         if call.record.stream:
             target = dict(outgoing if outgoing is not None else body)
             if provider.prepare_stream(target):
                 outgoing, rewritten = target, True
-        data = raw if outgoing is None else _serialize(outgoing)
-        return await relay(request, call, provider, data, rewritten)
-    except (BadRequest, UpstreamFailure) as exc:
-        call.record.status, call.record.error = exc.status, exc.message
-        return error_response(provider, exc.status, exc.message)
-    finally:
-        _finish(request.app, call)
+        if outgoing is None:
+            return raw, rewritten
+        size = len(raw)
+        del raw, body  # the parsed original is no longer needed while the rewrite is serialized
+        if size > INLINE_BODY_LIMIT:
+            return await asyncio.to_thread(_serialize, outgoing), rewritten
+        return _serialize(outgoing), rewritten
+    except RecursionError:  # parsed, but too deep for the proxy's own walks over it
+        raise BadRequest(400, TOO_DEEP) from None
+
+
+def _check_size(request: web.Request, provider: Provider, body: dict[str, Any]) -> None:
+    limit = request.app[CONFIG].server.max_messages
+    count = len(provider.messages(body))
+    if count > limit:
+        raise BadRequest(
+            400,
+            f"Request has {count} messages; the proxy accepts at most {limit} "
+            "(raise [server] max_messages in vidurai.ini).",
+        )
+
+
+def _refuse(call: Call, provider: Provider, exc: BadRequest | UpstreamFailure) -> web.Response:
+    call.record.status, call.record.error = exc.status, exc.message
+    response = error_response(provider, exc.status, exc.message)
+    if exc.status in CLOSES_CONNECTION:
+        response.force_close()
+    return response
 
 
 async def passthrough(request: web.Request) -> web.StreamResponse:
     """Any other path (/v1/models, /v1/embeddings, /v1/responses, ...), forwarded unchanged."""
-    provider = _provider_for(request)
+    provider = provider_for(request)
     call = Call.begin(request, provider.name, "passthrough")
     structlog.contextvars.bind_contextvars(provider=provider.name, endpoint="passthrough")
     try:
         raw = await _read_body(request)
         return await relay(request, call, provider, raw if raw or request.body_exists else None, False)
     except (BadRequest, UpstreamFailure) as exc:
-        call.record.status, call.record.error = exc.status, exc.message
-        return error_response(provider, exc.status, exc.message)
+        return _refuse(call, provider, exc)
     finally:
         _finish(request.app, call)
 

@@ -132,9 +132,9 @@ class SessionRegistry:
             memory = None
             if session.stored:
                 memory = await self._reload(session.id)
-                self._writer.add_audit(
-                    session.id, "resumed", {"from_snapshot": memory is not None}, time.time()
-                )
+                if session.evicted:
+                    detail = {"from_snapshot": memory is not None}
+                    self._writer.add_audit(session.id, "resumed", detail, time.time())
             session.memory = memory or SessionMemory(session.id)
         if self._sessions.get(session.id) is session:  # not expired while this request waited
             self._resident[session.id] = session
@@ -162,16 +162,17 @@ class SessionRegistry:
                 session = next(iter(self._resident.values()))
                 seen = session.record.last_seen_at
                 async with session.lock:  # compression may be using this memory in a thread
-                    if session.record.last_seen_at != seen or session.memory is None:
-                        continue  # it came back meanwhile: it is no longer the least recently used
+                    if session.memory is None:
+                        self._resident.pop(session.id, None)
+                        continue
                     state = await asyncio.to_thread(session.memory.snapshot)
                     if session.record.last_seen_at != seen:
-                        continue
-                    self._writer.add_snapshot(session.id, state, time.time())
+                        continue  # it came back meanwhile: no longer the least recently used
+                    now = time.time()
+                    self._writer.add_snapshot(session.id, state, now)
                     self._release(session)
-                    self._writer.add_audit(
-                        session.id, "evicted", {"resident": len(self._resident)}, time.time()
-                    )
+                    detail = {"idle_s": round(now - seen, 3), "max_active": self._max_active}
+                    self._writer.add_audit(session.id, "evicted", detail, now)
         except Exception:  # the bound is restored on the next overflow; requests are not affected
             log.exception("session eviction failed")
         finally:

@@ -266,6 +266,7 @@ async def health(request: web.Request) -> web.Response:
         "version": __version__,
         "uptime_s": round(time.monotonic() - app[STARTED_AT], 3),
         "active_sessions": len(app[SESSIONS]),
+        "sessions_in_memory": app[SESSIONS].resident,
     }
     try:
         body["totals"] = await totals(app[CONFIG].storage.database)

@@ -30,9 +30,6 @@ CONVERSATION_ENDPOINTS = frozenset({"messages", "chat_completions"})
 # would otherwise hold up every other stream while it is tokenized.
 INLINE_BODY_LIMIT = 64 * 1024
 TOO_DEEP = "Request body is nested too deeply to process; flatten its JSON."
-# Responses the client cannot follow with another request on the same connection: the unread
-# rest of its body would be taken for the next one.
-CLOSES_CONNECTION = frozenset({408, 413})
 
 
 class BadRequest(Exception):
@@ -173,7 +170,7 @@ async def model_call(request: web.Request, provider: Provider, endpoint: str) ->
         data, rewritten = await _outgoing(request, call, provider, endpoint)
         return await relay(request, call, provider, data, rewritten)
     except (BadRequest, UpstreamFailure) as exc:
-        return _refuse(call, provider, exc)
+        return await _refuse(request, call, provider, exc)
     finally:
         _finish(request.app, call)
 
@@ -221,11 +218,21 @@ def _check_size(request: web.Request, provider: Provider, body: dict[str, Any]) 
         )
 
 
-def _refuse(call: Call, provider: Provider, exc: BadRequest | UpstreamFailure) -> web.Response:
+async def _refuse(
+    request: web.Request, call: Call, provider: Provider, exc: BadRequest | UpstreamFailure
+) -> web.Response:
     call.record.status, call.record.error = exc.status, exc.message
     response = error_response(provider, exc.status, exc.message)
-    if exc.status in CLOSES_CONNECTION:
+    if exc.status == 413:
+        # The unread rest of the body would be taken for the next request; aiohttp reads and drops
+        # it for a few seconds before closing, so the client sees this answer, not a reset.
         response.force_close()
+    elif exc.status == 408:
+        # A client that stopped sending gets the answer, then the connection is closed at once.
+        await response.prepare(request)
+        await response.write_eof()
+        if request.transport is not None:
+            request.transport.close()
     return response
 
 
@@ -238,7 +245,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
         raw = await _read_body(request)
         return await relay(request, call, provider, raw if raw or request.body_exists else None, False)
     except (BadRequest, UpstreamFailure) as exc:
-        return _refuse(call, provider, exc)
+        return await _refuse(request, call, provider, exc)
     finally:
         _finish(request.app, call)
 

@@ -133,7 +133,7 @@ async def _remember_and_compress(
             # In a thread: a cold session with a long history takes longer than other streams should wait.
             result = await asyncio.to_thread(compress, provider.name, body, memory, settings, warm)
             rows = memory.drain_memory_rows()
-    elif settings.enabled and body_size > INLINE_BODY_LIMIT:  # nothing to fold, much to count
+    elif body_size > INLINE_BODY_LIMIT:  # nothing to fold, much to count (even with compression off)
         result = await asyncio.to_thread(compress, provider.name, body, None, settings, warm)
     else:  # nothing to fold, little to count: cheaper than the thread hop
         result = compress(provider.name, body, None, settings, warm)

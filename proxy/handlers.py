@@ -189,7 +189,7 @@ async def _outgoing(
         structlog.contextvars.bind_contextvars(model=call.record.model)
         outgoing = None
         if endpoint in CONVERSATION_ENDPOINTS:
-            _check_size(request, provider, body)
+            _check_message_count(request, provider, body)
             outgoing = await _remember_and_compress(request, call, provider, body, len(raw))
         rewritten = False
         if call.record.stream:
@@ -207,7 +207,7 @@ async def _outgoing(
         raise BadRequest(400, TOO_DEEP) from None
 
 
-def _check_size(request: web.Request, provider: Provider, body: dict[str, Any]) -> None:
+def _check_message_count(request: web.Request, provider: Provider, body: dict[str, Any]) -> None:
     limit = request.app[CONFIG].server.max_messages
     count = len(provider.messages(body))
     if count > limit:

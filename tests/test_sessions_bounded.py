@@ -10,6 +10,7 @@ import aiohttp
 
 from proxy.app import create_app, start_server
 from proxy.config import load_config
+from proxy.sessions import RECORDS_PER_ACTIVE
 from tests.conftest import ANTHROPIC_KEY, ProxyFactory
 from tests.fake_upstream import FakeUpstream
 from tests.test_audit import conversation
@@ -134,3 +135,18 @@ async def test_restart_brings_sessions_back_as_records_and_memories_on_demand(
         await runner.cleanup()
     restored = query(db, "SELECT detail FROM audit WHERE event = 'restored'")
     assert [json.loads(r["detail"]) for r in restored] == [{"from_snapshot": True}] * 2
+
+
+async def test_records_past_their_bound_expire_least_recently_seen_first(
+    make_proxy: ProxyFactory, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    url = await make_proxy(sessions_max_active="1", **COMPRESSING)
+    kept = 1 * RECORDS_PER_ACTIVE
+    for n in range(kept + 2):
+        await post(http, url, [{"role": "user", "content": f"question {n}"}])
+    assert (await health(http, url))["active_sessions"] == kept
+    db = tmp_path / "vidurai.db"
+    rows = await wait_rows(db, "SELECT session_id FROM requests ORDER BY created_at", count=kept + 2)
+    first_two = {row["session_id"] for row in rows[:2]}
+    expired = await wait_rows(db, "SELECT id FROM sessions WHERE expired_at IS NOT NULL", count=2)
+    assert {row["id"] for row in expired} == first_two

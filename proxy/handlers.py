@@ -113,9 +113,12 @@ async def _remember_and_compress(
     """Find the session, let its memory compress the history; the rewritten body or None."""
     app = request.app
     tenant = call.tenant
-    session_id = session_id_for(
-        tenant, provider.name, request.headers.get(SESSION_HEADER), provider.conversation_start(body)
-    )
+    identity = (tenant, provider.name, request.headers.get(SESSION_HEADER), provider.conversation_start(body))
+    # The conversation's start is serialized to be hashed: for a huge first message, in a thread.
+    if body_size > INLINE_BODY_LIMIT:
+        session_id = await asyncio.to_thread(session_id_for, *identity)
+    else:
+        session_id = session_id_for(*identity)
     messages = provider.messages(body)
     session = app[SESSIONS].touch(session_id, tenant, len(messages))
     call.record.session_id = session_id

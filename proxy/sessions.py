@@ -41,14 +41,19 @@ def _without_cache_control(value: Any) -> Any:
     return value
 
 
+def _canonical(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    if '"cache_control"' in text:  # rare, and the copy without markers is costly for a huge message
+        text = json.dumps(_without_cache_control(value), sort_keys=True, ensure_ascii=False, default=str)
+    return text
+
+
 def session_id_for(tenant: str, provider: str, explicit: str | None, conversation_start: Any) -> str:
     """A session id scoped to its tenant, from the client's header or the conversation's beginning."""
     if explicit:
         basis = "header\0" + explicit
     else:
-        basis = "start\0" + json.dumps(
-            _without_cache_control(conversation_start), sort_keys=True, ensure_ascii=False, default=str
-        )
+        basis = "start\0" + _canonical(conversation_start)
     digest = hashlib.sha256(f"{tenant}\0{provider}\0{basis}".encode()).hexdigest()
     return digest[:24]
 

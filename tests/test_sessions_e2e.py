@@ -349,3 +349,19 @@ async def test_stop_writes_a_final_snapshot(start_proxy: Starter, tmp_path: Path
     snapshots = query(db, "SELECT session_id, state FROM snapshots")
     assert [s["session_id"] for s in snapshots] == [session_id]
     json.loads(snapshots[0]["state"])
+
+
+def test_cache_markers_do_not_change_a_conversations_identity() -> None:
+    from proxy.sessions import session_id_for
+
+    def start(marked: bool, text: str = "Plan a trip.") -> dict[str, Any]:
+        block: dict[str, Any] = {"type": "text", "text": text}
+        if marked:
+            block["cache_control"] = {"type": "ephemeral"}
+        return {"system": SYSTEM, "first_user": [block]}
+
+    plain = session_id_for("t", "anthropic", None, start(False))
+    assert session_id_for("t", "anthropic", None, start(True)) == plain
+    assert session_id_for("t", "anthropic", None, start(False, "Plan a trip!")) != plain
+    # The marker's name inside the text itself is content, not a marker.
+    assert session_id_for("t", "anthropic", None, start(False, '"cache_control"')) != plain

@@ -114,7 +114,8 @@ def _held(traced: bool) -> int:
     from proxy import tokens
     from proxy.compression import text
 
-    for cached in (tokens.count_text, text.terms, text.stem):
+    tokens.clear_cache()
+    for cached in (text.terms, text.stem):
         cached.cache_clear()
     gc.collect()
     return tracemalloc.get_traced_memory()[0] if traced else rss_bytes()

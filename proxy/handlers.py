@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -26,9 +27,10 @@ log = structlog.get_logger(__name__)
 
 # Endpoints whose conversation the proxy reads, remembers and may compress.
 CONVERSATION_ENDPOINTS = frozenset({"messages", "chat_completions"})
-# Bodies above this are estimated in a thread even when too short to fold: a huge tool result
-# would otherwise hold up every other stream while it is tokenized.
+# Bodies above this are parsed, hashed, counted and serialized in a thread, even when too short to
+# fold: a huge tool result would otherwise hold up every other stream while it is tokenized.
 INLINE_BODY_LIMIT = 64 * 1024
+T = TypeVar("T")
 TOO_DEEP = "Request body is nested too deeply to process; flatten its JSON."
 
 
@@ -37,6 +39,12 @@ class BadRequest(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+async def _run(large: bool, fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args); in a thread when working on a large body, which would hold up every other
+    request on the loop (a thread hop costs more than a small body's work)."""
+    return await asyncio.to_thread(fn, *args) if large else fn(*args)
 
 
 def error_response(provider: Provider, status: int, message: str) -> web.Response:
@@ -78,9 +86,7 @@ async def _read_body(request: web.Request) -> bytes:
 
 async def _parse_object(raw: bytes) -> dict[str, Any]:
     try:
-        # A large body takes the loop for long enough (json.loads of 60 MiB: about a second) to stall
-        # every other stream, so it is parsed in a thread.
-        body = json.loads(raw) if len(raw) <= INLINE_BODY_LIMIT else await asyncio.to_thread(json.loads, raw)
+        body = await _run(len(raw) > INLINE_BODY_LIMIT, json.loads, raw)  # 60 MiB: about a second
     except RecursionError:
         raise BadRequest(400, TOO_DEEP) from None
     except ValueError as exc:
@@ -114,11 +120,8 @@ async def _remember_and_compress(
     app = request.app
     tenant = call.tenant
     identity = (tenant, provider.name, request.headers.get(SESSION_HEADER), provider.conversation_start(body))
-    # The conversation's start is serialized to be hashed: for a huge first message, in a thread.
-    if body_size > INLINE_BODY_LIMIT:
-        session_id = await asyncio.to_thread(session_id_for, *identity)
-    else:
-        session_id = session_id_for(*identity)
+    large = body_size > INLINE_BODY_LIMIT
+    session_id = await _run(large, session_id_for, *identity)  # hashes the start: huge in a huge body
     messages = provider.messages(body)
     session = app[SESSIONS].touch(session_id, tenant, len(messages))
     call.record.session_id = session_id
@@ -128,7 +131,8 @@ async def _remember_and_compress(
     # Only a fold has a recall block to hold to the cache reads it replaces.
     warm = None
     if foldable:
-        warm = warm_read_ratio(provider, body, session.previous_request_at, time.time(), app[PRICES])
+        ask = (provider, body, session.previous_request_at, time.time(), app[PRICES])
+        warm = await _run(large, warm_read_ratio, *ask)  # walks the whole body for cache markers
     rows: list[MemoryRow] = []
     if foldable:
         async with session.lock:
@@ -136,10 +140,8 @@ async def _remember_and_compress(
             # In a thread: a cold session with a long history takes longer than other streams should wait.
             result = await asyncio.to_thread(compress, provider.name, body, memory, settings, warm)
             rows = memory.drain_memory_rows()
-    elif body_size > INLINE_BODY_LIMIT:  # nothing to fold, much to count (even with compression off)
-        result = await asyncio.to_thread(compress, provider.name, body, None, settings, warm)
-    else:  # nothing to fold, little to count: cheaper than the thread hop
-        result = compress(provider.name, body, None, settings, warm)
+    else:  # nothing to fold, only to count (even with compression off)
+        result = await _run(large, compress, provider.name, body, None, settings, warm)
     writer = app[WRITER]
     if rows:
         writer.add_memories(rows)
@@ -201,11 +203,9 @@ async def _outgoing(
                 outgoing, rewritten = target, True
         if outgoing is None:
             return raw, rewritten
-        size = len(raw)
+        large = len(raw) > INLINE_BODY_LIMIT
         del raw, body  # the parsed original is no longer needed while the rewrite is serialized
-        if size > INLINE_BODY_LIMIT:
-            return await asyncio.to_thread(_serialize, outgoing), rewritten
-        return _serialize(outgoing), rewritten
+        return await _run(large, _serialize, outgoing), rewritten
     except RecursionError:  # parsed, but too deep for the proxy's own walks over it
         raise BadRequest(400, TOO_DEEP) from None
 

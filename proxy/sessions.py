@@ -117,6 +117,7 @@ class SessionRegistry:
         session = self._sessions.get(session_id)
         if session is None or session.record.tenant != tenant:
             session = Session(SessionRecord(id=session_id, tenant=tenant, created_at=now, last_seen_at=now))
+            self._resident.pop(session_id, None)
             self._sessions[session_id] = session
             self._writer.add_audit(session_id, "created", {"tenant": tenant}, now)
             log.info("session created", session_id=session_id, tenant=tenant)

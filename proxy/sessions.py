@@ -77,8 +77,9 @@ class Session:
         return self.record.id
 
 
-# A session without memory is its record, about 0.4 KB: this many per memory slot are kept, so the
-# bound on RAM holds for short conversations too; past it the least recently seen are expired early.
+# A session without memory is little more than its record (0.5 KiB held, 1.1 KiB of RSS, by
+# bench/memory.py): this many per memory slot are kept, so RAM stays bounded for short conversations
+# too; past it the least recently seen are expired early.
 RECORDS_PER_ACTIVE = 50
 
 SnapshotLoader = Callable[[str], Awaitable[str | None]]
@@ -87,8 +88,9 @@ SnapshotLoader = Callable[[str], Awaitable[str | None]]
 class SessionRegistry:
     """The live sessions of this process; SQLite holds their history and snapshots.
 
-    At most `max_active` of them hold a compression memory (the costly part: about 1 MB for a long
-    conversation); the least recently used beyond that are snapshotted and released, and reloaded
+    At most `max_active` of them hold a compression memory (the costly part: 85 KiB held for a
+    60-message conversation, by bench/memory.py); the least recently used beyond that are
+    snapshotted and released, and reloaded
     by `memory_for` on their next request. The memory is a cache of work done on the request, so a
     reloaded (or even a lost) one forwards the same prefix.
     """

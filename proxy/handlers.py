@@ -14,8 +14,9 @@ from aiohttp import web
 from . import __version__
 from .call import Call
 from .compression import compress
+from .compression.policy import UNCACHED
 from .keys import ANTHROPIC, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
-from .prompt_cache import warm_read_ratio
+from .prompt_cache import cache_prices, warm_read_ratio
 from .providers import Provider
 from .records import MemoryRow
 from .relay import relay
@@ -130,18 +131,20 @@ async def _remember_and_compress(
     foldable = settings.enabled and len(messages) >= settings.threshold_messages
     # Only a fold has a recall block to hold to the cache reads it replaces.
     warm = None
+    prices = UNCACHED
     if foldable:
         ask = (provider, body, session.previous_request_at, time.time(), app[PRICES])
         warm = await _run(large, warm_read_ratio, *ask)  # walks the whole body for cache markers
+        prices = await _run(large, cache_prices, provider, body, app[PRICES])
     rows: list[MemoryRow] = []
     if foldable:
         async with session.lock:
             memory = await app[SESSIONS].memory_for(session)
             # In a thread: a cold session with a long history takes longer than other streams should wait.
-            result = await asyncio.to_thread(compress, provider.name, body, memory, settings, warm)
+            result = await asyncio.to_thread(compress, provider.name, body, memory, settings, warm, prices)
             rows = memory.drain_memory_rows()
     else:  # nothing to fold, only to count (even with compression off)
-        result = await _run(large, compress, provider.name, body, None, settings, warm)
+        result = await _run(large, compress, provider.name, body, None, settings, warm, prices)
     writer = app[WRITER]
     if rows:
         writer.add_memories(rows)
@@ -162,7 +165,7 @@ async def _remember_and_compress(
             },
             time.time(),
         )
-    elif result.reason.startswith(("failed_open", "invalid")):
+    elif result.reason.startswith(("failed_open", "invalid", "input")):
         writer.add_audit(session_id, "compression_failed_open", {"reason": result.reason}, time.time())
     return result.body
 

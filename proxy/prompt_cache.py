@@ -10,11 +10,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from .compression.policy import UNCACHED, CachePrices
 from .pricing import PriceTable
 from .providers import Provider
 
-# For a model without a known price: cache reads cost a tenth of input for Claude and GPT-5 models.
+# For a model without a known price: cache reads cost a tenth of input for Claude and GPT-5 models,
+# and writes 1.25 on Claude (the side that makes a fold look dearer, so it folds less, not more).
 UNKNOWN_READ_RATIO = 0.1
+UNKNOWN_WRITE_RATIO = 1.25
+
+
+def cache_prices(provider: Provider, body: dict[str, Any], prices: PriceTable) -> CachePrices:
+    """What the provider's prompt cache charges for this request, as multiples of its input price;
+    UNCACHED when this request is not cached at all (Claude without a cache_control marker)."""
+    if provider.prompt_cache_seconds(body) is None:
+        return UNCACHED
+    price = prices.price(body.get("model") if isinstance(body.get("model"), str) else None)
+    from_breakpoint = provider.cache_reads_at_breakpoints
+    if price is None or price.input <= 0:
+        return CachePrices(UNKNOWN_READ_RATIO, UNKNOWN_WRITE_RATIO, from_breakpoint)
+    read, write = min(1.0, price.cache_read / price.input), max(1.0, price.cache_write / price.input)
+    return CachePrices(read, write, from_breakpoint)
 
 
 def warm_read_ratio(

@@ -234,7 +234,7 @@ async def test_failed_open_records_the_reason_not_the_content(
     assert [event for event, _ in rows] == ["created", "compression_failed_open"]
     detail = rows[1][1]
     assert set(detail) == {"reason"}
-    assert re.fullmatch(r"(failed_open|invalid):[A-Za-z_]+", detail["reason"])
+    assert re.fullmatch(r"(failed_open|invalid|input):[A-Za-z_]+", detail["reason"])
     assert MARKER not in json.dumps(detail)
 
 

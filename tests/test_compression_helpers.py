@@ -12,6 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from proxy.compression import CompressionResult, SessionMemory, compress, route_vidurai_logs
+from proxy.compression.policy import UNCACHED, CachePrices
 from proxy.compression.structure import problems
 from proxy.config import CompressionConfig
 
@@ -28,6 +29,10 @@ SETTINGS = CompressionConfig(
 )
 TOPICS = ["sailing", "pottery", "chess", "violin", "gardening", "astronomy", "baking", "climbing"]
 LINE = "We talked again about {topic} and the plans for the weekend, which keep changing every week. "
+
+
+# Claude's prompt cache with its list prices: reads 0.1, writes 1.25, read up to breakpoints.
+CLAUDE_CACHE = CachePrices(0.1, 1.25, from_breakpoint=True)
 
 
 def settings(**changes: Any) -> CompressionConfig:
@@ -134,10 +139,13 @@ def run(
     body: dict[str, Any],
     memory: SessionMemory | None = None,
     config: CompressionConfig = SETTINGS,
+    prices: CachePrices = UNCACHED,
 ) -> CompressionResult:
-    """compress() on a copy, checking it left the body alone."""
+    """compress() on a copy, checking it left the body alone; `prices` of the provider's prompt cache
+    (UNCACHED: Claude without cache_control markers)."""
     before = copy.deepcopy(body)
-    result = compress(provider, body, memory or SessionMemory("test"), config)  # type: ignore[arg-type]
+    memory = memory or SessionMemory("test")
+    result = compress(provider, body, memory, config, None, prices)  # type: ignore[arg-type]
     assert body == before, "compress() mutated the request body"
     return result
 

@@ -55,7 +55,10 @@ def test_anthropic_first_message_is_user_and_roles_alternate() -> None:
     roles = [m["role"] for m in result.body["messages"]]
     assert roles[0] == "user"
     assert all(a != b for a, b in itertools.pairwise(roles))
-    assert result.body["messages"][0]["content"][0]["text"] == DIGEST_INTRO
+    # The task, the first message, stays whole; the digests follow it in the same user message.
+    first = result.body["messages"][0]["content"]
+    assert first[0] == {"type": "text", "text": anthropic_chat(61)["messages"][0]["content"]}
+    assert first[1]["text"] == DIGEST_INTRO
 
 
 def test_latest_assistant_turn_with_thinking_is_never_folded() -> None:
@@ -142,8 +145,8 @@ def test_recent_window_widens_over_tool_pairs() -> None:
 
 
 def test_old_tool_results_cut_to_head_and_tail_with_a_marker() -> None:
-    body = anthropic_agent(30, thinking=False, result_lines=200)
-    result = run("anthropic", body, config=settings(chunk_messages=200))  # nothing folds: only cuts
+    body = anthropic_agent(30, thinking=True, result_lines=200)
+    result = run("anthropic", body)  # the latest turn thinks: nothing folds, old results are cut
     assert result.reason == "compressed" and result.body is not None
     out = result.body["messages"]
     assert result.messages_folded == 0 and len(out) == len(body["messages"])
@@ -190,14 +193,14 @@ def test_no_marker_added_when_none_was_folded() -> None:
 
 def test_recalled_turns_come_with_role_and_date() -> None:
     body = anthropic_chat(61, question="When did we plan the astronomy evening?")
-    body["messages"][4] = {
-        "role": "user",
-        "content": "On 12 March, 2024 we planned the astronomy evening "
-        "at the observatory with the new telescope.",
-    }
+    turn = (
+        "On 12 March, 2024 we planned the astronomy evening at the observatory with the new telescope. "
+        "Bring the warm jackets and the thermos, it gets cold up on the ridge after dark."
+    )
+    body["messages"][4] = {"role": "user", "content": turn}
     result = run("anthropic", body)
     assert result.body is not None
     recalled = result.body["messages"][-1]["content"][-1]["text"]
-    assert "(12 March, 2024)\nuser: On 12 March, 2024 we planned the astronomy evening" in recalled
-    # Verbatim only at the end: the prefix carries at most the digest's shortened form.
-    assert "astronomy evening at the observatory" not in "".join(texts(result.body["messages"][:-1]))
+    assert f"(12 March, 2024)\nuser: {turn}" in recalled
+    # Whole only at the end: the digest in the prefix quotes one of its sentences.
+    assert turn not in "".join(texts(result.body["messages"][:-1]))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
+from .policy import UNCACHED, CachePrices, History, frontier
 from .structure import (
     Provider,
     answered_ids,
@@ -23,13 +25,15 @@ from .structure import (
 class Plan:
     """How one request is split.
 
-    messages[start:folded_end] fold into digests, chunk by chunk; messages[folded_end:verbatim] stay
-    but their large tool results are cut; messages[verbatim:] are forwarded exactly as sent.
+    messages[start:folded_end] fold into digests, chunk by chunk; messages[folded_end:verbatim] stay,
+    their large tool results cut when `cut_tools`; messages[verbatim:] are forwarded exactly as sent.
     """
 
-    start: int  # first conversation message (after OpenAI's leading system/developer messages)
-    boundaries: tuple[int, ...]  # chunk starts, then the end of the last folded chunk
+    start: int  # first foldable message (after the task and OpenAI's leading instructions)
+    boundaries: tuple[int, ...]  # chunk starts, then the end of the folded part
     verbatim: int  # first message of the verbatim window
+    cut_tools: bool  # whether messages[folded_end:verbatim] have their large tool results cut
+    partial: bool = False  # the last folded chunk is the part of one reached so far
 
     @property
     def folded_end(self) -> int:
@@ -40,17 +44,56 @@ class Plan:
         return list(itertools.pairwise(self.boundaries))
 
 
-def boundaries(provider: Provider, messages: list[Any], start: int, chunk: int, limit: int) -> list[int]:
-    """Chunk starts up to `limit`, each decided by the messages before it only, so they never move.
+def verbatim_start(provider: Provider, messages: list[Any], start: int, keep_recent: int, end: int) -> int:
+    """First message of the verbatim window of messages[:end]: its last keep_recent, widened so no
+    tool pair is split."""
+    index = max(start, end - keep_recent)
+    while index > start and is_dependent(provider, messages[index]):
+        index -= 1
+    return index
 
-    A chunk ends just before an assistant message with no tool call left open, so the digest that
-    replaces it can be a user message and every tool pair stays on one side of the cut.
+
+class FoldLimits:
+    """How far folding may reach in a request ending at any message: before its verbatim window, and
+    not into the latest assistant turn when that turn thinks.
+
+    The turn runs from the latest message a person wrote; its thinking blocks must reach the
+    provider whole, so none of its messages is folded (its old tool results may still be cut).
+    Computed for every end at once, so replaying a long conversation stays linear.
     """
-    found = [start]
+
+    def __init__(self, provider: Provider, messages: list[Any], start: int, keep_recent: int) -> None:
+        self._provider, self._messages = provider, messages
+        self._start, self._keep = start, keep_recent
+        self._turn: list[int | None] = []  # latest plain user message at or before each index
+        self._thinking = [0]  # messages with thinking blocks before each index
+        turn: int | None = None
+        for index, message in enumerate(messages):
+            if is_plain_user(provider, message):
+                turn = index
+            self._turn.append(turn)
+            self._thinking.append(self._thinking[-1] + has_thinking(message))
+
+    def verbatim(self, end: int) -> int:
+        return verbatim_start(self._provider, self._messages, self._start, self._keep, end)
+
+    def __call__(self, last: int) -> int:
+        """The fold limit of a request whose last message is messages[last]."""
+        verbatim = self.verbatim(last + 1)
+        turn = self._turn[last]
+        if turn is not None and turn < verbatim and self._thinking[last + 1] > self._thinking[turn]:
+            return turn
+        return verbatim
+
+
+def cut_points(provider: Provider, messages: list[Any], start: int, limit: int) -> list[int]:
+    """Where a fold may end, up to `limit`: before an assistant message with no tool call left open,
+    so the digest can be a user message and every tool pair stays on one side of the cut."""
+    found: list[int] = []
     pending: set[str] = set()
     for index in range(start, min(limit, len(messages) - 1) + 1):
         message = messages[index]
-        if index - found[-1] >= chunk and not pending and role(message) == "assistant":
+        if not pending and role(message) == "assistant":
             found.append(index)
         pending.difference_update(answered_ids(provider, message))
         opened = opened_ids(provider, message)
@@ -59,31 +102,65 @@ def boundaries(provider: Provider, messages: list[Any], start: int, chunk: int, 
     return found
 
 
-def verbatim_start(provider: Provider, messages: list[Any], start: int, keep_recent: int) -> int:
-    """First message of the verbatim window: the last keep_recent, widened so no tool pair is split."""
-    index = max(start, len(messages) - keep_recent)
-    while index > start and is_dependent(provider, messages[index]):
-        index -= 1
-    return index
+def chunk_starts(points: list[int], start: int, chunk: int) -> list[int]:
+    """Chunk boundaries among the cut points: each at least `chunk` messages after the one before.
 
-
-def fold_limit(provider: Provider, messages: list[Any], start: int, verbatim: int) -> int:
-    """How far folding may reach: not into the latest assistant turn when that turn thinks.
-
-    The turn runs from the latest message a person wrote; its thinking blocks must reach the provider
-    whole, so none of its messages is folded (its old tool results may still be cut).
+    Each is decided by the messages before it only, so boundaries never move as a conversation grows.
     """
-    turn = next(
-        (i for i in range(len(messages) - 1, start - 1, -1) if is_plain_user(provider, messages[i])), None
-    )
-    if turn is not None and turn < verbatim and any(has_thinking(m) for m in messages[turn:]):
-        return turn
-    return verbatim
+    found = [start]
+    for point in points:
+        if point - found[-1] >= chunk:
+            found.append(point)
+    return found
 
 
-def plan(provider: Provider, messages: list[Any], keep_recent: int, chunk: int) -> Plan:
-    """The cut of this request: whole chunks that end before the fold limit are folded."""
+def request_ends(messages: list[Any]) -> list[int]:
+    """Messages an earlier request of this conversation ended on: each one a user (or OpenAI tool)
+    message followed by the assistant's answer, and the last message itself."""
+    ends = [
+        index
+        for index in range(len(messages) - 1)
+        if role(messages[index]) in ("user", "tool") and role(messages[index + 1]) == "assistant"
+    ]
+    return [*ends, len(messages) - 1]
+
+
+def first_foldable(provider: Provider, messages: list[Any]) -> int:
+    """The first message that may fold: after OpenAI's leading instructions and after the task (the
+    first message a person wrote), which every later turn of an agent works from."""
     start = leading_instructions(provider, messages)
-    verbatim = verbatim_start(provider, messages, start, keep_recent)
-    limit = fold_limit(provider, messages, start, verbatim)
-    return Plan(start, tuple(boundaries(provider, messages, start, chunk, limit)), verbatim)
+    if start < len(messages) and is_plain_user(provider, messages[start]):
+        start += 1
+    return start
+
+
+def plan(
+    provider: Provider,
+    messages: list[Any],
+    keep_recent: int,
+    chunk: int,
+    prices: CachePrices,
+    history: History,
+    digest_tokens: Callable[[int, int], int],
+) -> Plan:
+    """The cut of this request.
+
+    Without a prompt cache, everything before the fold limit folds: whole chunks, then the part of a
+    chunk reached so far, with large tool results cut up to the verbatim window. With one, whole
+    chunks fold only at the requests where policy.fold_pays says a fold pays, and nothing else
+    changes between folds, so the prefix the provider cached stays byte for byte the same.
+    """
+    start = first_foldable(provider, messages)
+    limits = FoldLimits(provider, messages, start, keep_recent)
+    last = len(messages) - 1
+    limit = limits(last)
+    points = cut_points(provider, messages, start, limit)
+    starts = chunk_starts(points, start, chunk)
+    verbatim = limits.verbatim(last + 1)
+    if prices == UNCACHED:
+        end = points[-1] if points else start
+        if end == starts[-1]:
+            return Plan(start, tuple(starts), verbatim, True)
+        return Plan(start, (*starts, end), verbatim, True, partial=True)
+    reach = frontier(prices, history, starts, lambda k: digest_tokens(starts[k], starts[k + 1]), limits)
+    return Plan(start, tuple(starts[: reach + 1]), verbatim, False)

@@ -9,14 +9,16 @@ import attrs
 import structlog
 
 from ..config import CompressionConfig
-from ..tokens import estimate_request
-from .chunks import plan
+from ..tokens import count_message, estimate_request
+from .chunks import plan, request_ends
 from .content import query_text
-from .memory import Chunk, SessionMemory, chunk_key
+from .memory import Chunk, SessionMemory
+from .policy import UNCACHED, CachePrices, History
 from .recall import Candidate, render, select
 from .structure import (
     INSTRUCTION_ROLES,
     Provider,
+    blocks,
     cache_markers,
     has_thinking,
     markers_ordered,
@@ -30,9 +32,9 @@ log = structlog.get_logger(__name__)
 
 # Constant on purpose: the first bytes of the folded prefix must not change when a chunk is added.
 DIGEST_INTRO = (
-    "[Vidurai proxy: the earliest messages of this conversation were folded into the digests "
-    "below to save tokens, one per stretch of messages, in order. Parts relevant to the latest "
-    "message are quoted verbatim at its end.]"
+    "[Vidurai proxy: the earliest messages of this conversation are folded below to save tokens, "
+    "in order, by quoting their telling lines verbatim: sentences, tool calls, lines of tool output; "
+    "… marks left-out text. Parts relevant to the latest message are quoted in full at its end.]"
 )
 
 
@@ -68,20 +70,23 @@ def compress(
     memory: SessionMemory | None,
     settings: CompressionConfig,
     warm_read_ratio: float | None = None,
+    prices: CachePrices = UNCACHED,
 ) -> CompressionResult:
     """Fold old turns of a long conversation; never raises and never changes `body`.
 
     `memory` None: the caller knows there is nothing to fold (below the threshold); only counted.
 
     `warm_read_ratio`: the cache-read price over the input price when the provider likely still
-    caches this conversation (see proxy.prompt_cache), else None.
+    caches this conversation (see proxy.prompt_cache), else None. `prices`: what the provider's
+    prompt cache charges for this request (UNCACHED when it caches nothing), which decides when a
+    fold pays.
     """
     original = _estimate(body)
     count = 0
     try:
         messages = body.get("messages")
         count = len(messages) if isinstance(messages, list) else 0
-        return _compress(provider, body, memory, settings, original, warm_read_ratio)
+        return _compress(provider, body, memory, settings, original, prices, warm_read_ratio)
     except Exception as exc:
         log.warning("compression failed open", provider=provider, error=type(exc).__name__)
         reason = f"failed_open:{type(exc).__name__}"
@@ -89,9 +94,31 @@ def compress(
 
 
 def _unchanged(original: int, count: int, reason: str) -> CompressionResult:
-    if reason.startswith(("invalid", "not_smaller")):
+    if reason.startswith("invalid"):  # our rewrite broke a rule of the provider's: a bug to look at
         log.warning("compression skipped", reason=reason)
+    else:  # too small, not worth it, or the client's own choice: normal operation
+        log.debug("compression skipped", reason=reason)
     return CompressionResult(None, original, original, count, count, 0, reason)
+
+
+def _manages_own_context(body: Mapping[str, Any], messages: list[Any]) -> bool:
+    """Anthropic context editing or compaction: the client (or the API for it) decides what the model
+    sees, and a second compressor on the same history would undo its cache and its choices."""
+    edits = body.get("context_management")
+    if isinstance(edits, dict) and edits.get("edits"):
+        return True
+    return any(isinstance(b, dict) and b.get("type") == "compaction" for m in messages for b in blocks(m))
+
+
+def _history(provider: Provider, messages: list[Any], original: int, settings: CompressionConfig) -> History:
+    tokens = [count_message(m) for m in messages]
+    return History(
+        tokens,
+        request_ends(messages),
+        original - sum(tokens),
+        settings.threshold_messages,
+        settings.min_tokens,
+    )
 
 
 def _compress(
@@ -100,6 +127,7 @@ def _compress(
     memory: SessionMemory | None,
     settings: CompressionConfig,
     original: int,
+    prices: CachePrices,
     warm_read_ratio: float | None,
 ) -> CompressionResult:
     messages = body.get("messages")
@@ -107,27 +135,43 @@ def _compress(
     if not settings.enabled:
         return _unchanged(original, count, "disabled")
     if not isinstance(messages, list):
-        return _unchanged(original, count, "invalid:messages_not_a_list")
+        return _unchanged(original, count, "input:messages_not_a_list")
     if memory is None or count < settings.threshold_messages or original <= settings.min_tokens:
         return _unchanged(original, count, "below_threshold")
     before = problems(provider, messages)
     if "message_not_an_object" in before:
-        return _unchanged(original, count, "invalid:message_not_an_object")
-    cut = plan(provider, messages, settings.keep_recent, settings.chunk_messages)
+        return _unchanged(original, count, "input:message_not_an_object")
+    if _manages_own_context(body, messages):
+        return _unchanged(original, count, "client_context_management")
+
+    def digest_tokens(a: int, b: int) -> int:
+        return memory.chunk(provider, messages[a:b], a).digest_tokens
+
+    history = _history(provider, messages, original, settings)
+    cut = plan(
+        provider, messages, settings.keep_recent, settings.chunk_messages, prices, history, digest_tokens
+    )
+    # The part of a chunk reached so far (no cache to keep) is folded now, digested again as it grows.
     chunks = [
-        memory.chunk(provider, messages[a:b], a, chunk_key(provider, messages[a:b], a)) for a, b in cut.chunks
+        memory.chunk(provider, messages[a:b], a, remember_digest=not (cut.partial and b == cut.folded_end))
+        for a, b in cut.chunks
     ]
     folded_end = cut.folded_end
     out: list[Any] = list(messages[: cut.start])
     if chunks:
         if provider == "openai":  # instructions given mid-conversation are kept, not summarised
             out.extend(m for m in messages[cut.start : folded_end] if role(m) in INSTRUCTION_ROLES)
-        out.append(_digest_message(provider, chunks, messages[cut.start : folded_end], messages[folded_end:]))
-    out.extend(
-        cut_tool_results(provider, m, settings.tool_result_max_tokens)
-        for m in messages[folded_end : cut.verbatim]
-    )
+        _add_digests(provider, out, chunks, messages[cut.start : folded_end], messages[folded_end:])
+    if cut.cut_tools:
+        out.extend(
+            cut_tool_results(provider, m, settings.tool_result_max_tokens)
+            for m in messages[folded_end : cut.verbatim]
+        )
+    else:
+        out.extend(messages[folded_end : cut.verbatim])
     out.extend(messages[cut.verbatim :])
+    if not chunks and all(a is b for a, b in zip(out, messages, strict=True)):
+        return _unchanged(original, count, "no_fold_pays")
     budget = recall_budget(settings, sum(c.tokens for c in chunks), warm_read_ratio)
     if chunks and budget > 0:
         out[-1] = _with_recall(provider, out[-1], memory, chunks, budget)
@@ -156,12 +200,17 @@ def recall_budget(settings: CompressionConfig, folded_tokens: int, warm_read_rat
     return budget
 
 
-def _digest_message(
-    provider: Provider, chunks: list[Chunk], folded: list[Any], kept: list[Any]
-) -> dict[str, Any]:
-    """The user message standing in for the folded chunks: a fixed intro, then one digest per chunk."""
+def _add_digests(
+    provider: Provider, out: list[Any], chunks: list[Chunk], folded: list[Any], kept: list[Any]
+) -> None:
+    """The digests of the folded chunks after the task: a fixed intro, then one digest per chunk.
+
+    On Anthropic they join the task's own user message (roles must alternate and a fold always ends
+    before an assistant message); elsewhere they are a user message of their own.
+    """
     if provider == "openai":
-        return {"role": "user", "content": "\n\n".join([DIGEST_INTRO, *(c.digest for c in chunks)])}
+        out.append({"role": "user", "content": "\n\n".join([DIGEST_INTRO, *(c.digest for c in chunks)])})
+        return
     content: list[dict[str, Any]] = [{"type": "text", "text": DIGEST_INTRO}]
     content.extend({"type": "text", "text": c.digest} for c in chunks)
     removed = cache_markers(folded)
@@ -169,9 +218,16 @@ def _digest_message(
         # A cache breakpoint that sat in the folded part moves to the end of the digests, where the
         # stable prefix ends, so the client keeps as many breakpoints as it set and no more.
         marker = next((m for m in removed if m.get("ttl") == "1h"), removed[-1])
-        if markers_ordered([marker, *cache_markers(kept)]):
+        if markers_ordered([*cache_markers(out), marker, *cache_markers(kept)]):
             content[-1] = {**content[-1], "cache_control": marker}
-    return {"role": "user", "content": content}
+    task = out[-1] if out else None
+    if role(task) != "user":
+        out.append({"role": "user", "content": content})
+        return
+    assert isinstance(task, dict)
+    own = task.get("content")
+    blocks_before = [{"type": "text", "text": own}] if isinstance(own, str) else list(own or [])
+    out[-1] = {**task, "content": [*blocks_before, *content]}
 
 
 def _with_recall(
@@ -185,10 +241,13 @@ def _with_recall(
         return message  # an agent step (tool results only): recall would repeat uncached every step
     candidates: list[Candidate] = []
     date: str | None = None
+    order = 0
     for chunk in chunks:
         for unit, doc in zip(chunk.units, chunk.docs, strict=True):
             date = unit.date or date
-            candidates.append(Candidate(len(candidates), doc, unit.role, date))
+            if unit.text not in chunk.digest:  # a unit its digest quotes whole is there already
+                candidates.append(Candidate(order, doc, unit.role, date))
+            order += 1
     chosen = select(memory.index, query, candidates, budget)
     if not chosen:
         return message

@@ -13,7 +13,7 @@ from vidurai import ViduraiMemory
 from vidurai.core.koshas import Memory
 
 from ..records import MemoryRow
-from ..tokens import count_message
+from ..tokens import count_message, count_text
 from .content import units
 from .digest import digest, importance
 from .recall import RecallIndex
@@ -50,6 +50,10 @@ class Chunk:
     tokens: int  # estimated tokens of the messages it stands for
 
     @property
+    def digest_tokens(self) -> int:
+        return count_text(self.digest)
+
+    @property
     def last_date(self) -> str | None:
         return next((u.date for u in reversed(self.units) if u.date), None)
 
@@ -83,9 +87,15 @@ class SessionMemory:
         self._chunks: OrderedDict[str, Chunk] = OrderedDict()
         self._rows: list[MemoryRow] = []
 
-    def chunk(self, provider: Provider, messages: list[Any], start: int, key: str | None = None) -> Chunk:
-        """The folded form of messages[start:start+len], computed once and then reused."""
-        key = key or chunk_key(provider, messages, start)
+    def chunk(
+        self, provider: Provider, messages: list[Any], start: int, remember_digest: bool = True
+    ) -> Chunk:
+        """The folded form of messages[start:start+len], computed once and then reused.
+
+        `remember_digest=False` for the part of a chunk folded so far, which changes every turn: its
+        turns are remembered, its passing digest is not stored.
+        """
+        key = chunk_key(provider, messages, start)
         cached = self._chunks.get(key)
         if cached is not None:
             return cached
@@ -100,11 +110,12 @@ class SessionMemory:
             sum(count_message(m) for m in messages),
         )
         self._store(made)
-        self._rows.append(
-            MemoryRow(
-                self.session_id, start, "user", "digest", 1.0, made.digest, sha(made.digest), time.time()
+        if remember_digest:
+            self._rows.append(
+                MemoryRow(
+                    self.session_id, start, "user", "digest", 1.0, made.digest, sha(made.digest), time.time()
+                )
             )
-        )
         return made
 
     def _store(self, chunk: Chunk) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 from ..tokens import count_text
 from .expand import expansion
 from .semantic import HalfVectors, embedding
-from .text import STOPWORDS, terms
+from .text import STOPWORDS, said, terms
 
 K1 = 1.2
 B = 0.75
@@ -217,6 +217,6 @@ def render(index: RecallIndex, chosen: list[Candidate]) -> str:
             current = candidate.date
         elif previous is not None and previous.order + 1 != candidate.order:
             lines.append(GAP)
-        lines.append(f"{candidate.role}: {index.texts[candidate.doc]}")
+        lines.append(said(candidate.role, index.texts[candidate.doc]))
         previous = candidate
     return "\n".join(lines)

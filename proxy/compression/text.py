@@ -23,6 +23,8 @@ _DATE = re.compile(
 )
 
 _YEAR = re.compile(r"\d{4}")
+# "Caroline: ..." in a pasted transcript: the text names its own speaker.
+SPEAKER = re.compile(r"^[A-Z][\w .'-]{0,30}:\s+")
 
 STOPWORDS = frozenset(
     """
@@ -97,6 +99,11 @@ def term(word: str) -> str:
 def terms(text: str) -> tuple[str, ...]:
     """Index terms of a text: lowercase words without stopwords, stemmed and truncated."""
     return tuple(term(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS)
+
+
+def said(role: str, text: str) -> str:
+    """A quoted line with who said it: the text's own "Name: " when it has one, else its role."""
+    return text if SPEAKER.match(text) else f"{role}: {text}"
 
 
 def sentences(text: str) -> list[str]:

@@ -22,6 +22,7 @@ _ERROR_TYPES = {
 
 class Anthropic(Provider):
     name = "anthropic"
+    cache_reads_at_breakpoints = True
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url  # without /v1, like ANTHROPIC_BASE_URL

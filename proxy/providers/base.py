@@ -95,6 +95,9 @@ class Provider(abc.ABC):
     """One upstream API family."""
 
     name: Literal["anthropic", "openai"]
+    # Whether the prompt cache is read only up to breakpoints earlier requests wrote (Claude's
+    # cache_control) rather than up to wherever a prefix stops matching (OpenAI's).
+    cache_reads_at_breakpoints: bool = False
     base_url: str
 
     @abc.abstractmethod

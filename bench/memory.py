@@ -96,6 +96,8 @@ async def _sessions_through(
             async with http.post(url, json=body, headers=headers) as response:
                 assert response.status == 200, await response.text()
                 await response.read()
+                saved = response.headers["X-Vidurai-Stats"].split(";")[0]
+                assert (saved != "tokens_saved=0") == (length > 1), saved  # long ones were compressed
 
         for n in range(WARMUP):
             await send(f"warm-{n}")

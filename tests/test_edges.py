@@ -205,3 +205,35 @@ async def test_failing_usage_observer_leaves_the_stream_intact(
     [row] = await wait_rows(tmp_path / "vidurai.db", "SELECT status, error FROM requests")
     assert row["status"] == 200
     assert row["error"] == "usage not read: observer failed with RecursionError"
+
+
+async def test_a_failure_after_the_response_started_never_writes_a_second_response(log_file: Path) -> None:
+    """The error middleware's last line of defence, around a handler that fails mid-body."""
+    from aiohttp import web
+
+    from proxy.app import request_context
+
+    async def fails_mid_body(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"first part ")
+        raise RuntimeError("a bug after the headers went out")
+
+    app = web.Application(middlewares=[request_context])
+    app.router.add_get("/", fails_mid_body)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        raw = await exchange(url, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    finally:
+        await runner.cleanup()
+    # One response, cut off: no error page spliced into its chunked body.
+    assert raw.count(b"HTTP/1.1") == 1 and raw.startswith(b"HTTP/1.1 200")
+    assert b"first part" in raw and b"internal error" not in raw
+    assert not raw.endswith(b"0\r\n\r\n")  # never terminated as if complete
+    text = logged(log_file)
+    assert text.count("unhandled error") == 1  # our one line, with its traceback
+    assert "Error handling request" not in text and "Unhandled exception" not in text  # none of aiohttp's

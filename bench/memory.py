@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.memory            # about two minutes
     .venv/bin/python -m bench.memory --quick    # fewer sessions, about 30 seconds
+    .venv/bin/python -m bench.memory --sessions 50000   # the 50,000 one-message conversations
 
 Per session: the real proxy in a fresh process (the fake upstream in-process, recording nothing),
 a warm-up, then N new conversations; Python allocations still held afterwards (tracemalloc) and RSS
@@ -203,8 +204,10 @@ async def _listening_url(log: Path, process: asyncio.subprocess.Process) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sessions", type=int, help="one-message conversations (default 2000, quick 300)")
     args = parser.parse_args()
     short, long_ = (300, 10) if args.quick else (2000, 40)
+    short = args.sessions or short
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"load average {load} (the machine may be shared: figures vary between runs)\n")
     print("| conversation | sessions | max_active | tracemalloc per session | RSS per session |")

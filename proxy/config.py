@@ -209,8 +209,9 @@ SETTINGS: tuple[Setting, ...] = (
         "1000",
         _positive_int,
         "a positive integer",
-        "Most sessions whose compression memory is held in RAM. The least recently used beyond this are "
-        "snapshotted to SQLite and released, and reloaded on their next request.",
+        "Most sessions whose compression memory is held in RAM (about 100 KiB each for a 60-message "
+        "conversation). The least recently used beyond this are snapshotted to SQLite and released, and "
+        "reloaded on their next request.",
     ),
     Setting(
         "sessions",

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
@@ -16,6 +16,7 @@ from .compression import route_vidurai_logs
 from .compression.semantic import warm_up as warm_up_recall
 from .config import Config
 from .cors import setup_cors
+from .edges import Handler
 from .keys import ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, UPSTREAM, WRITER
 from .maintenance import maintain_sessions, restore_sessions
 from .pricing import PriceTable
@@ -29,7 +30,6 @@ from .upstream import client_session
 from .views import metrics_json, metrics_text
 
 log = structlog.get_logger(__name__)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware

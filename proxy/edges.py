@@ -72,7 +72,6 @@ class AcceptFailures:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._previous = loop.get_exception_handler()
         self._last: float | None = None
-        self.failures = 0
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if context.get("message") != ACCEPT_FAILED:
@@ -81,7 +80,6 @@ class AcceptFailures:
             else:
                 loop.default_exception_handler(context)
             return
-        self.failures += 1
         now = time.monotonic()
         if self._last is None or now - self._last > INCIDENT_GAP_S:
             exc = context.get("exception")

@@ -22,9 +22,8 @@ class Call:
     headers_at: float | None = None  # upstream answered with headers
     prepared_at: float | None = None  # our headers went to the client
     first_byte_at: float | None = None
-    # Raw (uncalibrated) estimates; calibrated when the row is written.
-    original_est: int | None = None
-    forwarded_est: int | None = None
+    # The raw (uncalibrated) forwarded estimate: what upstream's reported prompt tokens calibrate.
+    forwarded_raw: int | None = None
 
     @classmethod
     def begin(cls, request: web.Request, provider: str, endpoint: str) -> Call:
@@ -49,40 +48,33 @@ class Call:
             overhead += self.prepared_at - self.headers_at
         return round(overhead * 1000, 3)
 
-    def estimated_saving(self, calibration: Calibration) -> int:
-        if self.original_est is None or self.forwarded_est is None:
-            return 0
-        saved = calibration.adjust(self.record.model, self.original_est - self.forwarded_est)
-        return max(saved or 0, 0)
+    def set_estimates(self, original: int, forwarded: int, calibration: Calibration) -> None:
+        """The request's one pair of token estimates, calibrated to the model once, before it is sent:
+        the same figures in X-Vidurai-Stats, the `requests` row, the audit row and the dashboard."""
+        record = self.record
+        self.forwarded_raw = forwarded
+        record.tokens_original_est = calibration.adjust(record.model, original)
+        record.tokens_forwarded_est = calibration.adjust(record.model, forwarded)
+        record.tokens_saved = max((record.tokens_original_est or 0) - (record.tokens_forwarded_est or 0), 0)
 
-    def stats_header(self, calibration: Calibration) -> str:
+    def stats_header(self) -> str:
         """X-Vidurai-Stats: what the proxy did to this request, readable without the database."""
         now = time.monotonic()
         overhead = (self.sent_at or now) - self.started + (now - (self.headers_at or now))
-        parts = [f"tokens_saved={self.estimated_saving(calibration)}", f"overhead_ms={overhead * 1000:.2f}"]
-        if self.original_est is not None and self.forwarded_est is not None:
+        record = self.record
+        parts = [f"tokens_saved={record.tokens_saved or 0}", f"overhead_ms={overhead * 1000:.2f}"]
+        if record.tokens_original_est is not None and record.tokens_forwarded_est is not None:
             parts += [
-                f"tokens_original_est={calibration.adjust(self.record.model, self.original_est)}",
-                f"tokens_forwarded_est={calibration.adjust(self.record.model, self.forwarded_est)}",
+                f"tokens_original_est={record.tokens_original_est}",
+                f"tokens_forwarded_est={record.tokens_forwarded_est}",
             ]
         return "; ".join(parts)
 
     def settle_usage(self, usage: Usage, calibration: Calibration) -> None:
-        """Fill the token columns, scaling estimates by what upstream actually reported when it did."""
-        record = self.record
-        record.usage = usage
-        if self.original_est is None or self.forwarded_est is None:
-            return
-        reported = usage.prompt_tokens if usage.reported else 0
-        if reported > 0 and self.forwarded_est > 0:
-            calibration.observe(record.model, self.forwarded_est, reported)
-            scale = reported / self.forwarded_est
-            record.tokens_forwarded_est = reported
-            record.tokens_original_est = round(self.original_est * scale)
-        else:
-            record.tokens_forwarded_est = calibration.adjust(record.model, self.forwarded_est)
-            record.tokens_original_est = calibration.adjust(record.model, self.original_est)
-        record.tokens_saved = max((record.tokens_original_est or 0) - (record.tokens_forwarded_est or 0), 0)
+        """Record upstream's usage, and let its prompt tokens calibrate the next requests' estimates."""
+        self.record.usage = usage
+        if usage.reported and usage.prompt_tokens > 0:
+            calibration.observe(self.record.model, self.forwarded_raw, usage.prompt_tokens)
 
     def close(self) -> RequestRecord:
         now = time.monotonic()

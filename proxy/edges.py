@@ -64,10 +64,11 @@ def quiet_parser_errors() -> None:
 
 
 class AcceptFailures:
-    """Loop exception handler: at the file-descriptor limit asyncio logs a traceback for every
-    failed accept(), up to 128 a tick; this logs one line per incident instead. New connections
-    wait in the listen backlog meanwhile, and are served as soon as descriptors free up
-    ([server] keepalive_timeout closes the idle ones)."""
+    """Loop exception handler: at the file-descriptor limit asyncio's own loop logs a traceback for
+    every failed accept(), up to 128 a tick; this logs one line per incident instead. New
+    connections wait in the listen backlog meanwhile, and are served as soon as descriptors free up
+    ([server] keepalive_timeout closes the idle ones). uvloop, which `python -m proxy` runs, needs
+    none of this: libuv accepts and closes what it has no descriptor for, silently."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._previous = loop.get_exception_handler()

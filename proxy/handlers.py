@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import attrs
 import structlog
 from aiohttp import web
 
-from . import __version__
+from . import __version__, jsonio
 from .call import Call
 from .compression import compress
 from .compression.policy import UNCACHED
-from .keys import ANTHROPIC, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
+from .keys import ADMIN, ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
 from .prompt_cache import cache_prices, warm_read_ratio
 from .providers import Provider
 from .records import MemoryRow
 from .relay import relay
 from .sessions import SESSION_HEADER, session_id_for
 from .storage.reader import totals
+from .tags import TAGS_HEADER, parse_tags
 from .upstream import UpstreamFailure
 
 log = structlog.get_logger(__name__)
@@ -87,7 +88,7 @@ async def _read_body(request: web.Request) -> bytes:
 
 async def _parse_object(raw: bytes) -> dict[str, Any]:
     try:
-        body = await _run(len(raw) > INLINE_BODY_LIMIT, json.loads, raw)  # 60 MiB: about a second
+        body = await _run(len(raw) > INLINE_BODY_LIMIT, jsonio.loads, raw)  # 60 MiB: a good part of a second
     except RecursionError:
         raise BadRequest(400, TOO_DEEP) from None
     except ValueError as exc:
@@ -97,13 +98,12 @@ async def _parse_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _serialize(body: dict[str, Any]) -> bytes:
-    """A rewritten body as compact JSON; escaped to ASCII only when it holds a lone surrogate (half
-    an emoji, which JSON allows and UTF-8 does not), so it reaches upstream as the client wrote it."""
+def _tags(request: web.Request) -> dict[str, str] | None:
+    """X-Vidurai-Tags, parsed; a malformed header is the client's mistake, answered before forwarding."""
     try:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(body, separators=(",", ":")).encode("ascii")
+        return parse_tags(request.headers.getall(TAGS_HEADER, []))
+    except ValueError as exc:
+        raise BadRequest(400, f"{TAGS_HEADER}: {exc}") from None
 
 
 def provider_for(request: web.Request) -> Provider:
@@ -120,11 +120,12 @@ async def _remember_and_compress(
     """Find the session, let its memory compress the history; the rewritten body or None."""
     app = request.app
     tenant = call.tenant
-    identity = (tenant, provider.name, request.headers.get(SESSION_HEADER), provider.conversation_start(body))
+    label = request.headers.get(SESSION_HEADER)
+    identity = (tenant, provider.name, label, provider.conversation_start(body))
     large = body_size > INLINE_BODY_LIMIT
     session_id = await _run(large, session_id_for, *identity)  # hashes the start: huge in a huge body
     messages = provider.messages(body)
-    session = app[SESSIONS].touch(session_id, tenant, len(messages))
+    session = app[SESSIONS].touch(session_id, tenant, len(messages), label=label)
     call.record.session_id = session_id
     structlog.contextvars.bind_contextvars(session_id=session_id)
     settings = app[CONFIG].compression
@@ -148,7 +149,8 @@ async def _remember_and_compress(
     writer = app[WRITER]
     if rows:
         writer.add_memories(rows)
-    call.original_est, call.forwarded_est = result.tokens_original_est, result.tokens_forwarded_est
+    call.set_estimates(result.tokens_original_est, result.tokens_forwarded_est, app[CALIBRATION])
+    record = call.record
     call.record.messages_original = result.messages_original
     call.record.messages_forwarded = result.messages_forwarded
     if result.body is not None:
@@ -159,8 +161,8 @@ async def _remember_and_compress(
                 "messages_folded": result.messages_folded,
                 "messages_before": result.messages_original,
                 "messages_after": result.messages_forwarded,
-                "tokens_before_est": result.tokens_original_est,
-                "tokens_after_est": result.tokens_forwarded_est,
+                "tokens_before_est": record.tokens_original_est,
+                "tokens_after_est": record.tokens_forwarded_est,
                 "cache_warm": warm is not None,  # recall held to the cache reads it replaces
             },
             time.time(),
@@ -175,6 +177,7 @@ async def model_call(request: web.Request, provider: Provider, endpoint: str) ->
     call = Call.begin(request, provider.name, endpoint)
     structlog.contextvars.bind_contextvars(provider=provider.name, endpoint=endpoint)
     try:
+        call.record.tags = _tags(request)
         data, rewritten = await _outgoing(request, call, provider, endpoint)
         return await relay(request, call, provider, data, rewritten)
     except (BadRequest, UpstreamFailure) as exc:
@@ -208,7 +211,7 @@ async def _outgoing(
             return raw, rewritten
         large = len(raw) > INLINE_BODY_LIMIT
         del raw, body  # the parsed original is no longer needed while the rewrite is serialized
-        return await _run(large, _serialize, outgoing), rewritten
+        return await _run(large, jsonio.dumps, outgoing), rewritten
     except RecursionError:  # parsed, but too deep for the proxy's own walks over it
         raise BadRequest(400, TOO_DEEP) from None
 
@@ -248,6 +251,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     call = Call.begin(request, provider.name, "passthrough")
     structlog.contextvars.bind_contextvars(provider=provider.name, endpoint="passthrough")
     try:
+        call.record.tags = _tags(request)
         raw = await _read_body(request)
         return await relay(request, call, provider, raw if raw or request.body_exists else None, False)
     except (BadRequest, UpstreamFailure) as exc:
@@ -272,18 +276,24 @@ def _finish(app: web.Application, call: Call) -> None:
 
 
 async def health(request: web.Request) -> web.Response:
-    """The proxy's own status."""
+    """The proxy's own status; usage totals only for whoever may read the admin routes."""
     app = request.app
+    storage = app[WRITER].health()
     body: dict[str, Any] = {
-        "status": "ok",
+        "status": "ok" if storage.writable else "degraded",
         "version": __version__,
         "uptime_s": round(time.monotonic() - app[STARTED_AT], 3),
         "active_sessions": len(app[SESSIONS]),
         "sessions_in_memory": app[SESSIONS].resident,
+        "admin_locked": app[ADMIN].locked,
+        "storage": attrs.asdict(storage),
     }
+    if not app[ADMIN].allows(request):
+        return web.json_response(body)
     try:
         body["totals"] = await totals(app[CONFIG].storage.database)
     except Exception as exc:  # health must answer even if the database is unreadable
+        body["status"] = "degraded"
         body["totals"] = None
         body["database_error"] = type(exc).__name__
     return web.json_response(body)

@@ -58,7 +58,7 @@ async def relay(
             response = web.StreamResponse(
                 status=upstream.status, reason=upstream.reason, headers=response_headers(upstream.headers)
             )
-            response.headers[STATS_HEADER] = call.stats_header(calibration)
+            response.headers[STATS_HEADER] = call.stats_header()
             if (
                 upstream.content_length is not None
                 and not rewritten

@@ -20,6 +20,8 @@ from .storage.writer import Writer
 log = structlog.get_logger(__name__)
 
 SESSION_HEADER = "x-vidurai-session"
+# The header's value is kept as the session's label, cut to this many characters.
+LABEL_MAX = 200
 
 
 def tenant_of(headers: Mapping[str, str]) -> str:
@@ -113,14 +115,24 @@ class SessionRegistry:
         """Sessions whose memory is in RAM."""
         return len(self._resident)
 
-    def touch(self, session_id: str, tenant: str, messages: int, now: float | None = None) -> Session:
-        """The session for this request, created on first sight; its liveness goes to the writer."""
+    def touch(
+        self, session_id: str, tenant: str, messages: int, now: float | None = None, label: str | None = None
+    ) -> Session:
+        """The session for this request, created on first sight.
+
+        Its totals are written with the request's own row (one session write per request); only a
+        new session, or a label learned again after a restart, writes its row here too.
+        """
         now = time.time() if now is None else now
+        label = label[:LABEL_MAX] if label else None
         session = self._sessions.get(session_id)
         if session is None or session.record.tenant != tenant:
-            session = Session(SessionRecord(id=session_id, tenant=tenant, created_at=now, last_seen_at=now))
+            session = Session(
+                SessionRecord(id=session_id, tenant=tenant, created_at=now, last_seen_at=now, label=label)
+            )
             self._resident.pop(session_id, None)
             self._sessions[session_id] = session
+            self._writer.upsert_session(attrs.evolve(session.record))  # its label, kept from the start
             self._writer.add_audit(session_id, "created", {"tenant": tenant}, now)
             log.info("session created", session_id=session_id, tenant=tenant)
             self._expire_overflow(now)
@@ -129,9 +141,11 @@ class SessionRegistry:
             self._sessions.move_to_end(session_id)
             if session_id in self._resident:
                 self._resident.move_to_end(session_id)
+            if label and not session.record.label:  # a restored session learns its label again
+                session.record.label = label
+                self._writer.upsert_session(attrs.evolve(session.record))
         session.record.last_seen_at = now
         session.record.messages = messages
-        self._writer.upsert_session(attrs.evolve(session.record))
         return session
 
     async def memory_for(self, session: Session) -> SessionMemory:
@@ -173,11 +187,15 @@ class SessionRegistry:
                     if session.memory is None:
                         self._resident.pop(session.id, None)
                         continue
-                    state = await asyncio.to_thread(session.memory.snapshot)
+                    # Without stored text there is no snapshot to keep: the memory is rebuilt instead.
+                    state = (
+                        await asyncio.to_thread(session.memory.snapshot) if self._writer.store_text else ""
+                    )
                     if session.record.last_seen_at != seen:
                         continue  # it came back meanwhile: no longer the least recently used
                     now = time.time()
-                    self._writer.add_snapshot(session.id, state, now)
+                    if state:
+                        self._writer.add_snapshot(session.id, state, now)
                     self._release(session)
                     detail = {"idle_s": round(now - seen, 3), "max_active": self._max_active}
                     self._writer.add_audit(session.id, "evicted", detail, now)
@@ -226,6 +244,8 @@ class SessionRegistry:
 
     async def snapshot(self, force: bool = False) -> int:
         """Queue the Vidurai state of sessions that changed since their last snapshot."""
+        if not self._writer.store_text:
+            return 0  # a snapshot is conversation text throughout: none is kept
         count = 0
         for session in list(self._resident.values()):
             if session.snapshot_due or force:

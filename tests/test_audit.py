@@ -163,14 +163,17 @@ async def test_compressed_conversation_and_restart(
         assert 0 < detail["messages_folded"] <= detail["messages_before"] - detail["messages_after"] + 1
         assert 0 < detail["tokens_after_est"] < detail["tokens_before_est"]
 
-    # The audit agrees with the per-request rows the dashboards read. (Token estimates are not
-    # compared: `requests` holds them calibrated against upstream usage, the audit raw.)
+    # The audit agrees with the per-request rows the dashboards read, token estimates included.
     with sqlite3.connect(proxy.database) as conn:
         requests = conn.execute(
-            "SELECT messages_original, messages_forwarded FROM requests ORDER BY created_at"
+            "SELECT messages_original, messages_forwarded, tokens_original_est, tokens_forwarded_est "
+            "FROM requests ORDER BY created_at"
         ).fetchall()
     conn.close()
-    assert requests == [(d["messages_before"], d["messages_after"]) for d in compressed]
+    assert requests == [
+        (d["messages_before"], d["messages_after"], d["tokens_before_est"], d["tokens_after_est"])
+        for d in compressed
+    ]
     # What the proxy decided, never what was said.
     assert all(MARKER not in json.dumps(detail) for _, detail in proxy.audit())
 

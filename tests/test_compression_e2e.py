@@ -406,3 +406,24 @@ async def test_lone_surrogates_in_old_turns_still_compress(
     # The turn and the digest that mentions it are stored, with "?" for the half emoji.
     assert stored["turn"] == chat["messages"][2]["content"].replace("\ud83d", "?")
     assert "broken emoji ?" in stored["digest"]
+
+
+async def test_context_management_requests_pass_byte_identical(
+    make_proxy: ProxyFactory, fake_upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    url = await make_proxy()
+    body = {
+        **anthropic_chat(81),
+        "model": "claude-sonnet-4-5",
+        "context_management": {"edits": [{"type": "compact_20260112", "trigger": {"type": "input_tokens"}}]},
+    }
+    raw = json.dumps(body).encode()
+    headers = {
+        "x-api-key": ANTHROPIC_KEY,
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": "compact-2026-01-12",
+        "content-type": "application/json",
+    }
+    async with http.post(url + "/v1/messages", data=raw, headers=headers) as response:
+        assert response.status == 200
+    assert fake_upstream.last("/v1/messages").body == raw

@@ -6,6 +6,8 @@ import itertools
 import json
 from typing import Any
 
+import pytest
+
 from proxy.compression.compressor import DIGEST_INTRO
 from proxy.compression.structure import problems
 from proxy.tokens import count_text
@@ -204,3 +206,24 @@ def test_recalled_turns_come_with_role_and_date() -> None:
     assert f"(12 March, 2024)\nuser: {turn}" in recalled
     # Whole only at the end: the digest in the prefix quotes one of its sentences.
     assert turn not in "".join(texts(result.body["messages"][:-1]))
+
+
+@pytest.mark.parametrize(
+    "manage",
+    [
+        lambda b: b.update(
+            context_management={
+                "edits": [{"type": "clear_tool_uses_20250919", "keep": {"type": "tool_uses"}}]
+            }
+        ),
+        lambda b: b["messages"][5].update(
+            content=[{"type": "compaction", "content": "Summary of the conversation so far: ..."}]
+        ),
+    ],
+)
+def test_client_context_management_is_left_to_the_client(manage: Any) -> None:
+    body = anthropic_chat(81)
+    manage(body)
+    result = run("anthropic", body)
+    # Context editing and compaction decide what the model sees; folding too would undo their cache.
+    assert (result.body, result.reason) == (None, "client_context_management")

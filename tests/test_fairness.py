@@ -14,7 +14,6 @@ import aiohttp
 
 from proxy.records import MemoryRow
 from proxy.storage import Writer
-from proxy.storage.writer import MAX_PENDING
 from tests.conftest import ProxyFactory
 from tests.test_metrics_e2e import FLUSH_INTERVAL, query, wait_rows
 from tests.test_storage_writer import request
@@ -26,12 +25,13 @@ async def test_one_request_with_more_memory_rows_than_the_queue_holds_loses_nobo
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "vidurai.db"
-    writer = Writer(str(db), 0.05)
+    queue_limit = 1000
+    writer = Writer(str(db), 0.05, max_queued=queue_limit)
     await writer.start()
     try:
         turns = [
             MemoryRow("big", n, "user", "turn", 0.5, f"m{n}", f"{n:064x}", 1000.0)
-            for n in range(MAX_PENDING + 50_000)
+            for n in range(queue_limit * 5)
         ]
         writer.add_request(request("before", session="other"))
         writer.add_memories(turns)

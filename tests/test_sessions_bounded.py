@@ -83,6 +83,9 @@ async def test_least_recently_used_is_evicted_and_resumes_with_the_same_prefix(
         db, "SELECT detail FROM audit WHERE event = 'resumed' AND session_id = ?", (apples,)
     )
     assert json.loads(resumed[0]["detail"]) == {"from_snapshot": True}
+    await wait_rows(
+        db, "SELECT * FROM audit WHERE event = 'compressed' AND session_id = ?", (apples,), count=2
+    )
     assert events(db, apples) == ["created", "compressed", "evicted", "resumed", "compressed"]
     # Its return pushed out the least recently used of the others.
     await wait_rows(db, "SELECT * FROM audit WHERE event = 'evicted' AND session_id = ?", (ids[1],))

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from proxy.pricing import PriceTable
 from proxy.providers import Anthropic, OpenAI
 from proxy.sse import SSEDecoder
 
@@ -148,3 +149,29 @@ def test_decoder_keeps_a_split_multibyte_character_whole() -> None:
     events = [*decoder.feed(data[:cut]), *decoder.feed(data[cut:])]
     assert [json.loads(e.data)["text"] for e in events] == ["€"]
     assert b"".join(e.raw for e in events) == data
+
+
+def test_compaction_iterations_are_counted_in_usage_and_cost() -> None:
+    """A compact_* edit runs one more sampling pass; the top-level usage covers only the answer's."""
+    response = {
+        "id": "msg_1",
+        "type": "message",
+        "model": "claude-sonnet-4-5",
+        "content": [{"type": "compaction", "content": "Summary..."}, {"type": "text", "text": "Hi"}],
+        "usage": {
+            "input_tokens": 23000,
+            "output_tokens": 1000,
+            "cache_read_input_tokens": 0,
+            "iterations": [
+                {"type": "compaction", "input_tokens": 180000, "output_tokens": 3500},
+                {"type": "message", "input_tokens": 23000, "output_tokens": 1000},
+            ],
+        },
+    }
+    observer = Anthropic("http://upstream").observer(streaming=False, rewritten=False)
+    raw = json.dumps(response).encode()
+    assert observer.feed(raw) == raw and observer.finish() == b""
+    usage = observer.usage
+    assert (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens) == (203000, 4500, 0)
+    cost = PriceTable().cost("claude-sonnet-4-5", usage)
+    assert cost == pytest.approx((203000 * 3.00 + 4500 * 15.00) / 1e6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -12,6 +13,7 @@ from ..config import CompressionConfig
 from ..tokens import count_message, estimate_request
 from .chunks import plan, request_ends
 from .content import query_text
+from .digest import is_header
 from .memory import Chunk, SessionMemory
 from .policy import UNCACHED, CachePrices, History
 from .recall import Candidate, render, select
@@ -147,7 +149,7 @@ def _compress(
     def digest_tokens(a: int, b: int) -> int:
         return memory.chunk(provider, messages[a:b], a).digest_tokens
 
-    history = _history(provider, messages, original, settings)
+    history = functools.partial(_history, provider, messages, original, settings)  # only with a cache
     cut = plan(
         provider, messages, settings.keep_recent, settings.chunk_messages, prices, history, digest_tokens
     )
@@ -245,7 +247,9 @@ def _with_recall(
     for chunk in chunks:
         for unit, doc in zip(chunk.units, chunk.docs, strict=True):
             date = unit.date or date
-            if unit.text not in chunk.digest:  # a unit its digest quotes whole is there already
+            # A unit its digest quotes whole is there already; a dated header is the date line
+            # the recall block writes anyway.
+            if unit.text not in chunk.digest and not is_header(unit.text):
                 candidates.append(Candidate(order, doc, unit.role, date))
             order += 1
     chosen = select(memory.index, query, candidates, budget)

@@ -71,14 +71,33 @@ def _cache_markers(value: Any) -> Iterator[dict[str, Any]]:
             yield from _cache_markers(item)
 
 
+_FIELDS = (
+    ("input_tokens", "input_tokens"),
+    ("output_tokens", "output_tokens"),
+    ("cache_read_input_tokens", "cache_read_tokens"),
+    ("cache_creation_input_tokens", "cache_write_tokens"),
+)
+
+
+def _billed(raw: Any) -> Any:
+    """The usage object with every sampling pass counted: compaction (context_management's
+    compact_* edit) runs one more pass, billed like the answer, that the top-level fields leave out
+    and `usage.iterations` lists beside the answer's own."""
+    iterations = raw.get("iterations") if isinstance(raw, dict) else None
+    if not isinstance(iterations, list) or not iterations:
+        return raw
+    totals = dict(raw)
+    for source, _ in _FIELDS:
+        counts = [token_field(item, source) for item in iterations]
+        if any(count is not None for count in counts):
+            totals[source] = sum(count or 0 for count in counts)
+    return totals
+
+
 def _merge(raw: Any, usage: Usage) -> None:
     """Copy the fields present in an Anthropic usage object; cache tiers are already apart from input."""
-    for source, target in (
-        ("input_tokens", "input_tokens"),
-        ("output_tokens", "output_tokens"),
-        ("cache_read_input_tokens", "cache_read_tokens"),
-        ("cache_creation_input_tokens", "cache_write_tokens"),
-    ):
+    raw = _billed(raw)
+    for source, target in _FIELDS:
         value = token_field(raw, source)
         if value is not None:
             setattr(usage, target, value)

@@ -1,0 +1,116 @@
+"""Send a benchmark's requests on their way and return what upstream got: through the real proxy to a
+recording fake upstream, or with compress() called directly as the proxy's handler would call it."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from proxy.compression import SessionMemory, compress
+from proxy.compression.policy import UNCACHED
+from proxy.config import CompressionConfig, load_config
+from proxy.pricing import PriceTable
+from proxy.prompt_cache import cache_prices, warm_read_ratio
+from proxy.providers import Anthropic, OpenAI
+
+PATHS = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
+AUTH = {
+    "anthropic": {"x-api-key": "sk-ant-bench", "anthropic-version": "2023-06-01"},
+    "openai": {"authorization": "Bearer sk-bench"},
+}
+
+
+@attrs.frozen
+class Request:
+    """One request of a session, in the order the client sends it."""
+
+    session: str
+    provider: str
+    body: dict[str, Any]
+
+
+@attrs.define
+class Forwarded:
+    """What upstream got for each request and, in-process, compress()'s time on it in ms (None for
+    the first request of a session, which does its cold work once, and through the proxy)."""
+
+    bodies: list[dict[str, Any]] = attrs.Factory(list)
+    times_ms: list[float | None] = attrs.Factory(list)
+
+
+def settings_for(overrides: dict[str, str]) -> CompressionConfig:
+    """The [compression] settings with `compression_*` overrides, as the proxy would load them."""
+    absent = Path(tempfile.gettempdir()) / "vidurai-bench-absent.ini"
+    return load_config(path=absent, env={}, **overrides).compression
+
+
+def in_process(requests: list[Request], settings: CompressionConfig) -> Forwarded:
+    """compress() per request with one SessionMemory per session and the cache warmth and prices the
+    proxy's handler passes (proxy/handlers.py `_remember_and_compress`: only when the history is long
+    enough to fold; keep the two in step)."""
+    providers = {"anthropic": Anthropic("http://upstream"), "openai": OpenAI("http://upstream/v1")}
+    prices = PriceTable()
+    memories: dict[str, SessionMemory] = {}
+    last_seen: dict[str, float] = {}
+    out = Forwarded()
+    for request in requests:
+        messages = request.body.get("messages") or []
+        warm, cache = None, UNCACHED
+        if settings.enabled and len(messages) >= settings.threshold_messages:
+            provider = providers[request.provider]
+            previous = last_seen.get(request.session)
+            warm = warm_read_ratio(provider, request.body, previous, time.time(), prices)
+            cache = cache_prices(provider, request.body, prices)
+        repeat = request.session in memories
+        memory = memories.setdefault(request.session, SessionMemory(request.session))
+        started = time.perf_counter()
+        result = compress(request.provider, request.body, memory, settings, warm, cache)  # type: ignore[arg-type]
+        out.times_ms.append((time.perf_counter() - started) * 1000 if repeat else None)
+        memory.drain_memory_rows()  # as the proxy does; they would otherwise pile up
+        last_seen[request.session] = time.time()
+        out.bodies.append(request.body if result.body is None else result.body)
+    return out
+
+
+async def through_proxy(requests: list[Request], overrides: dict[str, str]) -> Forwarded:
+    """Every request through the real proxy to the recording fake upstream, one after the other."""
+    import aiohttp
+
+    from proxy.app import create_app, start_server
+    from tests.fake_upstream import running_fake_upstream
+
+    out = Forwarded()
+    with tempfile.TemporaryDirectory() as folder:
+        async with running_fake_upstream() as fake:
+            config = load_config(
+                path=Path(folder) / "absent.ini",
+                env={},
+                upstream_anthropic_base_url=fake.anthropic_base_url,
+                upstream_openai_base_url=fake.openai_base_url,
+                storage_database=str(Path(folder) / "bench.db"),
+                **overrides,
+            )
+            runner, port = await start_server(create_app(config), "127.0.0.1", 0)
+            try:
+                async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as client:
+                    for request in requests:
+                        headers = {**AUTH[request.provider], "x-vidurai-session": request.session}
+                        data = json.dumps(request.body)
+                        sent = {**headers, "content-type": "application/json"}
+                        async with client.post(PATHS[request.provider], data=data, headers=sent) as response:
+                            await response.read()
+                            if response.status != 200:
+                                raise RuntimeError(f"the proxy answered {response.status}")
+                        forwarded = fake.requests.pop().json  # popped: the run holds no copy it is done with
+                        if not isinstance(forwarded, dict):
+                            raise RuntimeError("the fake upstream recorded no JSON body")
+                        out.bodies.append(forwarded)
+                        out.times_ms.append(None)
+            finally:
+                await runner.cleanup()
+    return out

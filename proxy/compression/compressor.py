@@ -112,7 +112,9 @@ def _manages_own_context(body: Mapping[str, Any], messages: list[Any]) -> bool:
     return any(isinstance(b, dict) and b.get("type") == "compaction" for m in messages for b in blocks(m))
 
 
-def _history(provider: Provider, messages: list[Any], original: int, settings: CompressionConfig) -> History:
+def _history(messages: list[Any], original: int, settings: CompressionConfig) -> History:
+    """What replaying the fold decisions over this conversation needs: each message's tokens, where
+    earlier requests ended, and the system prompt and tools (never folded)."""
     tokens = [count_message(m) for m in messages]
     return History(
         tokens,
@@ -149,7 +151,7 @@ def _compress(
     def digest_tokens(a: int, b: int) -> int:
         return memory.chunk(provider, messages[a:b], a).digest_tokens
 
-    history = functools.partial(_history, provider, messages, original, settings)  # only with a cache
+    history = functools.partial(_history, messages, original, settings)  # needed only with a cache
     cut = plan(
         provider, messages, settings.keep_recent, settings.chunk_messages, prices, history, digest_tokens
     )

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 import structlog
@@ -15,6 +14,15 @@ from . import __version__, jsonio
 from .call import Call
 from .compression import compress
 from .compression.policy import UNCACHED
+from .intake import (
+    INLINE_BODY_LIMIT,
+    TOO_DEEP,
+    BadRequest,
+    check_message_count,
+    in_thread_if,
+    parse_object,
+    read_body,
+)
 from .keys import ADMIN, ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
 from .prompt_cache import cache_prices, warm_read_ratio
 from .providers import Provider
@@ -29,73 +37,11 @@ log = structlog.get_logger(__name__)
 
 # Endpoints whose conversation the proxy reads, remembers and may compress.
 CONVERSATION_ENDPOINTS = frozenset({"messages", "chat_completions"})
-# Bodies above this are parsed, hashed, counted and serialized in a thread, even when too short to
-# fold: a huge tool result would otherwise hold up every other stream while it is tokenized.
-INLINE_BODY_LIMIT = 64 * 1024
-T = TypeVar("T")
-TOO_DEEP = "Request body is nested too deeply to process; flatten its JSON."
-
-
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-async def _run(large: bool, fn: Callable[..., T], *args: Any) -> T:
-    """fn(*args); in a thread when working on a large body, which would hold up every other
-    request on the loop (a thread hop costs more than a small body's work)."""
-    return await asyncio.to_thread(fn, *args) if large else fn(*args)
 
 
 def error_response(provider: Provider, status: int, message: str) -> web.Response:
     """The proxy's own errors, in the provider's shape so SDKs raise their usual exceptions."""
     return web.json_response(provider.error_body(status, message), status=status)
-
-
-async def _read_body(request: web.Request) -> bytes:
-    """The whole body, within [server] max_body_mb, each read within [server] read_timeout."""
-    settings = request.app[CONFIG].server
-    limit = settings.max_body_mb * 1024 * 1024
-    too_large = BadRequest(
-        413,
-        f"Request body exceeds the proxy's limit of {settings.max_body_mb} MiB "
-        "(raise [server] max_body_mb in vidurai.ini).",
-    )
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large  # refused before a byte of it is read
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        while True:
-            async with asyncio.timeout(settings.read_timeout):
-                chunk = await request.content.readany()
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-    except TimeoutError:
-        raise BadRequest(
-            408,
-            f"The client sent no part of the request body for {settings.read_timeout:g} s "
-            "([server] read_timeout in vidurai.ini).",
-        ) from None
-    return b"".join(chunks)
-
-
-async def _parse_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = await _run(len(raw) > INLINE_BODY_LIMIT, jsonio.loads, raw)  # 60 MiB: a good part of a second
-    except RecursionError:
-        raise BadRequest(400, TOO_DEEP) from None
-    except ValueError as exc:
-        raise BadRequest(400, f"Request body is not valid JSON: {exc}.") from None
-    if not isinstance(body, dict):
-        raise BadRequest(400, "Request body must be a JSON object.")
-    return body
 
 
 def _tags(request: web.Request) -> dict[str, str] | None:
@@ -123,7 +69,7 @@ async def _remember_and_compress(
     label = request.headers.get(SESSION_HEADER)
     identity = (tenant, provider.name, label, provider.conversation_start(body))
     large = body_size > INLINE_BODY_LIMIT
-    session_id = await _run(large, session_id_for, *identity)  # hashes the start: huge in a huge body
+    session_id = await in_thread_if(large, session_id_for, *identity)  # hashes the start: huge in a huge body
     messages = provider.messages(body)
     session = app[SESSIONS].touch(session_id, tenant, len(messages), label=label)
     call.record.session_id = session_id
@@ -135,8 +81,8 @@ async def _remember_and_compress(
     prices = UNCACHED
     if foldable:
         ask = (provider, body, session.previous_request_at, time.time(), app[PRICES])
-        warm = await _run(large, warm_read_ratio, *ask)  # walks the whole body for cache markers
-        prices = await _run(large, cache_prices, provider, body, app[PRICES])
+        warm = await in_thread_if(large, warm_read_ratio, *ask)  # walks the whole body for cache markers
+        prices = await in_thread_if(large, cache_prices, provider, body, app[PRICES])
     rows: list[MemoryRow] = []
     if foldable:
         async with session.lock:
@@ -145,7 +91,7 @@ async def _remember_and_compress(
             result = await asyncio.to_thread(compress, provider.name, body, memory, settings, warm, prices)
             rows = memory.drain_memory_rows()
     else:  # nothing to fold, only to count (even with compression off)
-        result = await _run(large, compress, provider.name, body, None, settings, warm, prices)
+        result = await in_thread_if(large, compress, provider.name, body, None, settings, warm, prices)
     writer = app[WRITER]
     if rows:
         writer.add_memories(rows)
@@ -191,8 +137,8 @@ async def _outgoing(
 ) -> tuple[bytes, bool]:
     """The bytes to forward and whether they differ from the client's; the parsed body is freed on
     return, before the upstream call."""
-    raw = await _read_body(request)
-    body = await _parse_object(raw)
+    raw = await read_body(request)
+    body = await parse_object(raw)
     try:
         model = body.get("model")
         call.record.model = model if isinstance(model, str) else None
@@ -200,7 +146,7 @@ async def _outgoing(
         structlog.contextvars.bind_contextvars(model=call.record.model)
         outgoing = None
         if endpoint in CONVERSATION_ENDPOINTS:
-            _check_message_count(request, provider, body)
+            check_message_count(request, provider, body)
             outgoing = await _remember_and_compress(request, call, provider, body, len(raw))
         rewritten = False
         if call.record.stream:
@@ -211,20 +157,9 @@ async def _outgoing(
             return raw, rewritten
         large = len(raw) > INLINE_BODY_LIMIT
         del raw, body  # the parsed original is no longer needed while the rewrite is serialized
-        return await _run(large, jsonio.dumps, outgoing), rewritten
+        return await in_thread_if(large, jsonio.dumps, outgoing), rewritten
     except RecursionError:  # parsed, but too deep for the proxy's own walks over it
         raise BadRequest(400, TOO_DEEP) from None
-
-
-def _check_message_count(request: web.Request, provider: Provider, body: dict[str, Any]) -> None:
-    limit = request.app[CONFIG].server.max_messages
-    count = len(provider.messages(body))
-    if count > limit:
-        raise BadRequest(
-            400,
-            f"Request has {count} messages; the proxy accepts at most {limit} "
-            "(raise [server] max_messages in vidurai.ini).",
-        )
 
 
 async def _refuse(
@@ -252,7 +187,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     structlog.contextvars.bind_contextvars(provider=provider.name, endpoint="passthrough")
     try:
         call.record.tags = _tags(request)
-        raw = await _read_body(request)
+        raw = await read_body(request)
         return await relay(request, call, provider, raw if raw or request.body_exists else None, False)
     except (BadRequest, UpstreamFailure) as exc:
         return await _refuse(request, call, provider, exc)

@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from proxy.records import AuditRecord, MemoryRow, RequestRecord, SessionRecord, SnapshotRecord
+from proxy.records import AuditRecord, MemoryRow, MemoryRows, RequestRecord, SessionRecord, SnapshotRecord
 from proxy.storage import rollup
 from proxy.storage.statements import (
     INSERT_AUDIT,
@@ -52,6 +52,8 @@ def split(records: Iterable[Record]) -> Tables:
             sessions.append(session_params(record))
         elif isinstance(record, MemoryRow):
             memories.append(memory_params(record))
+        elif isinstance(record, MemoryRows):
+            memories.extend(memory_params(row) for row in record.rows)
         elif isinstance(record, SnapshotRecord):
             tables.snapshots.append(snapshot_params(record))
         elif isinstance(record, AuditRecord):

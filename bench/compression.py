@@ -31,6 +31,7 @@ import attrs
 import structlog
 
 from proxy.compression import route_vidurai_logs
+from proxy.config import ConfigError
 
 from . import agent_bench, frontier, locomo_bench
 from .agent_sessions import DEFAULT_SWE_AGENT, AgentSession, load_sessions
@@ -150,6 +151,13 @@ def frontier_figures(
     return figures
 
 
+def _assignments(text: str) -> str:
+    """An argparse type: `key=value`, or several joined by commas."""
+    if not all("=" in item for item in text.split(",")):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE (or KEY=VALUE,KEY=VALUE)")
+    return text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="What compression gives users: agent sessions and LoCoMo.")
     parser.add_argument("--locomo", default=DEFAULT_LOCOMO, help="locomo-dev.json (read, never copied)")
@@ -169,12 +177,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--point",
         action="append",
+        type=_assignments,
         metavar="KEY=VALUE[,KEY=VALUE]",
         help="a frontier point (repeatable; replaces the default points)",
     )
     parser.add_argument(
         "--set",
         action="append",
+        type=_assignments,
         default=[],
         metavar="KEY=VALUE",
         help="a [compression] setting for this run, e.g. --set recall_budget_tokens=3000",
@@ -192,7 +202,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, name) and not path.exists():
             print(f"{path}: no such file or folder (pass --{name.replace('agent', 'swe-agent')} PATH)")
             return 2
-    overrides = {f"compression_{k}": v for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = {f"compression_{k}": v for item in args.set for k, v in frontier.parse_point(item).items()}
+    try:  # every setting checked before the first request, not minutes into the run
+        settings_for(overrides)
+        for point in args.point or ():
+            settings_for({f"compression_{k}": v for k, v in frontier.parse_point(point).items()})
+    except ConfigError as exc:
+        print(f"bench.compression: {exc}", file=sys.stderr)
+        return 2
     run = Run(overrides, proxied=not args.in_process)
     started = time.monotonic()
     print(f"Settings: {settings_for(overrides)}")

@@ -133,12 +133,22 @@ def percentile(times: list[float], share: float) -> float | None:
 
 
 @attrs.frozen
+class Purpose:
+    """What one request of a plan is for: a question, a turn (its original request's cost through the
+    prompt cache), or, with neither, the neutral last message."""
+
+    row: str
+    conversation: Conversation
+    question: Question | None = None
+    cost: Cost | None = None
+
+
+@attrs.frozen
 class Plan:
     """Every LoCoMo request of a run, in sending order, and what each one is for."""
 
     requests: list[Request]
-    # row, kind, conversation, and the question (questions) or the original request's cost (turns)
-    purposes: list[tuple[str, str, Conversation, Any]]
+    purposes: list[Purpose]
 
 
 def plan(conversations: list[Conversation], providers: list[str], turns: list[Conversation]) -> Plan:
@@ -146,22 +156,22 @@ def plan(conversations: list[Conversation], providers: list[str], turns: list[Co
     a session of its own (no cache markers, as a client asking about a chat sends them); then, on
     Anthropic, every user turn of the `turns` conversations with Claude Code's markers."""
     requests: list[Request] = []
-    purposes: list[tuple[str, str, Conversation, Any]] = []
+    purposes: list[Purpose] = []
     for provider in providers:
         for c in conversations:
             row, session = f"{c.name} {provider}", f"{c.name}-{provider}"
             for q in c.questions:
                 requests.append(Request(session, provider, question_body(provider, c, q.text)))
-                purposes.append((row, "question", c, q))
+                purposes.append(Purpose(row, c, question=q))
             neutral = question_body(provider, c, NEUTRAL_MESSAGE)
             requests.append(Request(f"{session}-neutral", provider, neutral))
-            purposes.append((row, "neutral", c, None))
+            purposes.append(Purpose(row, c))
     if "anthropic" in providers:
         for c in turns:
             cache = PromptCache()
             for body in turn_bodies(c):
                 requests.append(Request(f"{c.name}-turns", "anthropic", body))
-                purposes.append((f"{c.name} anthropic", "turn", c, cache.play(body)))
+                purposes.append(Purpose(f"{c.name} anthropic", c, cost=cache.play(body)))
     return Plan(requests, purposes)
 
 
@@ -169,18 +179,16 @@ def tally(run: Plan, forwarded: Forwarded) -> dict[str, Row]:
     """The rows of the table from what upstream got, in the order of the plan."""
     rows: dict[str, Row] = {}
     turns: dict[str, list[tuple[dict[str, Any], Cost, dict[str, Any]]]] = defaultdict(list)
-    for request, (name, kind, conversation, extra), out in zip(
-        run.requests, run.purposes, forwarded.bodies, strict=True
-    ):
-        row = rows.setdefault(name, Row(turns=conversation.turns))
-        if kind == "turn":
-            turns[name].append((request.body, extra, out))
+    for request, purpose, out in zip(run.requests, run.purposes, forwarded.bodies, strict=True):
+        row = rows.setdefault(purpose.row, Row(turns=purpose.conversation.turns))
+        if purpose.cost is not None:
+            turns[purpose.row].append((request.body, purpose.cost, out))
             continue
         row.add_request(request.provider, request.body, out)
-        if kind == "question":
-            row.add_question(extra, out)
+        if purpose.question is not None:
+            row.add_question(purpose.question, out)
         else:
-            row.add_coverage(conversation, out)
+            row.add_coverage(purpose.conversation, out)
     for name, played in turns.items():
         rows[name].add_turns(played)
     return rows
@@ -188,9 +196,9 @@ def tally(run: Plan, forwarded: Forwarded) -> dict[str, Row]:
 
 def add_times(rows: dict[str, Row], run: Plan, timed: Forwarded) -> None:
     """compress() times of an in-process run of the plan's questions, into their rows."""
-    for (name, kind, _, _), ms in zip(run.purposes, timed.times_ms, strict=True):
-        if kind == "question" and ms is not None and name in rows:
-            rows[name].times_ms.append(ms)
+    for purpose, ms in zip(run.purposes, timed.times_ms, strict=True):
+        if purpose.question is not None and ms is not None and purpose.row in rows:
+            rows[purpose.row].times_ms.append(ms)
 
 
 def total(rows: dict[str, Row]) -> Row:

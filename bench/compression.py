@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +38,13 @@ from proxy.config import ConfigError
 from . import agent_bench, frontier, locomo_bench
 from .agent_sessions import DEFAULT_SWE_AGENT, AgentSession, load_sessions
 from .locomo import DEFAULT_LOCOMO, Conversation, load_locomo
+from .parallel import run_all
 from .replay import Forwarded, Request, in_process, settings_for, through_proxy
 
 # Issue 10's 600-turn bar for compression time: the long LoCoMo conversations.
 LONG_CONVERSATION_TURNS = 600
-# Through the proxy, compress() is timed again in-process on every fifth Anthropic question of each
-# conversation (warm sessions all the same): enough for a p50 and p95 at a fifth of the time.
+# compress() is timed on its own, in-process, on every fifth Anthropic question of each conversation
+# (warm sessions all the same): enough for a p50 and p95 at a fifth of the time.
 TIMING_QUESTION_STRIDE = 5
 # With Claude Code's cache markers (Claude caches, the proxy sees a warm cache), and without.
 AGENT_VARIANTS = ("markers", "no-markers")
@@ -65,42 +68,45 @@ class Run:
 
 
 def agent_figures(run: Run, agents: dict[str, list[AgentSession]]) -> dict[str, dict[str, Any]]:
-    """The agent-session table: each variant's figures."""
+    """Each agent variant's figures."""
     variants = {}
     for variant, sessions in agents.items():
         forwarded = run.forward(agent_bench.requests_of(sessions, variant))
         variants[variant] = agent_bench.tally(sessions, forwarded).figures()
-    agent_bench.print_table(variants, run.mode)
     return variants
 
 
-def locomo_figures(run: Run, conversations: list[Conversation], providers: list[str]) -> dict[str, Any]:
-    """The LoCoMo table, and compress() time on the question requests of the long conversations."""
-    plan = locomo_bench.plan(conversations, providers, conversations)
-    forwarded = run.forward(plan.requests)
-    rows = locomo_bench.tally(plan, forwarded)
-    if run.proxied:  # time compress() alone, in-process: the proxy's own overhead would drown it
-        sampled = [attrs.evolve(c, questions=c.questions[::TIMING_QUESTION_STRIDE]) for c in conversations]
-        timing = locomo_bench.plan(sampled, ["anthropic"], [])
-        locomo_bench.add_times(rows, timing, in_process(timing.requests, settings_for(run.overrides)))
-    else:
-        locomo_bench.add_times(rows, plan, forwarded)
-    summed = locomo_bench.print_table(rows, run.mode)
-    long = locomo_bench.Row()
-    for row in rows.values():
-        if row.turns >= LONG_CONVERSATION_TURNS:
-            long.times_ms.extend(row.times_ms)
-    p50, p95 = locomo_bench.percentile(long.times_ms, 0.5), locomo_bench.percentile(long.times_ms, 0.95)
-    print(
-        f"compress() on the {LONG_CONVERSATION_TURNS}+ turn conversations, warm session: p50 {p50} ms, "
-        f"p95 {p95} ms ({len(long.times_ms)} Anthropic question requests)."
-    )
+def locomo_rows(run: Run, plan: locomo_bench.Plan) -> dict[str, locomo_bench.Row]:
+    """The LoCoMo table's rows, compress() times not yet in."""
+    return locomo_bench.tally(plan, run.forward(plan.requests))
+
+
+def add_timing(
+    rows: dict[str, locomo_bench.Row], conversations: list[Conversation], overrides: dict[str, str]
+) -> dict[str, Any]:
+    """compress() alone, in-process and on its own (the proxy's overhead would drown it, and a run
+    beside it would slow it): every fifth Anthropic question, into the rows; p50 and p95 on the
+    long conversations."""
+    sampled = [attrs.evolve(c, questions=c.questions[::TIMING_QUESTION_STRIDE]) for c in conversations]
+    timing = locomo_bench.plan(sampled, ["anthropic"], [])
+    locomo_bench.add_times(rows, timing, in_process(timing.requests, settings_for(overrides)))
+    long = [ms for row in rows.values() if row.turns >= LONG_CONVERSATION_TURNS for ms in row.times_ms]
     return {
-        "total": summed.figures(),
-        "rows": {name: row.figures() for name, row in rows.items()},
-        "long_compress_ms_p50": p50,
-        "long_compress_ms_p95": p95,
+        "long_compress_ms_p50": locomo_bench.percentile(long, 0.5),
+        "long_compress_ms_p95": locomo_bench.percentile(long, 0.95),
+        "long_compress_requests": len(long),
     }
+
+
+def print_locomo(rows: dict[str, locomo_bench.Row], timing: dict[str, Any], mode: str) -> dict[str, Any]:
+    """The LoCoMo table and the timing line; the figures of both."""
+    summed = locomo_bench.print_table(rows, mode)
+    print(
+        f"compress() on the {LONG_CONVERSATION_TURNS}+ turn conversations, warm session: "
+        f"p50 {timing['long_compress_ms_p50']} ms, p95 {timing['long_compress_ms_p95']} ms "
+        f"({timing['long_compress_requests']} Anthropic question requests)."
+    )
+    return {"total": summed.figures(), "rows": {n: r.figures() for n, r in rows.items()}, **timing}
 
 
 def targets(figures: dict[str, Any]) -> list[tuple[str, bool]]:
@@ -176,7 +182,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--frontier-full", action="store_true", help="the frontier on every LoCoMo question and turn"
     )
     parser.add_argument(
-        "--jobs", type=int, default=os.cpu_count() or 1, help="frontier points played at once (processes)"
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes at once: the two data sets side by side, then the frontier's points",
     )
     parser.add_argument(
         "--point",
@@ -219,17 +228,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Settings: {settings_for(overrides)}")
     figures: dict[str, Any] = {"settings": attrs.asdict(settings_for(overrides)), "mode": run.mode}
     agents: dict[str, list[AgentSession]] = {}
+    jobs: list[Callable[[], Any]] = []
     if args.only != "locomo":
         variants = [args.variant] if args.variant else AGENT_VARIANTS
         agents = {v: load_sessions(paths["agent"], v == "markers", args.sessions) for v in variants}
-        figures["agent"] = agent_figures(run, agents)
+        jobs.append(functools.partial(agent_figures, run, agents))
     conversations: list[Conversation] = []
     if args.only != "agent":
         conversations = load_locomo(paths["locomo"])
         if args.questions:
             conversations = [attrs.evolve(c, questions=c.questions[: args.questions]) for c in conversations]
         providers = [p.strip() for p in args.providers.split(",") if p.strip()]
-        figures["locomo"] = locomo_figures(run, conversations, providers)
+        plan = locomo_bench.plan(conversations, providers, conversations)
+        jobs.append(functools.partial(locomo_rows, run, plan))
+    results = run_all(jobs, args.jobs)  # the two data sets side by side
+    if agents:
+        figures["agent"] = results.pop(0)
+        agent_bench.print_table(figures["agent"], run.mode)
+    if conversations:
+        rows = results.pop(0)
+        figures["locomo"] = print_locomo(rows, add_timing(rows, conversations, overrides), run.mode)
     if args.frontier:
         figures["frontier"] = frontier_figures(args, overrides, agents, conversations)
     met = targets(figures)

@@ -30,7 +30,7 @@ class Row:
     questions: int = 0
     all_kept: int = 0
     per_question: float = 0.0  # sum over questions of the share of their evidence kept
-    by_category: dict[int, list[int]] = attrs.Factory(lambda: defaultdict(lambda: [0, 0]))
+    by_category: dict[int, list[int]] = attrs.Factory(dict)  # category: [kept, evidence turns]
     facts: int = 0  # facts with an evidence sentence long enough to count
     facts_covered: int = 0
     turn_requests: int = 0
@@ -57,8 +57,9 @@ class Row:
         self.questions += 1
         self.all_kept += kept == len(question.evidence)
         self.per_question += kept / len(question.evidence)
-        self.by_category[question.category][0] += kept
-        self.by_category[question.category][1] += len(question.evidence)
+        category = self.by_category.setdefault(question.category, [0, 0])
+        category[0] += kept
+        category[1] += len(question.evidence)
 
     def add_coverage(self, conversation: Conversation, forwarded: dict[str, Any]) -> None:
         text = _squeezed_messages(forwarded)
@@ -87,9 +88,10 @@ class Row:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("questions", "all_kept", "per_question", "facts", "facts_covered", "turn_requests"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for category, (kept, total) in other.by_category.items():
-            self.by_category[category][0] += kept
-            self.by_category[category][1] += total
+        for category, (kept, evidence) in other.by_category.items():
+            mine = self.by_category.setdefault(category, [0, 0])
+            mine[0] += kept
+            mine[1] += evidence
         for i in range(2):
             self.turn_tokens[i] += other.turn_tokens[i]
             self.turn_warm[i] += other.turn_warm[i]
@@ -245,8 +247,8 @@ def print_table(rows: dict[str, Row], mode: str) -> Row:
     print(f"5+ words; coverage: of those, kept verbatim after a neutral last message ({NEUTRAL_MESSAGE!r}).")
     print("t-reqs: every user turn sent in order with Claude Code's cache markers; warm: its input cost")
     print("with the prompt cache warm (read 0.1, write 1.25), cold: its tokens, both forwarded over")
-    print("original. ms: compress() alone, in-process, warm session, on question requests (through")
-    print("the proxy: every fifth Anthropic question, timed again in-process).\n")
+    print("original. ms: compress() alone, in-process, warm session, on every fifth Anthropic question,")
+    print("timed on its own after the table's requests.\n")
     print(HEADER + "\n" + "-" * len(HEADER))
     for name, row in rows.items():
         print(row_text(name, row))

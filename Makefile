@@ -13,12 +13,13 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
+# -qq: setuptools prints an informational notice on every editable install; errors still show.
 $(INSTALLED): setup.cfg pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -qq -e .
 	touch $@
 
 $(DEV_INSTALLED): setup.cfg pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -qq -e '.[dev]'
 	touch $@ $(INSTALLED)
 
 run: $(INSTALLED)
@@ -33,6 +34,7 @@ lint: $(DEV_INSTALLED)
 	$(PY) -m mypy proxy
 
 bench: $(DEV_INSTALLED)
+	@command -v wrk >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
 	$(PY) -m bench.proxy_overhead
 
 bench-compression: $(DEV_INSTALLED)

@@ -1,4 +1,4 @@
-"""`python -m proxy`: start the proxy in the foreground until Ctrl-C or SIGTERM."""
+"""`vidurai-proxy` (or `python -m proxy`): start the proxy in the foreground until Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -8,16 +8,20 @@ import contextlib
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import attrs
 import structlog
+import uvloop
 
+from .admin import exposure_warning
 from .app import create_app, start_server
 from .config import Config, ConfigError, load_config
 from .logs import configure_logging
 from .ui.terminal import TerminalUI, WarningBuffer, should_show
 
-# Where logs go while the live dashboard owns the terminal and [logging] file is empty.
+# Where logs go while the live dashboard owns the terminal and [logging] file is empty: beside
+# the database, which is where the config put this instance's files.
 UI_LOG_FILE = "vidurai.log"
 
 
@@ -26,6 +30,8 @@ async def serve(config: Config, ui: TerminalUI | None) -> None:
     app = create_app(config)
     runner, port = await start_server(app, config.server.host, config.server.port)
     url = f"http://{config.server.host}:{port}"
+    if warning := exposure_warning(config.server):
+        log.warning("admin_unlocked", message=warning)
     log.info(
         "listening",
         url=url,
@@ -59,10 +65,15 @@ def main(argv: list[str] | None = None) -> int:
         from .export import main as export_main
 
         return export_main(argv[1:])
+    if argv[:1] == ["health"]:
+        from .healthcheck import main as health_main
+
+        return health_main(argv[1:])
     parser = argparse.ArgumentParser(
-        prog="python -m proxy",
+        prog="vidurai-proxy",
         description=__doc__,
-        epilog="python -m proxy export --help: export requests for billing",
+        epilog="vidurai-proxy export --help: export requests for billing; "
+        "vidurai-proxy health: exit 0 when the configured proxy answers /health",
     )
     parser.add_argument("--config", help="configuration file (default: $VIDURAI_CONFIG or vidurai.ini)")
     args = parser.parse_args(argv)
@@ -76,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     if should_show(config.ui.terminal, sys.stdout.isatty()):
         # The dashboard owns the screen: log lines would tear it, so they go to a file.
         logging_config = (
-            config.logging if config.logging.file else attrs.evolve(config.logging, file=UI_LOG_FILE)
+            config.logging
+            if config.logging.file
+            else attrs.evolve(config.logging, file=str(Path(config.storage.database).parent / UI_LOG_FILE))
         )
         configure_logging(logging_config, console=False)
         warnings = WarningBuffer()
@@ -85,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         configure_logging(config.logging)
     try:
-        asyncio.run(serve(config, ui))
+        # uvloop: its transports cut the proxy's CPU per request by about 7% (README, Performance).
+        uvloop.run(serve(config, ui))
     except OSError as exc:  # port in use, permission denied: one line, not a traceback
         print(
             f"vidurai-proxy: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}",

@@ -11,12 +11,26 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from . import dashboard, handlers
+from . import admin, dashboard, handlers
+from .admin import Access, AdminGuard, guard_middleware
+from .buffering import no_buffering_for_streams
 from .compression import route_vidurai_logs
 from .compression.semantic import warm_up as warm_up_recall
 from .config import Config
 from .cors import setup_cors
-from .keys import ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, UPSTREAM, WRITER
+from .keys import (
+    ADMIN,
+    ANTHROPIC,
+    CALIBRATION,
+    CONFIG,
+    OPENAI,
+    PRICES,
+    PROM,
+    SESSIONS,
+    STARTED_AT,
+    UPSTREAM,
+    WRITER,
+)
 from .maintenance import maintain_sessions, restore_sessions
 from .pricing import PriceTable
 from .prom import PromMetrics
@@ -73,9 +87,17 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    writer = Writer(config.storage.database, config.storage.flush_interval)
+    storage = config.storage
+    writer = Writer(
+        storage.database,
+        storage.flush_interval,
+        shutdown_timeout=storage.shutdown_timeout,
+        max_queued=storage.max_queued_rows,
+        store_text=storage.store_text,
+    )
     await writer.start()
     app[WRITER] = writer
+    app[PROM].watch_storage(writer.health)
     registry = SessionRegistry(writer, config.sessions.timeout)
     app[SESSIONS] = registry
     await restore_sessions(config, registry)
@@ -93,10 +115,13 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(config: Config) -> web.Application:
     """The proxy as an aiohttp application, for `python -m proxy` and for tests."""
     route_vidurai_logs(debug=config.logging.level.lower() == "debug")
+    guard = AdminGuard(config.server)
     app = web.Application(
-        client_max_size=config.server.max_body_mb * 1024 * 1024, middlewares=[request_context]
+        client_max_size=config.server.max_body_mb * 1024 * 1024,
+        middlewares=[request_context, guard_middleware(guard)],
     )
     app[CONFIG] = config
+    app[ADMIN] = guard
     app[STARTED_AT] = time.monotonic()
     app[ANTHROPIC] = Anthropic(config.upstream.anthropic_base_url)
     app[OPENAI] = OpenAI(config.upstream.openai_base_url)
@@ -104,19 +129,25 @@ def create_app(config: Config) -> web.Application:
     app[PROM] = PromMetrics()
     app[CALIBRATION] = Calibration()
     setup_cors(app, config.server.allowed_origins)
+    app.on_response_prepare.append(no_buffering_for_streams)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_storage_ctx)
 
+    # Routes are admin routes (admin hosts, and the token when set) unless declared otherwise here.
     router = app.router
-    router.add_get("/health", handlers.health)
+    guard.declare(Access.PUBLIC, router.add_get("/health", handlers.health))
     router.add_get("/metrics", metrics_text)
     router.add_get("/metrics.json", metrics_json)
     router.add_routes(dashboard.routes())
-    router.add_post("/v1/messages", handlers.anthropic_route("messages"))
-    router.add_post("/v1/messages/count_tokens", handlers.anthropic_route("count_tokens"))
-    router.add_post("/v1/chat/completions", handlers.chat_completions)
-    router.add_post("/chat/completions", handlers.chat_completions)
-    router.add_route("*", "/{tail:.*}", handlers.passthrough)
+    guard.declare(Access.HOST, *router.add_routes([*dashboard.assets(), *admin.routes(guard)]))
+    guard.declare(
+        Access.PUBLIC,
+        router.add_post("/v1/messages", handlers.anthropic_route("messages")),
+        router.add_post("/v1/messages/count_tokens", handlers.anthropic_route("count_tokens")),
+        router.add_post("/v1/chat/completions", handlers.chat_completions),
+        router.add_post("/chat/completions", handlers.chat_completions),
+        router.add_route("*", "/{tail:.*}", handlers.passthrough),
+    )
     return app
 
 

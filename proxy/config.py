@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import difflib
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -12,6 +13,11 @@ from urllib.parse import urlsplit
 import attrs
 
 DEFAULT_CONFIG_PATH = Path("vidurai.ini")
+CONFIG_VARIABLE = "VIDURAI_CONFIG"
+# VIDURAI_* variables that name no setting but are still allowed (each documented in README.md).
+OTHER_VARIABLES = frozenset({CONFIG_VARIABLE})
+# Config.source when no file was read.
+NO_FILE = "defaults"
 
 
 class ConfigError(Exception):
@@ -84,6 +90,15 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _hosts(raw: str) -> tuple[str, ...]:
+    hosts = tuple(host.strip().lower() for host in raw.split(",") if host.strip())
+    for host in hosts:
+        bracketed = host.startswith("[") and host.endswith("]")
+        if ("/" in host or ":" in host) and not bracketed:  # a port, a URL or a bare IPv6 address
+            raise ValueError
+    return hosts
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     return tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
 
@@ -96,6 +111,8 @@ class Setting:
     parse: Callable[[str], Any]
     allowed: str
     help: str
+    # A file path: relative values resolve against the config file's folder (see _base_folder).
+    is_path: bool = False
 
     @property
     def env_var(self) -> str:
@@ -129,6 +146,25 @@ SETTINGS: tuple[Setting, ...] = (
         "Origins allowed by CORS; empty sends no CORS headers at all.",
     ),
     Setting(
+        "server",
+        "admin_token",
+        "",
+        _text,
+        "empty or a secret string",
+        "When set, the dashboard, /metrics.json, /metrics and every other admin route require it "
+        "(Authorization: Bearer, or the dashboard's login form); the API routes never do. Set it "
+        "whenever host is not a loopback address.",
+    ),
+    Setting(
+        "server",
+        "admin_hosts",
+        "127.0.0.1, localhost, [::1]",
+        _hosts,
+        "* or a comma-separated list of host names, without ports ([::1] for IPv6)",
+        "Host names the admin routes answer for, with any port; other Host headers get 403, which "
+        "stops DNS-rebinding pages. Add the name clients use when the proxy is reached over the network.",
+    ),
+    Setting(
         "upstream",
         "anthropic_base_url",
         "https://api.anthropic.com",
@@ -160,7 +196,26 @@ SETTINGS: tuple[Setting, ...] = (
         "a positive number of seconds",
         "Longest silence allowed while reading from upstream (no total limit on streams); then 504.",
     ),
-    Setting("storage", "database", "vidurai.db", _text, "a file path", "SQLite database file."),
+    Setting(
+        "storage",
+        "database",
+        "vidurai.db",
+        _text,
+        "a file path",
+        "SQLite database file; a relative path is relative to this file's folder.",
+        is_path=True,
+    ),
+    Setting(
+        "storage",
+        "store_text",
+        "true",
+        _bool,
+        "true or false",
+        "Keep conversation text on disk: the memories table's turns and digests, and the sessions' "
+        "snapshots a restart restores. false keeps no text at all (memories keep hashes, positions "
+        "and importances; no snapshots): compression works the same, rebuilt from each request, and a "
+        "restart starts sessions empty.",
+    ),
     Setting(
         "storage",
         "flush_interval",
@@ -168,6 +223,24 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_float,
         "a positive number of seconds",
         "How often the single writer commits queued rows (at most 1 second is lost on a crash).",
+    ),
+    Setting(
+        "storage",
+        "max_queued_rows",
+        "100000",
+        _positive_int,
+        "a positive integer",
+        "Rows kept in memory while the database cannot be written (locked, full, deleted); past this "
+        "the oldest are dropped and counted in /health.",
+    ),
+    Setting(
+        "storage",
+        "shutdown_timeout",
+        "10",
+        _positive_float,
+        "a positive number of seconds",
+        "On a clean stop, how long to wait for an unwritable database before giving up on the rows "
+        "still queued (their number is logged).",
     ),
     Setting(
         "sessions",
@@ -268,7 +341,9 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         _text,
         "empty or a file path",
-        "JSON-lines log file (rotated); empty logs to the terminal only.",
+        "JSON-lines log file (rotated); empty logs to the terminal only. A relative path is relative "
+        "to this file's folder.",
+        is_path=True,
     ),
     Setting(
         "logging",
@@ -297,6 +372,8 @@ class ServerConfig:
     port: int
     max_body_mb: int
     allowed_origins: tuple[str, ...]
+    admin_token: str = attrs.field(repr=False)  # never in a log line or a traceback
+    admin_hosts: tuple[str, ...]
 
 
 @attrs.frozen
@@ -310,7 +387,10 @@ class UpstreamConfig:
 @attrs.frozen
 class StorageConfig:
     database: str
+    store_text: bool
     flush_interval: float
+    max_queued_rows: int
+    shutdown_timeout: float
 
 
 @attrs.frozen
@@ -401,9 +481,10 @@ def load_config(
     Overrides are keyword arguments named `section_key` holding raw strings, used by tests.
     """
     env = os.environ if env is None else env
+    _check_variables(env)
     if path is None:
-        path = env.get("VIDURAI_CONFIG") or DEFAULT_CONFIG_PATH
-    path = Path(path)
+        path = env.get(CONFIG_VARIABLE) or DEFAULT_CONFIG_PATH
+    path = Path(os.path.abspath(path))
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"))
     parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep model names' case
     if path.exists():
@@ -411,8 +492,8 @@ def load_config(
             parser.read(path, encoding="utf-8")
         except configparser.Error as exc:
             raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
-    elif "VIDURAI_CONFIG" in env:
-        raise ConfigError(f"VIDURAI_CONFIG={path}: no such file")
+    elif CONFIG_VARIABLE in env:
+        raise ConfigError(f"{CONFIG_VARIABLE}={path}: no such file")
 
     known = {(s.section, s.key) for s in SETTINGS}
     for section in parser.sections():
@@ -439,7 +520,10 @@ def load_config(
         if override_name in overrides:
             raw, origin = str(overrides.pop(override_name)), "override"
         try:
-            values[setting.section][setting.key] = setting.parse(raw)
+            value = setting.parse(raw)
+            if setting.is_path and value:
+                value = os.path.abspath(_base_folder(origin, path) / Path(value).expanduser())
+            values[setting.section][setting.key] = value
         except ValueError:
             raise ConfigError(
                 f"[{setting.section}] {setting.key} = {raw!r} (from {origin}): expected {setting.allowed}"
@@ -453,7 +537,36 @@ def load_config(
     ]
     pricing.sort(key=lambda item: len(item[0]), reverse=True)
     sections = {name: cls(**values[name]) for name, cls in _SECTION_CLASSES.items()}
-    return Config(**sections, pricing=tuple(pricing), source=str(path))
+    return Config(**sections, pricing=tuple(pricing), source=str(path) if path.exists() else NO_FILE)
+
+
+def _base_folder(origin: str, path: Path) -> Path:
+    """Where a relative path setting points from: the folder of the config file in use (for its
+    own values and for defaults, so a file names one instance wherever it is started), else the
+    working directory (no file; a value from a variable or an override)."""
+    if origin in ("default", str(path)) and path.exists():
+        return path.parent
+    return Path.cwd()
+
+
+def _check_variables(env: Mapping[str, str]) -> None:
+    """A mistyped VIDURAI_* variable would be ignored without a word: stop with the closest name."""
+    prefix = "VIDURAI_"
+    known = {setting.env_var: setting for setting in SETTINGS}
+    for name in sorted(env):
+        if not name.startswith(prefix) or name in known or name in OTHER_VARIABLES:
+            continue
+        # Compared without the prefix they all share, which would make anything look close.
+        names = [candidate.removeprefix(prefix) for candidate in (*known, *sorted(OTHER_VARIABLES))]
+        close = [prefix + match for match in difflib.get_close_matches(name.removeprefix(prefix), names, 1)]
+        if close and close[0] in known:
+            setting = known[close[0]]
+            hint = f"did you mean {close[0]} ([{setting.section}] {setting.key})?"
+        elif close:
+            hint = f"did you mean {close[0]}?"
+        else:
+            hint = "settings are VIDURAI_<SECTION>_<KEY>, as listed in vidurai.ini"
+        raise ConfigError(f"{name} names no setting; {hint}")
 
 
 _PRICING_HELP = """\

@@ -14,7 +14,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9]+)+$")
 # The page talks to this proxy only: a script or style from anywhere else would be refused.
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 _HEADERS = {
     "Cache-Control": "no-cache",
@@ -60,9 +60,10 @@ async def slash(request: web.Request) -> web.Response:
 
 
 def routes() -> list[web.RouteDef]:
-    """The dashboard's routes; add them before any catch-all route."""
-    return [
-        web.get("/dashboard", page),
-        web.get("/dashboard/", slash),
-        web.get("/dashboard/static/{name}", static),
-    ]
+    """The dashboard's pages; add them before any catch-all route."""
+    return [web.get("/dashboard", page), web.get("/dashboard/", slash)]
+
+
+def assets() -> list[web.RouteDef]:
+    """The page's scripts and styles: public files of the package, shared with the login form."""
+    return [web.get("/dashboard/static/{name}", static)]

@@ -1,4 +1,4 @@
-"""`python -m proxy export`: requests or sessions as CSV or JSON, streamed row by row from SQLite.
+"""`vidurai-proxy export`: requests or sessions as CSV or JSON, streamed row by row from SQLite.
 
 Times are written as ISO 8601 UTC ("2026-11-26T15:04:05.123Z"), the same form --since accepts, so
 the last exported created_at can start the next incremental export.
@@ -21,15 +21,19 @@ from typing import IO, Any, NoReturn
 from urllib.parse import quote
 
 from .config import ConfigError, load_config
+from .storage.reader import Filter
+from .tags import parse_filter
 
-PROG = "python -m proxy export"
+PROG = "vidurai-proxy export"
+# Exit status when --session or --tag names nothing: the (empty) output is still written.
+NO_MATCH = 3
 # Columns holding unix seconds; exported as ISO 8601 UTC text.
 TIME_COLUMNS = frozenset({"created_at", "last_seen_at", "expired_at"})
-# Per table: the time column --since/--until filter on, and the id column --session matches.
+# Per table: the time column --since/--until filter on.
 TABLES = {
-    "requests": ("created_at", "session_id"),
+    "requests": "created_at",
     # A session belongs to a period if it was active in it, however long ago it started.
-    "sessions": ("last_seen_at", "id"),
+    "sessions": "last_seen_at",
 }
 
 
@@ -56,6 +60,13 @@ def parse_date(raw: str) -> float:
     return moment.timestamp()
 
 
+def _tag(raw: str) -> tuple[str, str]:
+    try:
+        return parse_filter(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The export command line."""
     parser = _Parser(prog=PROG, description="Export requests (or sessions) for spreadsheets and billing.")
@@ -73,7 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
         "sessions: last seen at or after DATE",
     )
     parser.add_argument("--until", type=parse_date, metavar="DATE", help="only rows before DATE")
-    parser.add_argument("--session", metavar="ID", help="only this session's rows")
+    parser.add_argument(
+        "--session", metavar="NAME", help="only this session's rows: its X-Vidurai-Session label or its id"
+    )
+    parser.add_argument(
+        "--tag",
+        type=_tag,
+        metavar="KEY=VALUE",
+        help="only requests sent with this X-Vidurai-Tags tag (sessions: those with such a request)",
+    )
     parser.add_argument(
         "--sessions",
         action="store_true",
@@ -102,24 +121,18 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def query(table: str, since: float | None, until: float | None, session: str | None) -> tuple[str, list[Any]]:
+def query(table: str, since: float | None, until: float | None, names: Filter) -> tuple[str, list[Any]]:
     """The SELECT for one export; every filter is a bound parameter."""
-    time_column, id_column = TABLES[table]
-    where: list[str] = []
-    params: list[Any] = []
+    time_column = TABLES[table]
+    condition, params = names.requests() if table == "requests" else names.sessions()
+    where = [condition]
     if since is not None:
         where.append(f"{time_column} >= ?")
         params.append(since)
     if until is not None:
         where.append(f"{time_column} < ?")
         params.append(until)
-    if session is not None:
-        where.append(f"{id_column} = ?")
-        params.append(session)
-    sql = f"SELECT * FROM {table}"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    return sql + f" ORDER BY {time_column}, rowid", params
+    return f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY {time_column}, rowid", params
 
 
 def _iso(value: Any) -> Any:
@@ -204,7 +217,8 @@ def export(args: argparse.Namespace) -> int:
             raise ExportError(f"configuration error: {exc}") from None
     conn = _connect(database)
     try:
-        sql, params = query("sessions" if args.sessions else "requests", args.since, args.until, args.session)
+        names = Filter(session=args.session, tag=args.tag)
+        sql, params = query("sessions" if args.sessions else "requests", args.since, args.until, names)
         cursor = conn.execute(sql, params)
         with _output(args.output) as out:
             return (write_csv if args.format == "csv" else write_json)(cursor, out)
@@ -215,7 +229,7 @@ def export(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m proxy export ARGS`; argv excludes "export". Exit 0, or 1 with one line on stderr."""
+    """`vidurai-proxy export ARGS`; argv excludes "export". Exit 0, or 1 with one line on stderr."""
     args = build_parser().parse_args(argv)
     try:
         count = export(args)
@@ -231,6 +245,13 @@ def main(argv: list[str]) -> int:
         return 1
     if args.output:
         print(f"{PROG}: {count} rows written to {args.output}", file=sys.stderr)
+    if count == 0 and (args.session is not None or args.tag is not None):
+        # A name that matches nothing is most likely a typo: say so, and let scripts tell.
+        named = [f"--session {args.session}"] if args.session is not None else []
+        named += [f"--tag {'='.join(args.tag)}"] if args.tag is not None else []
+        table = "sessions" if args.sessions else "requests"
+        print(f"{PROG}: no {table} match {' and '.join(named)}", file=sys.stderr)
+        return NO_MATCH
     return 0
 
 

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import time
 from typing import Any
 
+import attrs
 import structlog
 from aiohttp import web
 
-from . import __version__
+from . import __version__, jsonio
 from .call import Call
 from .compression import compress
 from .compression.policy import UNCACHED
-from .keys import ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
+from .keys import ADMIN, ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
 from .prompt_cache import cache_prices, warm_read_ratio
 from .providers import Provider
 from .relay import relay
 from .sessions import SESSION_HEADER, session_id_for
 from .storage.reader import totals
+from .tags import TAGS_HEADER, parse_tags
 from .upstream import UpstreamFailure
 
 log = structlog.get_logger(__name__)
@@ -58,7 +59,7 @@ async def _read_body(request: web.Request) -> bytes:
 
 def _parse_object(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw)
+        body = jsonio.loads(raw)
     except ValueError as exc:
         raise BadRequest(400, f"Request body is not valid JSON: {exc}.") from None
     if not isinstance(body, dict):
@@ -66,13 +67,12 @@ def _parse_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _serialize(body: dict[str, Any]) -> bytes:
-    """A rewritten body as compact JSON; escaped to ASCII only when it holds a lone surrogate (half
-    an emoji, which JSON allows and UTF-8 does not), so it reaches upstream as the client wrote it."""
+def _tags(request: web.Request) -> dict[str, str] | None:
+    """X-Vidurai-Tags, parsed; a malformed header is the client's mistake, answered before forwarding."""
     try:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(body, separators=(",", ":")).encode("ascii")
+        return parse_tags(request.headers.getall(TAGS_HEADER, []))
+    except ValueError as exc:
+        raise BadRequest(400, f"{TAGS_HEADER}: {exc}") from None
 
 
 def _provider_for(request: web.Request) -> Provider:
@@ -89,11 +89,10 @@ async def _remember_and_compress(
     """Find the session, let its memory compress the history; the rewritten body or None."""
     app = request.app
     tenant = call.tenant
-    session_id = session_id_for(
-        tenant, provider.name, request.headers.get(SESSION_HEADER), provider.conversation_start(body)
-    )
+    label = request.headers.get(SESSION_HEADER)
+    session_id = session_id_for(tenant, provider.name, label, provider.conversation_start(body))
     messages = provider.messages(body)
-    session = app[SESSIONS].touch(session_id, tenant, len(messages))
+    session = app[SESSIONS].touch(session_id, tenant, len(messages), label=label)
     call.record.session_id = session_id
     structlog.contextvars.bind_contextvars(session_id=session_id)
     settings = app[CONFIG].compression
@@ -144,6 +143,7 @@ async def model_call(request: web.Request, provider: Provider, endpoint: str) ->
     call = Call.begin(request, provider.name, endpoint)
     structlog.contextvars.bind_contextvars(provider=provider.name, endpoint=endpoint)
     try:
+        call.record.tags = _tags(request)
         raw = await _read_body(request)
         body = _parse_object(raw)
         model = body.get("model")
@@ -158,7 +158,7 @@ async def model_call(request: web.Request, provider: Provider, endpoint: str) ->
             target = dict(outgoing if outgoing is not None else body)
             if provider.prepare_stream(target):
                 outgoing, rewritten = target, True
-        data = raw if outgoing is None else _serialize(outgoing)
+        data = raw if outgoing is None else jsonio.dumps(outgoing)
         return await relay(request, call, provider, data, rewritten)
     except (BadRequest, UpstreamFailure) as exc:
         call.record.status, call.record.error = exc.status, exc.message
@@ -173,6 +173,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     call = Call.begin(request, provider.name, "passthrough")
     structlog.contextvars.bind_contextvars(provider=provider.name, endpoint="passthrough")
     try:
+        call.record.tags = _tags(request)
         raw = await _read_body(request)
         return await relay(request, call, provider, raw if raw or request.body_exists else None, False)
     except (BadRequest, UpstreamFailure) as exc:
@@ -198,17 +199,23 @@ def _finish(app: web.Application, call: Call) -> None:
 
 
 async def health(request: web.Request) -> web.Response:
-    """The proxy's own status."""
+    """The proxy's own status; usage totals only for whoever may read the admin routes."""
     app = request.app
+    storage = app[WRITER].health()
     body: dict[str, Any] = {
-        "status": "ok",
+        "status": "ok" if storage.writable else "degraded",
         "version": __version__,
         "uptime_s": round(time.monotonic() - app[STARTED_AT], 3),
         "active_sessions": len(app[SESSIONS]),
+        "admin_locked": app[ADMIN].locked,
+        "storage": attrs.asdict(storage),
     }
+    if not app[ADMIN].allows(request):
+        return web.json_response(body)
     try:
         body["totals"] = await totals(app[CONFIG].storage.database)
     except Exception as exc:  # health must answer even if the database is unreadable
+        body["status"] = "degraded"
         body["totals"] = None
         body["database_error"] = type(exc).__name__
     return web.json_response(body)

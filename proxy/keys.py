@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
+from .admin import AdminGuard
 from .config import Config
 from .pricing import PriceTable
 from .prom import PromMetrics
@@ -14,6 +15,7 @@ from .storage.writer import Writer
 from .tokens import Calibration
 
 CONFIG = web.AppKey("config", Config)
+ADMIN = web.AppKey("admin", AdminGuard)
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 ANTHROPIC = web.AppKey("anthropic", Anthropic)
 OPENAI = web.AppKey("openai", OpenAI)

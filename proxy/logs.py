@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import logging.handlers
 import sys
 from typing import Any
 
+import orjson
 import structlog
 
 from .config import LoggingConfig
@@ -14,7 +16,9 @@ from .config import LoggingConfig
 _SECRET_KEYS = frozenset({"authorization", "x-api-key", "api-key", "headers", "body", "messages", "content"})
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_secret(key: str) -> bool:
+    # Cached: log lines repeat a few dozen keys, and this runs for each of them on every line.
     return key.lower().replace("_", "-") in _SECRET_KEYS
 
 
@@ -28,7 +32,17 @@ def _redact(value: Any) -> Any:
 
 def _drop_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     """Last line of defence: keys that could carry credentials or message bodies never reach a log."""
+    for key, value in event.items():
+        if _is_secret(key) or isinstance(value, dict):
+            break
+    else:  # the usual line: nothing to redact, nothing copied
+        return event
     return {key: "[redacted]" if _is_secret(key) else _redact(value) for key, value in event.items()}
+
+
+def _json(event: dict[str, Any], **_: Any) -> str:
+    # default=str: a stray non-JSON value (a Path, an exception class) must not lose the line.
+    return orjson.dumps(event, default=str).decode()
 
 
 _SHARED: list[Any] = [
@@ -37,6 +51,14 @@ _SHARED: list[Any] = [
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     _drop_secrets,
+]
+# One list for the life of the process: loggers cached on first use keep a reference to it, so a
+# later configure_logging (the terminal UI taking the screen) and capture_logs still reach them.
+_PROCESSORS: list[Any] = [
+    # Level first: a debug line costs nothing at info, before any processor runs.
+    structlog.stdlib.filter_by_level,
+    *_SHARED,
+    structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
 ]
 
 
@@ -67,7 +89,7 @@ def configure_logging(config: LoggingConfig, *, console: bool = True, tty: bool 
         handler.close()
     root.setLevel(config.level.upper())
 
-    json_renderer = structlog.processors.JSONRenderer()
+    json_renderer = structlog.processors.JSONRenderer(serializer=_json)
     if console:
         renderer: Any = structlog.dev.ConsoleRenderer(colors=True) if tty else json_renderer
         root.addHandler(_with_renderer(logging.StreamHandler(sys.stderr), renderer))
@@ -78,16 +100,17 @@ def configure_logging(config: LoggingConfig, *, console: bool = True, tty: bool 
         root.addHandler(_with_renderer(rotating, json_renderer))
     # aiohttp's access log repeats our one line per request.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # No line shows the caller, thread or process: the logging HOWTO's "Optimization" switches
+    # keep the stdlib from looking them up for every record.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
     structlog.configure(
-        # Level first: a debug line costs nothing at info, before any processor runs.
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *_SHARED,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
+        processors=_PROCESSORS,
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        # Not cached: logging is reconfigured when the terminal UI takes the screen (and in tests).
-        cache_logger_on_first_use=False,
+        # Cached: binding a fresh logger for every line cost more than the line's own work.
+        cache_logger_on_first_use=True,
     )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.registry import Collector
 
 from proxy.records import RequestRecord
+from proxy.storage.writer import StorageHealth
 
 # Model names come from clients; past this many distinct ones the rest share the label "other"
 # so that a misbehaving client cannot blow up the series count.
@@ -158,6 +162,41 @@ class PromMetrics:
             if ms is not None:
                 histogram.observe(ms / 1000)
 
+    def watch_storage(self, health: Callable[[], StorageHealth]) -> None:
+        """Report the writer's queue and failures, read at each scrape."""
+        self.registry.register(_StorageCollector(health))
+
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its Content-Type header value."""
         return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
+
+
+class _StorageCollector(Collector):
+    """The writer's state as gauges and counters; read from the writer when scraped, never stored twice."""
+
+    def __init__(self, health: Callable[[], StorageHealth]) -> None:
+        self._health = health
+
+    def describe(self) -> list[Metric]:
+        return []  # only collected at scrape time: the writer may not exist yet at registration
+
+    def collect(self) -> Iterator[Metric]:
+        health = self._health()
+        yield GaugeMetricFamily(
+            "vidurai_storage_writable",
+            "1 while the database accepts writes, 0 during an incident.",
+            value=int(health.writable),
+        )
+        yield GaugeMetricFamily(
+            "vidurai_storage_queued_rows", "Rows waiting for the writer.", value=health.queued
+        )
+        for name, help_text, value in (
+            ("vidurai_storage_written_rows", "Rows committed to the database.", health.written),
+            ("vidurai_storage_rejected_rows", "Rows the database refused for their values.", health.rejected),
+            (
+                "vidurai_storage_dropped_rows",
+                "Rows lost while the database could not be written (queue limit or stop).",
+                health.dropped,
+            ),
+        ):
+            yield CounterMetricFamily(name, help_text, value=value)

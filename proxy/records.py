@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 
@@ -55,6 +57,7 @@ class RequestRecord:
     cost_usd: float | None = None
     cost_saved_usd: float | None = None
     error: str | None = None
+    tags: dict[str, str] | None = None  # X-Vidurai-Tags, parsed
 
 
 @attrs.define
@@ -67,6 +70,7 @@ class SessionRecord:
     last_seen_at: float
     messages: int = 0  # messages in the conversation's latest request
     expired_at: float | None = None
+    label: str | None = None  # X-Vidurai-Session as the client sent it
 
 
 @attrs.frozen
@@ -80,4 +84,23 @@ class MemoryRow:
     importance: float
     content: str
     content_sha: str  # sha256 hex of content, so re-sent turns are stored once
+    created_at: float
+
+
+@attrs.frozen
+class SnapshotRecord:
+    """One row of `snapshots`: a session's serialized Vidurai state."""
+
+    session_id: str
+    state: str
+    created_at: float
+
+
+@attrs.frozen
+class AuditRecord:
+    """One row of `audit`: something the proxy decided about a session; detail becomes JSON."""
+
+    session_id: str | None
+    event: str
+    detail: dict[str, Any]
     created_at: float

@@ -19,6 +19,8 @@ from .storage.writer import Writer
 log = structlog.get_logger(__name__)
 
 SESSION_HEADER = "x-vidurai-session"
+# The header's value is kept as the session's label, cut to this many characters.
+LABEL_MAX = 200
 
 
 def tenant_of(headers: Mapping[str, str]) -> str:
@@ -78,24 +80,34 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def touch(self, session_id: str, tenant: str, messages: int, now: float | None = None) -> Session:
-        """The session for this request, created on first sight; its liveness goes to the writer."""
+    def touch(
+        self, session_id: str, tenant: str, messages: int, now: float | None = None, label: str | None = None
+    ) -> Session:
+        """The session for this request, created on first sight.
+
+        Its totals are written with the request's own row (one session write per request); only a
+        new session, or a label learned again after a restart, writes its row here too.
+        """
         now = time.time() if now is None else now
+        label = label[:LABEL_MAX] if label else None
         session = self._sessions.get(session_id)
         if session is None or session.record.tenant != tenant:
             session = Session(
-                SessionRecord(id=session_id, tenant=tenant, created_at=now, last_seen_at=now),
+                SessionRecord(id=session_id, tenant=tenant, created_at=now, last_seen_at=now, label=label),
                 SessionMemory(session_id),
             )
             self._sessions[session_id] = session
+            self._writer.upsert_session(attrs.evolve(session.record))  # its label, kept from the start
             self._writer.add_audit(session_id, "created", {"tenant": tenant}, now)
             log.info("session created", session_id=session_id, tenant=tenant)
         else:
             session.previous_request_at = session.record.last_seen_at
+            if label and not session.record.label:  # a restored session learns its label again
+                session.record.label = label
+                self._writer.upsert_session(attrs.evolve(session.record))
         session.record.last_seen_at = now
         session.record.messages = messages
         session.snapshot_due = True
-        self._writer.upsert_session(attrs.evolve(session.record))
         return session
 
     def restore(self, record: SessionRecord, state: str | None) -> None:
@@ -132,6 +144,8 @@ class SessionRegistry:
 
     async def snapshot(self, force: bool = False) -> int:
         """Queue the Vidurai state of sessions that changed since their last snapshot."""
+        if not self._writer.store_text:
+            return 0  # a snapshot is conversation text throughout: none is kept
         count = 0
         for session in list(self._sessions.values()):
             if session.snapshot_due or force:

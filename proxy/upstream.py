@@ -24,7 +24,13 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-_REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "accept-encoding", "x-vidurai-session"}
+_REQUEST_DROP = HOP_BY_HOP | {
+    "host",
+    "content-length",
+    "accept-encoding",
+    "x-vidurai-session",
+    "x-vidurai-tags",
+}
 # aiohttp decompresses upstream bodies so usage can be read; length and encoding no longer hold.
 _RESPONSE_DROP = HOP_BY_HOP | {"content-length", "content-encoding", "server", "date"}
 

@@ -5,12 +5,22 @@ from __future__ import annotations
 from aiohttp import web
 
 from .keys import CONFIG, PROM
+from .storage.reader import Filter
 from .storage.reader import metrics_json as read_metrics
+from .tags import parse_filter
 
 
 async def metrics_json(request: web.Request) -> web.Response:
-    """Totals, breakdowns and recent activity, read from SQLite so they survive restarts."""
-    return web.json_response(await read_metrics(request.app[CONFIG].storage.database))
+    """Totals, breakdowns and recent activity, read from SQLite so they survive restarts.
+
+    ?session=NAME (label or id) and ?tag=key=value narrow every figure to the matching requests.
+    """
+    tag = request.query.get("tag")
+    try:
+        where = Filter(session=request.query.get("session") or None, tag=parse_filter(tag) if tag else None)
+    except ValueError as exc:
+        return web.json_response({"error": f"?tag: {exc}"}, status=400)
+    return web.json_response(await read_metrics(request.app[CONFIG].storage.database, where=where))
 
 
 async def metrics_text(request: web.Request) -> web.Response:

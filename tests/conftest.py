@@ -12,6 +12,7 @@ import anthropic
 import openai
 import pytest
 from aiohttp import web
+from playwright.async_api import Browser, async_playwright
 
 from proxy.config import Config, load_config
 from tests.fake_upstream import FakeUpstream, running_fake_upstream
@@ -22,6 +23,18 @@ OPENAI_KEY = "sk-test-0123456789"
 CLIENT_TIMEOUT = 20.0
 
 ProxyFactory = Callable[..., Awaitable[str]]
+# Debian's Chromium, driven by Playwright in the browser tests.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -135,3 +148,25 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """A plain HTTP client for what the SDKs cannot show (raw bytes, odd headers, bad bodies)."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT)) as session:
         yield session
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's Chromium; a failure, not a skip, when absent: the dashboard must be tested."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: the dashboard is tested in Debian's Chromium; "
+            "install it with `apt-get install -y chromium` (.ci/run does when absent)"
+        )
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium: str) -> AsyncIterator[Browser]:
+    """Chromium driven by Playwright (never `playwright install`: nothing is downloaded)."""
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import attrs
@@ -18,16 +19,21 @@ def _write(tmp_path: Path, text: str, name: str = "custom.ini") -> Path:
     return path
 
 
-def test_zero_configuration_defaults(tmp_path: Path) -> None:
+def test_zero_configuration_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     config = load_config(tmp_path / "absent.ini", env={})
     assert (config.server.host, config.server.port, config.server.max_body_mb) == ("127.0.0.1", 8080, 64)
     assert config.upstream.anthropic_base_url == "https://api.anthropic.com"
     assert config.upstream.openai_base_url == "https://api.openai.com/v1"
     assert config.upstream.connect_timeout > 0 and config.upstream.read_timeout > 0
-    assert config.storage.database == "vidurai.db"
+    assert config.storage.database == str(tmp_path / "vidurai.db")  # no file: the working directory
+    assert config.source == "defaults"
 
 
-def test_shipped_ini_loads_and_matches_the_declared_defaults(tmp_path: Path) -> None:
+def test_shipped_ini_loads_and_matches_the_declared_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO_INI.parent)  # so the default database, beside the file or here, is one path
     shipped = load_config(REPO_INI, env={})
     assert attrs.evolve(shipped, source="") == attrs.evolve(
         load_config(tmp_path / "absent.ini", env={}), source=""
@@ -102,7 +108,10 @@ def test_every_key_has_an_environment_variable(setting: Setting, tmp_path: Path)
     assert setting.env_var == f"VIDURAI_{setting.section}_{setting.key}".upper()
     sample = _non_default_sample(setting)
     config = load_config(tmp_path / "absent.ini", env={setting.env_var: sample})
-    assert getattr(getattr(config, setting.section), setting.key) == setting.parse(sample)
+    expected = setting.parse(sample)
+    if setting.is_path:  # from a variable: against the working directory
+        expected = os.path.abspath(expected)
+    assert getattr(getattr(config, setting.section), setting.key) == expected
 
 
 @pytest.mark.parametrize(
@@ -173,3 +182,58 @@ def test_readme_documents_every_key() -> None:
         if f"`[{s.section}] {s.key}`" not in readme or f"`{s.env_var}`" not in readme
     ]
     assert missing == []
+
+
+def test_relative_paths_in_a_file_resolve_beside_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    instance, elsewhere = tmp_path / "instance", tmp_path / "elsewhere"
+    instance.mkdir()
+    elsewhere.mkdir()
+    path = _write(instance, "[storage]\ndatabase = team.db\n\n[logging]\nfile = logs/proxy.log\n")
+    monkeypatch.chdir(elsewhere)
+    config = load_config(env={"VIDURAI_CONFIG": "../instance/custom.ini"})
+    assert config.source == str(path)
+    assert config.storage.database == str(instance / "team.db")
+    assert config.logging.file == str(instance / "logs" / "proxy.log")
+    # A default, with a file in use, is beside the file too: the file names this instance.
+    config = load_config(_write(instance, "[server]\nport = 9\n", "bare.ini"), env={})
+    assert config.storage.database == str(instance / "vidurai.db")
+    assert config.logging.file == ""  # empty stays empty
+
+
+def test_relative_paths_from_variables_resolve_against_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(tmp_path, "[storage]\ndatabase = from-file.db\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    env = {"VIDURAI_STORAGE_DATABASE": "from-env.db", "VIDURAI_LOGGING_FILE": "~/proxy.log"}
+    config = load_config(path, env=env)
+    assert config.storage.database == str(work / "from-env.db")
+    assert config.logging.file == str(Path.home() / "proxy.log")
+    assert load_config(path, env={}, storage_database="/abs/x.db").storage.database == "/abs/x.db"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "VIDURAI_SERVER_PROT",
+            "VIDURAI_SERVER_PROT names no setting; did you mean VIDURAI_SERVER_PORT ([server] port)?",
+        ),
+        ("VIDURAI_STORAGE_DATABSE", "did you mean VIDURAI_STORAGE_DATABASE ([storage] database)?"),
+        ("VIDURAI_CONFIGG", "VIDURAI_CONFIGG names no setting; did you mean VIDURAI_CONFIG?"),
+        ("VIDURAI_XYZ", "VIDURAI_XYZ names no setting; settings are VIDURAI_<SECTION>_<KEY>"),
+    ],
+)
+def test_unknown_vidurai_variable_names_the_closest_setting(name: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(tmp_path / "absent.ini", env={name: "9001"})
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_vidurai_config_and_settings_variables_are_allowed(tmp_path: Path) -> None:
+    path = _write(tmp_path, "")
+    env = {"VIDURAI_CONFIG": str(path), **{s.env_var: s.default for s in SETTINGS}, "OTHER_PROT": "1"}
+    assert load_config(env=env).source == str(path)

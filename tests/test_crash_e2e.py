@@ -1,17 +1,24 @@
-"""`python -m proxy` as a process: kill -9 loses at most the last second, SIGTERM nothing (issue 3)."""
+"""`python -m proxy` as a process: kill -9 loses at most the last second, SIGTERM nothing, idle or
+under load (issues 3, 11); an unwritable database degrades /health and loses no row it can keep."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import re
+import resource
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import aiohttp
 import attrs
@@ -32,7 +39,7 @@ class Spawned:
     stderr: Path
 
 
-Spawner = Callable[[], Awaitable[Spawned]]
+Spawner = Callable[..., Awaitable[Spawned]]
 
 
 def free_port() -> int:
@@ -64,10 +71,12 @@ async def spawn(fake_upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[Sp
     processes: list[subprocess.Popen[bytes]] = []
     handles: list[IO[bytes]] = []
 
-    async def start() -> Spawned:
+    async def start(db: Path | None = None, **settings: str) -> Spawned:
+        """`settings`: extra VIDURAI_* variables by lower-case name, e.g. storage_shutdown_timeout."""
         ini = tmp_path / "empty.ini"
         ini.write_text("")
-        db, stderr = tmp_path / "vidurai.db", tmp_path / f"stderr-{len(processes)}.log"
+        db = db or tmp_path / "vidurai.db"
+        stderr = tmp_path / f"stderr-{len(processes)}.log"
         port = free_port()
         env = {name: value for name, value in os.environ.items() if not name.startswith("VIDURAI_")}
         env.update(
@@ -78,6 +87,7 @@ async def spawn(fake_upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[Sp
             VIDURAI_UPSTREAM_OPENAI_BASE_URL=fake_upstream.openai_base_url,
             VIDURAI_UI_TERMINAL="off",
         )
+        env.update({f"VIDURAI_{name.upper()}": value for name, value in settings.items()})
         handle = stderr.open("wb")
         handles.append(handle)
         process = launch(tmp_path, env, handle)
@@ -157,3 +167,232 @@ async def test_sigterm_flushes_everything_and_exits_0(spawn: Spawner) -> None:
     stderr = proxy.stderr.read_bytes()
     assert b"Traceback" not in stderr and KEY.encode() not in stderr
     assert b"stopped" in stderr
+
+
+# --- under load ---------------------------------------------------------------------------------
+
+LOAD_WORKERS = 16
+
+
+@attrs.define
+class Load:
+    """Requests answered with 200, by the unique model name each carried, and when."""
+
+    answered: dict[str, float] = attrs.Factory(dict)
+    failed: int = 0
+
+
+async def load(url: str, seconds: float, result: Load) -> None:
+    """LOAD_WORKERS clients sending back to back for `seconds` (bounded), each its own conversation.
+
+    A worker stops at the first connection error: the proxy is gone or stopping.
+    """
+    headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+    deadline = time.monotonic() + seconds
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+
+        async def worker(index: int) -> None:
+            serial = 0
+            while time.monotonic() < deadline:
+                model = f"load-{index}-{serial}"
+                serial += 1
+                body = {
+                    "model": model,
+                    "max_tokens": 16,
+                    "messages": [{"role": "user", "content": f"load worker {index}"}],
+                }
+                try:
+                    async with http.post(url + "/v1/messages", json=body, headers=headers) as response:
+                        await response.read()
+                except (aiohttp.ClientError, TimeoutError):
+                    result.failed += 1
+                    return
+                if response.status == 200:
+                    result.answered[model] = time.monotonic()
+                else:
+                    result.failed += 1
+
+        await asyncio.gather(*(worker(i) for i in range(LOAD_WORKERS)))
+
+
+def stored_models(db: Path) -> set[str]:
+    return {row["model"] for row in query(db, "SELECT model FROM requests")}
+
+
+async def test_kill_9_under_sustained_load_keeps_every_row_answered_a_second_before(spawn: Spawner) -> None:
+    proxy = await spawn()
+    traffic = Load()
+    sending = asyncio.create_task(load(proxy.url, 8.0, traffic))
+    await asyncio.sleep(4.0)
+    proxy.process.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    assert await exited(proxy.process, 10) == -signal.SIGKILL
+    await sending
+    old = {model for model, at in traffic.answered.items() if at < killed_at - 1.0}
+    assert len(old) > 100, f"only {len(old)} requests answered: not a load"
+    stored = stored_models(proxy.db)
+    assert old - stored == set(), (
+        f"{len(old - stored)} of {len(old)} rows answered > 1 s before the kill lost"
+    )
+    assert query(proxy.db, "PRAGMA integrity_check") == [{"integrity_check": "ok"}]
+    sessions = query(proxy.db, "SELECT COALESCE(SUM(requests), 0) AS n FROM sessions")[0]["n"]
+    assert sessions == len(stored)
+
+
+async def test_sigterm_under_load_keeps_every_answered_row(spawn: Spawner) -> None:
+    proxy = await spawn()
+    traffic = Load()
+    sending = asyncio.create_task(load(proxy.url, 8.0, traffic))
+    await asyncio.sleep(3.0)
+    proxy.process.send_signal(signal.SIGTERM)
+    assert await exited(proxy.process, 30) == 0, proxy.stderr.read_text()
+    await sending
+    assert len(traffic.answered) > 100
+    assert set(traffic.answered) - stored_models(proxy.db) == set()
+    stderr = proxy.stderr.read_bytes()
+    assert b"Traceback" not in stderr and b"storage.unwritten_on_close" not in stderr
+
+
+# --- an unwritable database ----------------------------------------------------------------------
+
+
+async def send_one(http: aiohttp.ClientSession, url: str, model: str) -> None:
+    headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+    body = {"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "one conversation"}]}
+    async with http.post(url + "/v1/messages", json=body, headers=headers) as response:
+        assert response.status == 200  # serving never waits for the database
+        await response.read()
+
+
+async def wait_health(
+    http: aiohttp.ClientSession, url: str, done: Callable[[dict[str, Any]], bool], within: float = 15.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    while True:
+        async with http.get(url + "/health") as response:
+            health: dict[str, Any] = await response.json()
+        if done(health):
+            return health
+        assert time.monotonic() < deadline, f"/health never reached the expected state: {health}"
+        await asyncio.sleep(0.1)
+
+
+def events(stderr: Path) -> list[dict[str, Any]]:
+    """The proxy's JSON log lines (lines that are not JSON, if any, are skipped)."""
+    found = []
+    for line in stderr.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            found.append(json.loads(line))
+    return found
+
+
+def named(stderr: Path, event: str) -> list[dict[str, Any]]:
+    return [e for e in events(stderr) if e.get("event") == event]
+
+
+def degraded(health: dict[str, Any]) -> bool:
+    """Degraded because the writer failed (not only because /health could not read the totals)."""
+    return bool(health["status"] == "degraded" and not health["storage"]["writable"])
+
+
+def written(count: int) -> Callable[[dict[str, Any]], bool]:
+    def check(health: dict[str, Any]) -> bool:
+        storage = health["storage"]
+        return bool(health["status"] == "ok" and storage["queued"] == 0 and storage["written"] >= count)
+
+    return check
+
+
+async def test_a_locked_database_degrades_health_and_the_backlog_is_written_after(spawn: Spawner) -> None:
+    proxy = await spawn(storage_shutdown_timeout="1")
+    async with aiohttp.ClientSession() as http:
+        for n in range(5):
+            await send_one(http, proxy.url, f"before-{n}")
+        await wait_health(http, proxy.url, written(5))
+        blocker = sqlite3.connect(proxy.db, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            for n in range(30):
+                await send_one(http, proxy.url, f"locked-{n}")
+            health = await wait_health(http, proxy.url, degraded)
+            assert health["storage"]["queued"] >= 30 and health["storage"]["dropped"] == 0
+            assert "locked" in health["storage"]["last_error"]
+            async with http.get(proxy.url + "/metrics") as response:
+                metrics = await response.text()
+            assert "vidurai_storage_writable 0.0" in metrics
+            assert re.search(r"^vidurai_storage_queued_rows (3\d|[4-9]\d)", metrics, re.M), metrics
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        await wait_health(http, proxy.url, written(35))
+        assert len(named(proxy.stderr, "storage.unwritable")) == 1  # once, not per row or retry
+        assert len(named(proxy.stderr, "storage.recovered")) == 1
+
+        # Locked again, then stopped: the stop waits shutdown_timeout and counts what it leaves.
+        blocker = sqlite3.connect(proxy.db, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            for n in range(10):
+                await send_one(http, proxy.url, f"at-stop-{n}")
+            proxy.process.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            assert await exited(proxy.process, 20) == 0
+            assert time.monotonic() - started < 10
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+    (unwritten,) = named(proxy.stderr, "storage.unwritten_on_close")
+    # The ten requests, and the snapshot of the one session taken at stop.
+    assert unwritten["rows"] == 11 and unwritten["level"] == "error"
+    models = stored_models(proxy.db)
+    assert len(models) == 35 and not any(m.startswith("at-stop") for m in models)
+
+
+async def test_a_deleted_database_directory_degrades_health_until_it_is_back(
+    spawn: Spawner, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    proxy = await spawn(db=data / "vidurai.db")
+    async with aiohttp.ClientSession() as http:
+        for n in range(5):
+            await send_one(http, proxy.url, f"before-{n}")
+        await wait_health(http, proxy.url, written(5))
+        shutil.rmtree(data)
+        for n in range(10):
+            await send_one(http, proxy.url, f"gone-{n}")
+        health = await wait_health(http, proxy.url, degraded)
+        assert "deleted" in health["storage"]["last_error"]
+        data.mkdir()  # the directory is back: a new database is created and the backlog written
+        await wait_health(http, proxy.url, written(15))
+    assert stored_models(proxy.db) == {f"gone-{n}" for n in range(10)}
+    assert len(named(proxy.stderr, "storage.unwritable")) == 1
+    proxy.process.send_signal(signal.SIGTERM)
+    assert await exited(proxy.process, 20) == 0
+
+
+async def test_a_full_disk_degrades_health_and_the_rows_are_written_when_space_returns(
+    spawn: Spawner,
+) -> None:
+    proxy = await spawn()
+    async with aiohttp.ClientSession() as http:
+        for n in range(5):
+            await send_one(http, proxy.url, f"before-{n}")
+        await wait_health(http, proxy.url, written(5))
+        # The proxy may write no byte past the start of any file: every write of the database (and
+        # of its log) fails as on a full disk. Python ignores SIGXFSZ, so writes fail with EFBIG.
+        soft, hard = resource.prlimit(proxy.process.pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(proxy.process.pid, resource.RLIMIT_FSIZE, (1, hard))  # soft only: no privilege
+        try:
+            for n in range(20):
+                await send_one(http, proxy.url, f"full-{n}")
+            health = await wait_health(http, proxy.url, degraded)
+            assert health["storage"]["queued"] >= 20
+        finally:
+            resource.prlimit(proxy.process.pid, resource.RLIMIT_FSIZE, (soft, hard))
+        await wait_health(http, proxy.url, written(25))
+    assert {f"full-{n}" for n in range(20)} <= stored_models(proxy.db)
+    assert named(proxy.stderr, "storage.recovered")
+    proxy.process.send_signal(signal.SIGTERM)
+    assert await exited(proxy.process, 20) == 0

@@ -6,54 +6,20 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, ViewportSize, async_playwright
+from playwright.async_api import Browser, Page, ViewportSize
 
 from proxy.records import RequestRecord, SessionRecord, Usage
 from tests.conftest import ProxyFactory, anthropic_client, openai_client
 from tests.test_ui_terminal import write_db
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 LAPTOP: ViewportSize = {"width": 1440, "height": 900}
 RECENT_ROWS = 25  # rows of the latest-requests table (dashboard.js)
-
-
-@pytest.fixture
-def chromium() -> str:
-    """Debian's Chromium; a failure, not a skip, when absent: the dashboard must be tested."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: the dashboard is tested in Debian's Chromium; "
-            "install it with `apt-get install -y chromium` (.ci/run does when absent)"
-        )
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium: str) -> AsyncIterator[Browser]:
-    """Chromium driven by Playwright (never `playwright install`: nothing is downloaded)."""
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def get_json(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
@@ -391,3 +357,39 @@ async def test_dashboard_files_are_served_from_the_package(
             assert response.status == 404, bad
     async with http.get(f"{proxy_url}/dashboard/", allow_redirects=False) as response:
         assert response.status == 301
+
+
+async def test_locked_dashboard_login_unlocked_logout(browser: Browser, make_proxy: ProxyFactory) -> None:
+    """With [server] admin_token: locked, the login form, the dashboard with its data, logged out."""
+    token = "adm-browser-7d3e91c2"
+    base = await make_proxy(server_admin_token=token)
+    page = await browser.new_page(viewport=LAPTOP)
+    try:
+        await page.goto(f"{base}/dashboard")
+        assert page.url == f"{base}/dashboard/login"  # locked: the browser is sent to the form
+        assert (await page.request.get(f"{base}/metrics.json")).status == 401  # the browser's cookies
+        await page.fill('input[name="token"]', "not-the-token")
+        await page.click('button[type="submit"]')
+        assert "not the admin token" in await page.text_content("main")
+
+        await page.fill('input[name="token"]', token)
+        await page.click('button[type="submit"]')
+        await page.wait_for_url(f"{base}/dashboard")
+        await page.wait_for_selector("body[data-generated-at]")  # metrics.json answered the page
+        assert await page.is_visible("#logout")
+        cookies = await page.context.cookies()
+        (cookie,) = [c for c in cookies if c["name"] == "vidurai_admin"]
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and token not in cookie["value"]
+        assert await page.evaluate("document.cookie") == ""  # HttpOnly: no script can read it
+        assert (await page.request.get(f"{base}/metrics.json")).status == 200
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-unlocked.png"))
+
+        await page.click("#logout button")
+        await page.wait_for_url(f"{base}/dashboard/login")
+        assert [c for c in await page.context.cookies() if c["name"] == "vidurai_admin"] == []
+        assert (await page.request.get(f"{base}/metrics.json")).status == 401
+        await page.goto(f"{base}/dashboard")
+        assert page.url == f"{base}/dashboard/login"  # locked again
+    finally:
+        await page.close()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from proxy.export import main, parse_date
+from proxy.export import NO_MATCH, main, parse_date
 from proxy.storage.migrations import migrate_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,8 +186,10 @@ def test_since_until_and_session_filters(database: Path, tmp_path: Path) -> None
     assert ids("--until", "2026-11-26") == ["r1"]
     assert ids("--session", "s1") == ["r1", "r3"]
     assert ids("--session", "s1", "--since", "2026-11-26") == ["r3"]
-    assert ids("--session", "nope") == []
-    assert run(database, tmp_path, "--format", "json", "--session", "nope") == "[]\n"
+    out = tmp_path / "none.json"
+    args = ["--database", str(database), "--output", str(out), "--format", "json", "--session", "nope"]
+    assert main(args) == NO_MATCH  # a name that matches nothing is not a silent success
+    assert out.read_text(encoding="utf-8") == "[]\n"  # yet the output is a valid, empty file
 
 
 def test_sessions_table(database: Path, tmp_path: Path) -> None:

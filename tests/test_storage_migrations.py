@@ -20,7 +20,7 @@ from proxy.storage.migrations import (
 
 LATEST = load_migrations()[-1].version
 TABLES = {"requests", "sessions", "memories", "snapshots", "audit"}
-VIEWS = {"savings_by_day", "savings_by_model", "savings_by_session"}
+VIEWS = {"savings_by_day", "savings_by_model", "savings_by_session", "savings_by_tag"}
 
 
 def connect(path: Path) -> sqlite3.Connection:

@@ -139,6 +139,7 @@ async def test_metrics_json_totals(db: str) -> None:
         "totals",
         "by_provider",
         "by_model",
+        "by_tag",
         "top_sessions",
         "recent_requests",
         "per_minute",

@@ -86,6 +86,19 @@ async def test_a_second_connection_sees_rows_within_the_flush_interval(db: Path,
     assert time.monotonic() - started < writer.flush_interval + 0.5
 
 
+async def test_rows_are_committed_while_the_event_loop_is_blocked(db: Path) -> None:
+    w = Writer(str(db), flush_interval=0.1)
+    await w.start()
+    for i in range(200):
+        w.add_request(request(f"r{i}"))
+    # The loop does not run for a second (a long synchronous step): the writer's own thread commits.
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline and rows(db, "SELECT COUNT(*) FROM requests")[0][0] < 200:
+        time.sleep(0.02)  # noqa: ASYNC251  # blocking on purpose
+    assert rows(db, "SELECT COUNT(*) FROM requests")[0][0] == 200
+    await w.close()
+
+
 async def test_request_columns_round_trip(db: Path, writer: Writer) -> None:
     record = request(
         "r1",
@@ -102,6 +115,7 @@ async def test_request_columns_round_trip(db: Path, writer: Writer) -> None:
         cost_usd=0.0012,
         cost_saved_usd=0.012,
         error=None,
+        tags={"user": "alice", "team": "payments"},
     )
     writer.add_request(record)
     await writer.flush()
@@ -133,6 +147,7 @@ async def test_request_columns_round_trip(db: Path, writer: Writer) -> None:
         "cost_usd": 0.0012,
         "cost_saved_usd": 0.012,
         "error": None,
+        "tags": '{"team": "payments", "user": "alice"}',
     }
 
 
@@ -159,7 +174,7 @@ async def test_session_totals_follow_its_requests(db: Path, writer: Writer) -> N
     )  # no usage, unpriced
     writer.add_request(request("r2", at=1010.0, cost_usd=9.0))  # a duplicate id is not counted
     writer.upsert_session(
-        SessionRecord(id="s1", tenant="t1", created_at=900.0, last_seen_at=1020.0, messages=6)
+        SessionRecord(id="s1", tenant="t1", created_at=900.0, last_seen_at=1020.0, messages=6, label="ci-42")
     )
     await writer.flush()
     (session,) = rows(db, "SELECT * FROM sessions")
@@ -179,6 +194,7 @@ async def test_session_totals_follow_its_requests(db: Path, writer: Writer) -> N
         "tokens_saved": 2000,
         "cost_usd": pytest.approx(0.15),
         "cost_saved_usd": pytest.approx(0.006),
+        "label": "ci-42",
     }
     assert rows(db, "SELECT COUNT(*) FROM requests")[0][0] == 3
 
@@ -273,7 +289,7 @@ async def test_a_bad_row_is_logged_and_the_others_are_kept(db: Path, writer: Wri
     assert (writer.rows_written, writer.rows_failed) == (2, 2)
 
 
-async def test_a_locked_database_keeps_the_rows_for_the_next_flush(db: Path) -> None:
+async def test_a_locked_database_keeps_the_rows_logs_once_and_recovers(db: Path) -> None:
     w = Writer(str(db), flush_interval=30, busy_timeout_ms=50)
     await w.start()
     w.add_request(request("r1"))
@@ -282,14 +298,85 @@ async def test_a_locked_database_keeps_the_rows_for_the_next_flush(db: Path) -> 
     try:
         with capture_logs() as logs:
             assert await w.flush() is False
-        assert [e["event"] for e in logs] == ["storage.batch_failed"]
-        assert w.queued == 1
-        w.add_request(request("r2"))
+            w.add_request(request("r2"))
+            assert await w.flush() is False  # a retry of the same incident is not logged again
+        assert [e["event"] for e in logs] == ["storage.unwritable"]
+        assert "locked" in logs[0]["error"]
+        health = w.health()
+        assert (health.writable, health.queued, health.dropped) == (False, 2, 0)
+        assert health.last_error is not None and "locked" in health.last_error
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    with capture_logs() as logs:
+        assert await w.flush() is True
+    assert [e["event"] for e in logs] == ["storage.recovered"]
+    assert w.health().writable and w.queued == 0
+    await w.close()
+    assert [r["id"] for r in rows(db, "SELECT id FROM requests ORDER BY id")] == ["r1", "r2"]
+
+
+async def test_past_the_queue_limit_the_oldest_rows_are_dropped_and_counted(db: Path) -> None:
+    w = Writer(str(db), flush_interval=30, busy_timeout_ms=50, max_queued=3)
+    await w.start()
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        w.add_request(request("r0"))
+        assert await w.flush() is False
+        with capture_logs() as logs:
+            for i in range(1, 6):
+                w.add_request(request(f"r{i}"))
+        assert [e["event"] for e in logs] == ["storage.queue_full"]  # once, not per row
+        assert (w.queued, w.health().dropped) == (3, 3)
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
     await w.close()
-    assert [r["id"] for r in rows(db, "SELECT id FROM requests ORDER BY id")] == ["r1", "r2"]
+    assert [r["id"] for r in rows(db, "SELECT id FROM requests ORDER BY id")] == ["r3", "r4", "r5"]
+
+
+async def test_a_stop_waits_shutdown_timeout_then_counts_the_rows_not_written(db: Path) -> None:
+    w = Writer(str(db), flush_interval=30, busy_timeout_ms=50, shutdown_timeout=0.5)
+    await w.start()
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        for i in range(7):
+            w.add_request(request(f"r{i}"))
+        started = time.monotonic()
+        with capture_logs() as logs:
+            await w.close()
+        assert 0.4 < time.monotonic() - started < 3
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    unwritten = [e for e in logs if e["event"] == "storage.unwritten_on_close"]
+    assert len(unwritten) == 1 and unwritten[0]["rows"] == 7
+    assert w.health().dropped == 7
+    assert rows(db, "SELECT COUNT(*) FROM requests")[0][0] == 0
+
+
+async def test_a_deleted_database_directory_is_noticed_and_a_new_one_is_written(tmp_path: Path) -> None:
+    directory = tmp_path / "data"
+    directory.mkdir()
+    db = directory / "vidurai.db"
+    w = Writer(str(db), flush_interval=30)
+    await w.start()
+    w.add_request(request("before"))
+    assert await w.flush() is True
+    for path in directory.iterdir():
+        path.unlink()
+    directory.rmdir()
+    w.add_request(request("while-gone"))
+    with capture_logs() as logs:
+        assert await w.flush() is False  # not committed into the unlinked file
+    assert [e["event"] for e in logs] == ["storage.unwritable"]
+    assert not w.health().writable and w.queued == 1
+    directory.mkdir()
+    assert await w.flush() is True
+    await w.close()
+    assert [r["id"] for r in rows(db, "SELECT id FROM requests")] == ["while-gone"]
 
 
 async def test_enqueue_after_close_is_dropped_with_a_warning(db: Path) -> None:

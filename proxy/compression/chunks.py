@@ -59,7 +59,7 @@ class FoldLimits:
 
     The turn runs from the latest message a person wrote; its thinking blocks must reach the
     provider whole, so none of its messages is folded (its old tool results may still be cut).
-    Computed for every end at once, so replaying a long conversation stays linear.
+    For one end it looks back from there; replaying every end computes all at once, in linear time.
     """
 
     def __init__(self, provider: Provider, messages: list[Any], start: int, keep_recent: int) -> None:
@@ -67,9 +67,11 @@ class FoldLimits:
         self._start, self._keep = start, keep_recent
         self._turn: list[int | None] = []  # latest plain user message at or before each index
         self._thinking = [0]  # messages with thinking blocks before each index
+
+    def _index(self) -> None:
         turn: int | None = None
-        for index, message in enumerate(messages):
-            if is_plain_user(provider, message):
+        for index, message in enumerate(self._messages):
+            if is_plain_user(self._provider, message):
                 turn = index
             self._turn.append(turn)
             self._thinking.append(self._thinking[-1] + has_thinking(message))
@@ -80,10 +82,20 @@ class FoldLimits:
     def __call__(self, last: int) -> int:
         """The fold limit of a request whose last message is messages[last]."""
         verbatim = self.verbatim(last + 1)
-        turn = self._turn[last]
-        if turn is not None and turn < verbatim and self._thinking[last + 1] > self._thinking[turn]:
-            return turn
-        return verbatim
+        if self._turn:
+            turn = self._turn[last]
+            thinks = turn is not None and self._thinking[last + 1] > self._thinking[turn]
+        else:
+            messages = self._messages
+            turn = next((i for i in range(last, -1, -1) if is_plain_user(self._provider, messages[i])), None)
+            thinks = turn is not None and any(has_thinking(m) for m in messages[turn : last + 1])
+        return turn if turn is not None and turn < verbatim and thinks else verbatim
+
+    def replaying(self) -> FoldLimits:
+        """The same limits, indexed for asking them at every end of the conversation."""
+        if not self._turn:
+            self._index()
+        return self
 
 
 def cut_points(provider: Provider, messages: list[Any], start: int, limit: int) -> list[int]:
@@ -140,7 +152,7 @@ def plan(
     keep_recent: int,
     chunk: int,
     prices: CachePrices,
-    history: History,
+    history: Callable[[], History],
     digest_tokens: Callable[[int, int], int],
 ) -> Plan:
     """The cut of this request.
@@ -162,5 +174,9 @@ def plan(
         if end == starts[-1]:
             return Plan(start, tuple(starts), verbatim, True)
         return Plan(start, (*starts, end), verbatim, True, partial=True)
-    reach = frontier(prices, history, starts, lambda k: digest_tokens(starts[k], starts[k + 1]), limits)
+
+    def chunk_digest(k: int) -> int:
+        return digest_tokens(starts[k], starts[k + 1])
+
+    reach = frontier(prices, history(), starts, chunk_digest, limits.replaying())
     return Plan(start, tuple(starts[: reach + 1]), verbatim, False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -12,6 +13,7 @@ from ..config import CompressionConfig
 from ..tokens import count_message, estimate_request
 from .chunks import plan, request_ends
 from .content import query_text
+from .digest import is_header
 from .memory import Chunk, SessionMemory
 from .policy import UNCACHED, CachePrices, History
 from .recall import Candidate, render, select
@@ -108,7 +110,9 @@ def _manages_own_context(body: Mapping[str, Any], messages: list[Any]) -> bool:
     return any(isinstance(b, dict) and b.get("type") == "compaction" for m in messages for b in blocks(m))
 
 
-def _history(provider: Provider, messages: list[Any], original: int, settings: CompressionConfig) -> History:
+def _history(messages: list[Any], original: int, settings: CompressionConfig) -> History:
+    """What replaying the fold decisions over this conversation needs: each message's tokens, where
+    earlier requests ended, and the system prompt and tools (never folded)."""
     tokens = [count_message(m) for m in messages]
     return History(
         tokens,
@@ -145,7 +149,7 @@ def _compress(
     def digest_tokens(a: int, b: int) -> int:
         return memory.chunk(provider, messages[a:b], a).digest_tokens
 
-    history = _history(provider, messages, original, settings)
+    history = functools.partial(_history, messages, original, settings)  # needed only with a cache
     cut = plan(
         provider, messages, settings.keep_recent, settings.chunk_messages, prices, history, digest_tokens
     )
@@ -243,7 +247,9 @@ def _with_recall(
     for chunk in chunks:
         for unit, doc in zip(chunk.units, chunk.docs, strict=True):
             date = unit.date or date
-            if unit.text not in chunk.digest:  # a unit its digest quotes whole is there already
+            # A unit its digest quotes whole is there already; a dated header is the date line
+            # the recall block writes anyway.
+            if unit.text not in chunk.digest and not is_header(unit.text):
                 candidates.append(Candidate(order, doc, unit.role, date))
             order += 1
     chosen = select(memory.index, query, candidates, budget)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import abc
-import json
 from typing import Any, Literal
 
+from .. import jsonio
 from ..records import Usage
 from ..sse import SSEDecoder, SSEEvent, decode_event, whole_events
 
@@ -50,7 +50,7 @@ class JSONUsageObserver(UsageObserver):
     def finish(self) -> bytes:
         if self._body and not self._overflow:
             try:
-                payload = json.loads(self._body)
+                payload = jsonio.loads(self._body)
             except ValueError:
                 return b""
             if isinstance(payload, dict):
@@ -84,7 +84,7 @@ class SSEUsageObserver(UsageObserver):
         if '"usage"' not in event.data and '"model"' not in event.data:
             return
         try:
-            payload = json.loads(event.data)
+            payload = jsonio.loads(event.data)
         except ValueError:
             return
         if isinstance(payload, dict):

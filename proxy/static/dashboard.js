@@ -110,8 +110,12 @@ function drawTables(m) {
     [["model", `${p.model || DASH} (${p.provider})`], ...aggregateCells(p),
      ["unpriced_requests", fmtInt(p.unpriced_requests), p.unpriced_requests ? "num warn" : "num"]],
     { provider: p.provider, model: p.model || "" })), "no requests yet");
+  fill("by-tag", m.by_tag.map((t) => row([["tag", t.tag, "mono"], ...aggregateCells(t)], { tag: t.tag })),
+    "no tagged requests yet (send X-Vidurai-Tags: team=payments)");
   fill("sessions", m.top_sessions.map((s) => row([
-    ["id", s.id.slice(0, 12), "mono"], ["tenant", (s.tenant || "").slice(0, 8), "mono"],
+    // The client's X-Vidurai-Session name when it sent one, else the start of the hashed id.
+    ["session", s.label || s.id.slice(0, 12), s.label ? "" : "mono"],
+    ["tenant", (s.tenant || "").slice(0, 8), "mono"],
     ["state", s.expired_at == null ? "active" : "expired", s.expired_at == null ? "good" : "muted"],
     ["requests", fmtInt(s.requests), "num"], ["messages", fmtInt(s.messages), "num"],
     ["input_tokens", fmtInt(s.input_tokens), "num"], ["tokens_saved", fmtInt(s.tokens_saved), "num good"],
@@ -188,6 +192,7 @@ function drawHealth(h) {
     pill.textContent = "proxy unreachable";
     return;
   }
+  document.getElementById("logout").hidden = !h.admin_locked;
   pill.dataset.state = h.status === "ok" && !h.database_error ? "ok" : "down";
   const parts = [h.status, `v${h.version}`, `up ${fmtUptime(h.uptime_s)}`,
                  `${h.active_sessions} sessions in memory`];
@@ -203,6 +208,7 @@ function showProblem(text) {
 
 async function getJson(path) {
   const response = await fetch(path, { cache: "no-store" });
+  if (response.status === 401) window.location.assign("dashboard/login"); // logged out elsewhere
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
   return response.json();
 }

@@ -10,8 +10,6 @@ from pathlib import Path
 import attrs
 import structlog
 
-import proxy
-
 log = structlog.get_logger(__name__)
 
 _FILENAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
@@ -29,10 +27,7 @@ class Migration:
 
 
 def migrations_dir() -> Path:
-    """The `migrations/` directory: beside the package in a checkout, else shipped inside it."""
-    checkout = Path(proxy.__file__).resolve().parent.parent / "migrations"
-    if checkout.is_dir():
-        return checkout
+    """`proxy/migrations/`: package data, so a checkout and an installed wheel read the same files."""
     return Path(str(importlib.resources.files("proxy") / "migrations"))
 
 

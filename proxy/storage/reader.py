@@ -7,6 +7,7 @@
       "totals": {AGG, "sessions": 12, "active_sessions": 3},
       "by_provider": [{"provider": "anthropic", AGG}, ...],          # most requests first
       "by_model": [{"provider": "anthropic", "model": "claude-...", AGG}, ...],  # highest cost first
+      "by_tag": [{"tag": "team=payments", "key": "team", "value": "payments", AGG}, ...],  # by cost
       "top_sessions": [SESSION, ...],          # 10 sessions with the most tokens saved
       "recent_requests": [REQUEST, ...],       # the 50 newest requests, newest first
       "per_minute": [{"minute": 1767222060, AGG}, ...]  # last 60 minutes, oldest first, zero-filled
@@ -20,18 +21,24 @@ nothing was estimated), "cost_usd", "cost_saved_usd" (sums over priced requests)
 "unpriced_requests" (requests with usage but no known price, left out of cost_usd),
 "avg_duration_ms", "avg_overhead_ms" (null when no request had one).
 
-SESSION: "id", "tenant", "created_at", "last_seen_at", "expired_at" (null while active),
+With ?session=NAME (a session's label or id) or ?tag=key=value, or both, every part counts
+only the matching requests (and "sessions" only the matching sessions); "filter" echoes them.
+A request with two tags counts once under each in "by_tag".
+
+SESSION: "id", "label" (the X-Vidurai-Session header as sent, null without), "tenant",
+"created_at", "last_seen_at", "expired_at" (null while active),
 "messages", "requests", "input_tokens", "output_tokens", "cache_read_tokens",
 "cache_write_tokens", "tokens_original_est", "tokens_saved", "savings_pct", "cost_usd"
 (null when no request of the session was priced), "cost_saved_usd".
 
 REQUEST: every column of the `requests` table ("stream" as a boolean; "cost_usd" null for an
-unpriced model).
+unpriced model; "tags" an object, null without).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -64,6 +71,39 @@ _AGGREGATES = """
     AVG(duration_ms) AS avg_duration_ms,
     AVG(overhead_ms) AS avg_overhead_ms
 """
+
+
+@attrs.frozen
+class Filter:
+    """Which requests a read counts: one session (by label or id) and/or one tag."""
+
+    session: str | None = None
+    tag: tuple[str, str] | None = None
+
+    def requests(self) -> tuple[str, list[Any]]:
+        """A condition on `requests` and its parameters ("1" when nothing is filtered)."""
+        conditions: list[str] = []
+        params: list[Any] = []
+        if self.session is not None:
+            conditions.append("session_id IN (SELECT id FROM sessions WHERE id = ? OR label = ?)")
+            params += [self.session, self.session]
+        if self.tag is not None:
+            conditions.append("EXISTS (SELECT 1 FROM json_each(requests.tags) WHERE key = ? AND value = ?)")
+            params += list(self.tag)
+        return " AND ".join(conditions) or "1", params
+
+    def sessions(self) -> tuple[str, list[Any]]:
+        """A condition on `sessions`: the named session, the sessions with a tagged request."""
+        conditions: list[str] = []
+        params: list[Any] = []
+        if self.session is not None:
+            conditions.append("(id = ? OR label = ?)")
+            params += [self.session, self.session]
+        if self.tag is not None:
+            tagged, tag_params = Filter(tag=self.tag).requests()
+            conditions.append(f"id IN (SELECT session_id FROM requests WHERE {tagged})")
+            params += tag_params
+        return " AND ".join(conditions) or "1", params
 
 
 @attrs.frozen
@@ -109,11 +149,15 @@ def _aggregate(row: sqlite3.Row) -> dict[str, Any]:
     return out
 
 
-async def _totals(conn: aiosqlite.Connection) -> dict[str, Any]:
-    rows = await conn.execute_fetchall(f"SELECT {_AGGREGATES} FROM requests")
+async def _totals(conn: aiosqlite.Connection, where: Filter) -> dict[str, Any]:
+    condition, params = where.requests()
+    rows = await conn.execute_fetchall(f"SELECT {_AGGREGATES} FROM requests WHERE {condition}", params)
     result = _aggregate(next(iter(rows)))
+    condition, params = where.sessions()
     rows = await conn.execute_fetchall(
-        "SELECT COUNT(*) AS sessions, COALESCE(SUM(expired_at IS NULL), 0) AS active FROM sessions"
+        "SELECT COUNT(*) AS sessions, COALESCE(SUM(expired_at IS NULL), 0) AS active FROM sessions "
+        f"WHERE {condition}",
+        params,
     )
     counts = next(iter(rows))
     result["sessions"] = counts["sessions"]
@@ -124,46 +168,71 @@ async def _totals(conn: aiosqlite.Connection) -> dict[str, Any]:
 async def totals(path: str) -> dict[str, Any]:
     """The `totals` object of /metrics.json, for /health."""
     async with _connect(path) as conn:
-        return await _totals(conn)
+        return await _totals(conn, Filter())
 
 
-async def metrics_json(path: str, now: float | None = None) -> dict[str, Any]:
+async def metrics_json(path: str, now: float | None = None, where: Filter | None = None) -> dict[str, Any]:
     """Everything GET /metrics.json returns (schema in this module's docstring)."""
     now = time.time() if now is None else now
+    where = Filter() if where is None else where
+    condition, params = where.requests()
     async with _connect(path) as conn:
-        result: dict[str, Any] = {"generated_at": round(now, 3), "totals": await _totals(conn)}
+        result: dict[str, Any] = {"generated_at": round(now, 3), "totals": await _totals(conn, where)}
+        if where != Filter():
+            result["filter"] = {"session": where.session, "tag": "=".join(where.tag) if where.tag else None}
         rows = await conn.execute_fetchall(
-            f"SELECT provider, {_AGGREGATES} FROM requests GROUP BY provider ORDER BY requests DESC, provider"
+            f"SELECT provider, {_AGGREGATES} FROM requests WHERE {condition} "
+            "GROUP BY provider ORDER BY requests DESC, provider",
+            params,
         )
         result["by_provider"] = [_aggregate(row) for row in rows]
         rows = await conn.execute_fetchall(
-            f"SELECT provider, model, {_AGGREGATES} FROM requests GROUP BY provider, model "
-            "ORDER BY cost_usd DESC, requests DESC, provider, model"
+            f"SELECT provider, model, {_AGGREGATES} FROM requests WHERE {condition} GROUP BY provider, model "
+            "ORDER BY cost_usd DESC, requests DESC, provider, model",
+            params,
         )
         result["by_model"] = [_aggregate(row) for row in rows]
         rows = await conn.execute_fetchall(
-            "SELECT id, tenant, created_at, last_seen_at, expired_at, messages, requests, "
+            f"SELECT tag.key AS key, tag.value AS value, {_AGGREGATES} "
+            f"FROM requests, json_each(requests.tags) AS tag WHERE {condition} "
+            "GROUP BY tag.key, tag.value ORDER BY cost_usd DESC, requests DESC, tag.key, tag.value",
+            params,
+        )
+        result["by_tag"] = [{"tag": f"{row['key']}={row['value']}", **_aggregate(row)} for row in rows]
+        session_condition, session_params = where.sessions()
+        rows = await conn.execute_fetchall(
+            "SELECT id, label, tenant, created_at, last_seen_at, expired_at, messages, requests, "
             "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
             "tokens_original_est, tokens_saved, cost_usd, cost_saved_usd FROM sessions "
-            "ORDER BY tokens_saved DESC, last_seen_at DESC LIMIT ?",
-            (TOP_SESSIONS,),
+            f"WHERE {session_condition} ORDER BY tokens_saved DESC, last_seen_at DESC LIMIT ?",
+            (*session_params, TOP_SESSIONS),
         )
         result["top_sessions"] = [_with_savings_pct(row) for row in rows]
         rows = await conn.execute_fetchall(
-            "SELECT * FROM requests ORDER BY created_at DESC, rowid DESC LIMIT ?", (RECENT_REQUESTS,)
+            f"SELECT * FROM requests WHERE {condition} ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            (*params, RECENT_REQUESTS),
         )
-        result["recent_requests"] = [{**dict(row), "stream": bool(row["stream"])} for row in rows]
-        result["per_minute"] = await _per_minute(conn, now)
+        result["recent_requests"] = [_request(row) for row in rows]
+        result["per_minute"] = await _per_minute(conn, now, where)
     return result
 
 
-async def _per_minute(conn: aiosqlite.Connection, now: float) -> list[dict[str, Any]]:
+def _request(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        **dict(row),
+        "stream": bool(row["stream"]),
+        "tags": json.loads(row["tags"]) if row["tags"] else None,
+    }
+
+
+async def _per_minute(conn: aiosqlite.Connection, now: float, where: Filter) -> list[dict[str, Any]]:
     last = int(now // 60) * 60
     first = last - (MINUTES - 1) * 60
+    condition, params = where.requests()
     rows = await conn.execute_fetchall(
         f"SELECT CAST(created_at / 60 AS INTEGER) * 60 AS minute, {_AGGREGATES} FROM requests "
-        "WHERE created_at >= ? AND created_at < ? GROUP BY minute",
-        (first, last + 60),
+        f"WHERE created_at >= ? AND created_at < ? AND {condition} GROUP BY minute",
+        (first, last + 60, *params),
     )
     found = {row["minute"]: _aggregate(row) for row in rows}
     empty = _aggregate(next(iter(await conn.execute_fetchall(f"SELECT {_AGGREGATES} FROM requests WHERE 0"))))
@@ -174,7 +243,7 @@ async def active_sessions(path: str, since: float | None = None) -> list[ActiveS
     """Sessions not expired (and seen at or after `since`), each with its latest snapshot."""
     async with _connect(path) as conn:
         rows = await conn.execute_fetchall(
-            "SELECT s.id, s.tenant, s.created_at, s.last_seen_at, s.messages, s.expired_at, "
+            "SELECT s.id, s.tenant, s.created_at, s.last_seen_at, s.messages, s.expired_at, s.label, "
             "       sn.state, sn.created_at AS snapshot_at "
             "FROM sessions s LEFT JOIN snapshots sn ON sn.id = "
             "    (SELECT id FROM snapshots WHERE session_id = s.id ORDER BY id DESC LIMIT 1) "
@@ -190,6 +259,7 @@ async def active_sessions(path: str, since: float | None = None) -> list[ActiveS
                 last_seen_at=row["last_seen_at"],
                 messages=row["messages"],
                 expired_at=row["expired_at"],
+                label=row["label"],
             ),
             state=row["state"],
             snapshot_at=row["snapshot_at"],

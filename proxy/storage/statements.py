@@ -1,17 +1,17 @@
-"""The SQL the writer runs for each kind of queued row, and the parameters built from records."""
+"""The SQL the writer runs for each table, and the parameter tuples built from the queued records."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
-from proxy.records import MemoryRow, RequestRecord, SessionRecord
+from proxy.records import AuditRecord, MemoryRow, RequestRecord, SessionRecord, SnapshotRecord
 
 # Snapshots are whole serialized states; the latest is what a restart restores, and a couple
 # more are kept in case the latest write was cut short.
 SNAPSHOTS_KEPT = 3
 
+# Parameter order of a `requests` row (proxy/storage/totals.py reads it by position).
 REQUEST_COLUMNS = (
     "id",
     "created_at",
@@ -39,41 +39,19 @@ REQUEST_COLUMNS = (
     "cost_usd",
     "cost_saved_usd",
     "error",
+    "tags",
 )
-
 INSERT_REQUEST = (
     f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(REQUEST_COLUMNS))}) ON CONFLICT (id) DO NOTHING"
 )
 
-# Adds one request to its session's running totals, creating the session row if the request
-# arrived before (or without) an upsert_session. SUM-like: NULL costs are skipped, not zeroed.
-ADD_TO_SESSION = """
-INSERT INTO sessions (id, tenant, created_at, last_seen_at, requests, input_tokens, output_tokens,
-                      cache_read_tokens, cache_write_tokens, tokens_original_est, tokens_saved,
-                      cost_usd, cost_saved_usd)
-VALUES (:session_id, :tenant, :created_at, :created_at, 1, :input, :output, :cache_read,
-        :cache_write, :original, :saved, :cost, :cost_saved)
-ON CONFLICT (id) DO UPDATE SET
-    last_seen_at        = max(last_seen_at, excluded.last_seen_at),
-    requests            = requests + 1,
-    input_tokens        = input_tokens + excluded.input_tokens,
-    output_tokens       = output_tokens + excluded.output_tokens,
-    cache_read_tokens   = cache_read_tokens + excluded.cache_read_tokens,
-    cache_write_tokens  = cache_write_tokens + excluded.cache_write_tokens,
-    tokens_original_est = tokens_original_est + excluded.tokens_original_est,
-    tokens_saved        = tokens_saved + excluded.tokens_saved,
-    cost_usd            = CASE WHEN excluded.cost_usd IS NULL THEN cost_usd
-                               ELSE COALESCE(cost_usd, 0) + excluded.cost_usd END,
-    cost_saved_usd      = CASE WHEN excluded.cost_saved_usd IS NULL THEN cost_saved_usd
-                               ELSE COALESCE(cost_saved_usd, 0) + excluded.cost_saved_usd END
-"""
-
 UPSERT_SESSION = """
-INSERT INTO sessions (id, tenant, created_at, last_seen_at, messages, expired_at)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO sessions (id, tenant, created_at, last_seen_at, messages, expired_at, label)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     tenant       = CASE WHEN tenant = '' THEN excluded.tenant ELSE tenant END,
+    label        = COALESCE(excluded.label, label),
     created_at   = min(created_at, excluded.created_at),
     last_seen_at = max(last_seen_at, excluded.last_seen_at),
     messages     = excluded.messages,
@@ -94,6 +72,8 @@ DELETE FROM snapshots WHERE session_id = ?1 AND id NOT IN (
 """
 
 INSERT_AUDIT = "INSERT INTO audit (session_id, event, detail, created_at) VALUES (?, ?, ?, ?)"
+
+Record = RequestRecord | SessionRecord | MemoryRow | SnapshotRecord | AuditRecord
 
 
 def request_params(record: RequestRecord) -> tuple[Any, ...]:
@@ -126,6 +106,7 @@ def request_params(record: RequestRecord) -> tuple[Any, ...]:
         record.cost_usd,
         record.cost_saved_usd,
         record.error,
+        json.dumps(record.tags, ensure_ascii=False, sort_keys=True) if record.tags else None,
     )
 
 
@@ -137,6 +118,7 @@ def session_params(session: SessionRecord) -> tuple[Any, ...]:
         session.last_seen_at,
         session.messages,
         session.expired_at,
+        session.label,
     )
 
 
@@ -153,43 +135,11 @@ def memory_params(row: MemoryRow) -> tuple[Any, ...]:
     )
 
 
-def audit_params(session_id: str | None, event: str, detail: dict[str, Any], at: float) -> tuple[Any, ...]:
+def snapshot_params(snapshot: SnapshotRecord) -> tuple[Any, ...]:
+    return (snapshot.session_id, snapshot.created_at, snapshot.state)
+
+
+def audit_params(audit: AuditRecord) -> tuple[Any, ...]:
     # default=str: a stray non-JSON value (a Path, an exception class) must not lose the row.
-    return (session_id, event, json.dumps(detail, sort_keys=True, default=str), at)
-
-
-def _session_totals(params: tuple[Any, ...]) -> dict[str, Any]:
-    row = dict(zip(REQUEST_COLUMNS, params, strict=True))
-    return {
-        "session_id": row["session_id"],
-        "tenant": row["tenant"] or "",
-        "created_at": row["created_at"],
-        "input": row["input_tokens"] or 0,
-        "output": row["output_tokens"] or 0,
-        "cache_read": row["cache_read_tokens"] or 0,
-        "cache_write": row["cache_write_tokens"] or 0,
-        "original": row["tokens_original_est"] or 0,
-        "saved": row["tokens_saved"] or 0,
-        "cost": row["cost_usd"],
-        "cost_saved": row["cost_saved_usd"],
-    }
-
-
-def apply(conn: sqlite3.Connection, kind: str, params: tuple[Any, ...]) -> None:
-    """Run the statements of one queued row (the caller holds the transaction)."""
-    if kind == "request":
-        cursor = conn.execute(INSERT_REQUEST, params)
-        # rowcount 0: the id was already stored (a retried batch), so it is not counted twice.
-        if cursor.rowcount == 1 and params[2] is not None:
-            conn.execute(ADD_TO_SESSION, _session_totals(params))
-    elif kind == "session":
-        conn.execute(UPSERT_SESSION, params)
-    elif kind == "memory":
-        conn.execute(INSERT_MEMORY, params)
-    elif kind == "snapshot":
-        conn.execute(INSERT_SNAPSHOT, params)
-        conn.execute(PRUNE_SNAPSHOTS, (params[0],))
-    elif kind == "audit":
-        conn.execute(INSERT_AUDIT, params)
-    else:
-        raise ValueError(f"unknown row kind {kind!r}")
+    detail = json.dumps(audit.detail, sort_keys=True, default=str)
+    return (audit.session_id, audit.event, detail, audit.created_at)

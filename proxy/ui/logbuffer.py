@@ -26,7 +26,7 @@ def format_record(record: logging.LogRecord) -> str:
     if isinstance(record.msg, dict):
         # structlog's wrap_for_formatter hands the processed event dict over as the message,
         # secrets already redacted by the shared processors. Our event names say where they
-        # come from (storage.batch_failed), so the logger name is left out to save width.
+        # come from (storage.unwritable), so the logger name is left out to save width.
         event = record.msg
         parts = [str(event.get("event", ""))]
         parts += [f"{key}={value}" for key, value in event.items() if key not in _NOISE]

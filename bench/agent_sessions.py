@@ -19,12 +19,11 @@ from typing import Any
 
 import attrs
 
-from .cache_cost import Cost, PromptCache
+from .cache_cost import EPHEMERAL, Cost, PromptCache
 from .identifiers import old_only
 
 DEFAULT_SWE_AGENT = "../shared/datasets/swe-agent-dev"
 MODEL = "claude-sonnet-4-5"
-MARKER = {"type": "ephemeral"}
 BASH_TOOL = {
     "name": "bash",
     "description": "Run one shell command in the repository and return its output.",
@@ -78,8 +77,8 @@ def _request(system: str, messages: list[dict[str, Any]], markers: bool) -> dict
     history = json.loads(json.dumps(messages))
     system_block: dict[str, Any] = {"type": "text", "text": system}
     if markers:
-        system_block["cache_control"] = dict(MARKER)
-        history[-1]["content"][-1]["cache_control"] = dict(MARKER)
+        system_block["cache_control"] = dict(EPHEMERAL)
+        history[-1]["content"][-1]["cache_control"] = dict(EPHEMERAL)
     return {
         "model": MODEL,
         "max_tokens": 4096,
@@ -100,6 +99,8 @@ def convert(name: str, trajectory: dict[str, Any], markers: bool) -> AgentSessio
     cache = PromptCache()
     pending: str | None = None  # the tool_use id the next user message answers
     for index, message in enumerate(raw[1:], start=1):
+        if messages and messages[-1]["role"] == message["role"]:
+            raise ValueError(f"{name}: messages {index - 1} and {index} are both {message['role']}")
         text = str(message["content"])
         if message["role"] == "assistant":
             content, command = _assistant_blocks(text, f"toolu_{index:04d}")

@@ -27,6 +27,8 @@ from proxy.tokens import MESSAGE_OVERHEAD_TOKENS, count_block, count_content, co
 # cache hits cost 0.1x, 5-minute cache writes 1.25x.
 READ_PRICE = 0.1
 WRITE_PRICE = 1.25
+# The breakpoint Claude Code sets (on its system prompt and on the last block of the last message).
+EPHEMERAL = {"type": "ephemeral"}
 
 
 @attrs.frozen

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +33,18 @@ import attrs
 import structlog
 
 from proxy.compression import route_vidurai_logs
+from proxy.config import ConfigError
 
 from . import agent_bench, frontier, locomo_bench
 from .agent_sessions import DEFAULT_SWE_AGENT, AgentSession, load_sessions
 from .locomo import DEFAULT_LOCOMO, Conversation, load_locomo
+from .parallel import run_all
 from .replay import Forwarded, Request, in_process, settings_for, through_proxy
 
 # Issue 10's 600-turn bar for compression time: the long LoCoMo conversations.
 LONG_CONVERSATION_TURNS = 600
-# Through the proxy, compress() is timed again in-process on every fifth Anthropic question of each
-# conversation (warm sessions all the same): enough for a p50 and p95 at a fifth of the time.
+# compress() is timed on its own, in-process, on every fifth Anthropic question of each conversation
+# (warm sessions all the same): enough for a p50 and p95 at a fifth of the time.
 TIMING_QUESTION_STRIDE = 5
 # With Claude Code's cache markers (Claude caches, the proxy sees a warm cache), and without.
 AGENT_VARIANTS = ("markers", "no-markers")
@@ -64,55 +68,61 @@ class Run:
 
 
 def agent_figures(run: Run, agents: dict[str, list[AgentSession]]) -> dict[str, dict[str, Any]]:
-    """The agent-session table: each variant's figures."""
+    """Each agent variant's figures."""
     variants = {}
     for variant, sessions in agents.items():
         forwarded = run.forward(agent_bench.requests_of(sessions, variant))
         variants[variant] = agent_bench.tally(sessions, forwarded).figures()
-    agent_bench.print_table(variants, run.mode)
     return variants
 
 
-def locomo_figures(run: Run, conversations: list[Conversation], providers: list[str]) -> dict[str, Any]:
-    """The LoCoMo table, and compress() time on the question requests of the long conversations."""
-    plan = locomo_bench.plan(conversations, providers, conversations)
-    forwarded = run.forward(plan.requests)
-    rows = locomo_bench.tally(plan, forwarded)
-    if run.proxied:  # time compress() alone, in-process: the proxy's own overhead would drown it
-        sampled = [attrs.evolve(c, questions=c.questions[::TIMING_QUESTION_STRIDE]) for c in conversations]
-        timing = locomo_bench.plan(sampled, ["anthropic"], [])
-        locomo_bench.add_times(rows, timing, in_process(timing.requests, settings_for(run.overrides)))
-    else:
-        locomo_bench.add_times(rows, plan, forwarded)
-    summed = locomo_bench.print_table(rows, run.mode)
-    long = locomo_bench.Row()
-    for row in rows.values():
-        if row.turns >= LONG_CONVERSATION_TURNS:
-            long.times_ms.extend(row.times_ms)
-    p50, p95 = locomo_bench.percentile(long.times_ms, 0.5), locomo_bench.percentile(long.times_ms, 0.95)
-    print(
-        f"compress() on the {LONG_CONVERSATION_TURNS}+ turn conversations, warm session: p50 {p50} ms, "
-        f"p95 {p95} ms ({len(long.times_ms)} Anthropic question requests)."
-    )
+def locomo_rows(run: Run, plan: locomo_bench.Plan) -> dict[str, locomo_bench.Row]:
+    """The LoCoMo table's rows, compress() times not yet in."""
+    return locomo_bench.tally(plan, run.forward(plan.requests))
+
+
+def add_timing(
+    rows: dict[str, locomo_bench.Row], conversations: list[Conversation], overrides: dict[str, str]
+) -> dict[str, Any]:
+    """compress() alone, in-process and on its own (the proxy's overhead would drown it, and a run
+    beside it would slow it): every fifth Anthropic question, into the rows; p50 and p95 on the
+    long conversations."""
+    sampled = [attrs.evolve(c, questions=c.questions[::TIMING_QUESTION_STRIDE]) for c in conversations]
+    timing = locomo_bench.plan(sampled, ["anthropic"], [])
+    locomo_bench.add_times(rows, timing, in_process(timing.requests, settings_for(overrides)))
+    long = [ms for row in rows.values() if row.turns >= LONG_CONVERSATION_TURNS for ms in row.times_ms]
     return {
-        "total": summed.figures(),
-        "rows": {name: row.figures() for name, row in rows.items()},
-        "long_compress_ms_p50": p50,
-        "long_compress_ms_p95": p95,
+        "long_compress_ms_p50": locomo_bench.percentile(long, 0.5),
+        "long_compress_ms_p95": locomo_bench.percentile(long, 0.95),
+        "long_compress_requests": len(long),
     }
+
+
+def print_locomo(rows: dict[str, locomo_bench.Row], timing: dict[str, Any], mode: str) -> dict[str, Any]:
+    """The LoCoMo table and the timing line; the figures of both."""
+    summed = locomo_bench.print_table(rows, mode)
+    print(
+        f"compress() on the {LONG_CONVERSATION_TURNS}+ turn conversations, warm session: "
+        f"p50 {timing['long_compress_ms_p50']} ms, p95 {timing['long_compress_ms_p95']} ms "
+        f"({timing['long_compress_requests']} Anthropic question requests)."
+    )
+    return {"total": summed.figures(), "rows": {n: r.figures() for n, r in rows.items()}, **timing}
 
 
 def targets(figures: dict[str, Any]) -> list[tuple[str, bool]]:
     """Issue 10's targets on the dev data, each with whether this run met it."""
     out: list[tuple[str, bool]] = []
-    agent = figures.get("agent")
-    if agent:
-        mk, nm = agent["markers"], agent["no-markers"]
+    agent = figures.get("agent", {})
+    if "markers" in agent:
+        mk = agent["markers"]
         out.append(("agent, markers: warm cost <= 1.00x", mk["warm_cost_ratio"] <= 1.0))
         out.append(("agent, markers: support >= 95%", mk["support"] >= 0.95))
+    if "no-markers" in agent:
+        nm = agent["no-markers"]
         out.append(("agent, no markers: tokens <= 0.60x", nm["cold_cost_ratio"] <= 0.6))
         out.append(("agent, no markers: support >= 90%", nm["support"] >= 0.90))
-        out.append(("agent: 100% valid", mk["valid"] == 1 and nm["valid"] == 1))
+    if agent:
+        out.append(("agent: 100% valid", all(v["valid"] == 1 for v in agent.values())))
     locomo = figures.get("locomo")
     if locomo:
         t = locomo["total"]
@@ -150,12 +160,20 @@ def frontier_figures(
     return figures
 
 
+def _assignments(text: str) -> str:
+    """An argparse type: `key=value`, or several joined by commas."""
+    if not all("=" in item for item in text.split(",")):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE (or KEY=VALUE,KEY=VALUE)")
+    return text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="What compression gives users: agent sessions and LoCoMo.")
     parser.add_argument("--locomo", default=DEFAULT_LOCOMO, help="locomo-dev.json (read, never copied)")
     parser.add_argument("--swe-agent", default=DEFAULT_SWE_AGENT, help="folder of *.traj.json sessions")
     parser.add_argument("--only", choices=("agent", "locomo"), help="one data set only")
     parser.add_argument("--sessions", type=int, default=0, help="at most this many agent sessions")
+    parser.add_argument("--variant", choices=AGENT_VARIANTS, help="agent sessions: one variant only")
     parser.add_argument("--questions", type=int, default=0, help="at most this many questions each")
     parser.add_argument("--providers", default="anthropic,openai", help="LoCoMo questions: anthropic,openai")
     parser.add_argument("--in-process", action="store_true", help="call compress() directly, no proxy")
@@ -164,17 +182,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--frontier-full", action="store_true", help="the frontier on every LoCoMo question and turn"
     )
     parser.add_argument(
-        "--jobs", type=int, default=os.cpu_count() or 1, help="frontier points played at once (processes)"
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes at once: the two data sets side by side, then the frontier's points",
     )
     parser.add_argument(
         "--point",
         action="append",
+        type=_assignments,
         metavar="KEY=VALUE[,KEY=VALUE]",
         help="a frontier point (repeatable; replaces the default points)",
     )
     parser.add_argument(
         "--set",
         action="append",
+        type=_assignments,
         default=[],
         metavar="KEY=VALUE",
         help="a [compression] setting for this run, e.g. --set recall_budget_tokens=3000",
@@ -192,22 +215,39 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, name) and not path.exists():
             print(f"{path}: no such file or folder (pass --{name.replace('agent', 'swe-agent')} PATH)")
             return 2
-    overrides = {f"compression_{k}": v for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = {f"compression_{k}": v for item in args.set for k, v in frontier.parse_point(item).items()}
+    try:  # every setting checked before the first request, not minutes into the run
+        settings_for(overrides)
+        for point in args.point or ():
+            settings_for({f"compression_{k}": v for k, v in frontier.parse_point(point).items()})
+    except ConfigError as exc:
+        print(f"bench.compression: {exc}", file=sys.stderr)
+        return 2
     run = Run(overrides, proxied=not args.in_process)
     started = time.monotonic()
     print(f"Settings: {settings_for(overrides)}")
     figures: dict[str, Any] = {"settings": attrs.asdict(settings_for(overrides)), "mode": run.mode}
     agents: dict[str, list[AgentSession]] = {}
+    jobs: list[Callable[[], Any]] = []
     if args.only != "locomo":
-        agents = {v: load_sessions(paths["agent"], v == "markers", args.sessions) for v in AGENT_VARIANTS}
-        figures["agent"] = agent_figures(run, agents)
+        variants = [args.variant] if args.variant else AGENT_VARIANTS
+        agents = {v: load_sessions(paths["agent"], v == "markers", args.sessions) for v in variants}
+        jobs.append(functools.partial(agent_figures, run, agents))
     conversations: list[Conversation] = []
     if args.only != "agent":
         conversations = load_locomo(paths["locomo"])
         if args.questions:
             conversations = [attrs.evolve(c, questions=c.questions[: args.questions]) for c in conversations]
         providers = [p.strip() for p in args.providers.split(",") if p.strip()]
-        figures["locomo"] = locomo_figures(run, conversations, providers)
+        plan = locomo_bench.plan(conversations, providers, conversations)
+        jobs.append(functools.partial(locomo_rows, run, plan))
+    results = run_all(jobs, args.jobs)  # the two data sets side by side
+    if agents:
+        figures["agent"] = results.pop(0)
+        agent_bench.print_table(figures["agent"], run.mode)
+    if conversations:
+        rows = results.pop(0)
+        figures["locomo"] = print_locomo(rows, add_timing(rows, conversations, overrides), run.mode)
     if args.frontier:
         figures["frontier"] = frontier_figures(args, overrides, agents, conversations)
     met = targets(figures)

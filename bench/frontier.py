@@ -6,9 +6,7 @@ and without cache markers) and on LoCoMo (Anthropic: questions, neutral message,
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
+import functools
 from typing import Any
 
 import attrs
@@ -18,6 +16,7 @@ from proxy.config import CompressionConfig
 from . import agent_bench, locomo_bench
 from .agent_sessions import AgentSession
 from .locomo import Conversation
+from .parallel import run_all
 from .replay import in_process, settings_for
 
 # The frontier's LoCoMo sample (unless --frontier-full): every fifth question, and turn by turn on
@@ -83,31 +82,10 @@ def measure(overrides: dict[str, str], prepared: Inputs) -> dict[str, Any]:
     return figures
 
 
-# What forked workers play: set before the pool forks, so the inputs are inherited, not pickled.
-_PREPARED: Inputs | None = None
-
-
-def _measure_prepared(overrides: dict[str, str]) -> dict[str, Any]:
-    if _PREPARED is None:
-        raise RuntimeError("the frontier's inputs were not prepared before the workers forked")
-    return measure(overrides, _PREPARED)
-
-
 def measure_all(points: dict[str, dict[str, str]], prepared: Inputs, jobs: int) -> dict[str, Any]:
-    """Every point's figures, in `jobs` forked processes when more than one: points are independent
-    and compress() is CPU-bound Python, so processes, not threads."""
-    if jobs <= 1 or len(points) <= 1:
-        return {name: measure(overrides, prepared) for name, overrides in points.items()}
-    global _PREPARED
-    _PREPARED = prepared
-    # Recall's Hugging Face tokenizer warns, and turns its own threads off, in a forked child.
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(min(jobs, len(points)), mp_context=context) as pool:
-            return dict(zip(points, pool.map(_measure_prepared, points.values()), strict=True))
-    finally:
-        _PREPARED = None
+    """Every point's figures, the points played in up to `jobs` processes at once."""
+    results = run_all([functools.partial(measure, o, prepared) for o in points.values()], jobs)
+    return dict(zip(points, results, strict=True))
 
 
 HEADER = (

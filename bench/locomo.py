@@ -16,12 +16,13 @@ from typing import Any
 
 import attrs
 
+from .cache_cost import EPHEMERAL
+
 DEFAULT_LOCOMO = "../shared/datasets/locomo-dev.json"
 MODEL = {"anthropic": "claude-sonnet-4-5", "openai": "gpt-4o"}
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
 # The datasets README's example of a last message that gives recall nothing to look for.
 NEUTRAL_MESSAGE = "Thanks, talk soon!"
-MARKER = {"type": "ephemeral"}
 
 
 @attrs.frozen
@@ -150,8 +151,8 @@ def turn_bodies(conversation: Conversation) -> list[dict[str, Any]]:
         if message["role"] != "user":
             continue
         messages = _copied(conversation.messages[:end])
-        messages[-1]["content"][-1]["cache_control"] = dict(MARKER)
-        system = [{"type": "text", "text": conversation.system, "cache_control": dict(MARKER)}]
+        messages[-1]["content"][-1]["cache_control"] = dict(EPHEMERAL)
+        system = [{"type": "text", "text": conversation.system, "cache_control": dict(EPHEMERAL)}]
         bodies.append(
             {"model": MODEL["anthropic"], "max_tokens": 256, "system": system, "messages": messages}
         )

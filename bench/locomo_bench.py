@@ -30,7 +30,7 @@ class Row:
     questions: int = 0
     all_kept: int = 0
     per_question: float = 0.0  # sum over questions of the share of their evidence kept
-    by_category: dict[int, list[int]] = attrs.Factory(lambda: defaultdict(lambda: [0, 0]))
+    by_category: dict[int, list[int]] = attrs.Factory(dict)  # category: [kept, evidence turns]
     facts: int = 0  # facts with an evidence sentence long enough to count
     facts_covered: int = 0
     turn_requests: int = 0
@@ -57,8 +57,9 @@ class Row:
         self.questions += 1
         self.all_kept += kept == len(question.evidence)
         self.per_question += kept / len(question.evidence)
-        self.by_category[question.category][0] += kept
-        self.by_category[question.category][1] += len(question.evidence)
+        category = self.by_category.setdefault(question.category, [0, 0])
+        category[0] += kept
+        category[1] += len(question.evidence)
 
     def add_coverage(self, conversation: Conversation, forwarded: dict[str, Any]) -> None:
         text = _squeezed_messages(forwarded)
@@ -87,9 +88,10 @@ class Row:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("questions", "all_kept", "per_question", "facts", "facts_covered", "turn_requests"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for category, (kept, total) in other.by_category.items():
-            self.by_category[category][0] += kept
-            self.by_category[category][1] += total
+        for category, (kept, evidence) in other.by_category.items():
+            mine = self.by_category.setdefault(category, [0, 0])
+            mine[0] += kept
+            mine[1] += evidence
         for i in range(2):
             self.turn_tokens[i] += other.turn_tokens[i]
             self.turn_warm[i] += other.turn_warm[i]
@@ -133,12 +135,22 @@ def percentile(times: list[float], share: float) -> float | None:
 
 
 @attrs.frozen
+class Purpose:
+    """What one request of a plan is for: a question, a turn (its original request's cost through the
+    prompt cache), or, with neither, the neutral last message."""
+
+    row: str
+    conversation: Conversation
+    question: Question | None = None
+    cost: Cost | None = None
+
+
+@attrs.frozen
 class Plan:
     """Every LoCoMo request of a run, in sending order, and what each one is for."""
 
     requests: list[Request]
-    # row, kind, conversation, and the question (questions) or the original request's cost (turns)
-    purposes: list[tuple[str, str, Conversation, Any]]
+    purposes: list[Purpose]
 
 
 def plan(conversations: list[Conversation], providers: list[str], turns: list[Conversation]) -> Plan:
@@ -146,22 +158,22 @@ def plan(conversations: list[Conversation], providers: list[str], turns: list[Co
     a session of its own (no cache markers, as a client asking about a chat sends them); then, on
     Anthropic, every user turn of the `turns` conversations with Claude Code's markers."""
     requests: list[Request] = []
-    purposes: list[tuple[str, str, Conversation, Any]] = []
+    purposes: list[Purpose] = []
     for provider in providers:
         for c in conversations:
             row, session = f"{c.name} {provider}", f"{c.name}-{provider}"
             for q in c.questions:
                 requests.append(Request(session, provider, question_body(provider, c, q.text)))
-                purposes.append((row, "question", c, q))
+                purposes.append(Purpose(row, c, question=q))
             neutral = question_body(provider, c, NEUTRAL_MESSAGE)
             requests.append(Request(f"{session}-neutral", provider, neutral))
-            purposes.append((row, "neutral", c, None))
+            purposes.append(Purpose(row, c))
     if "anthropic" in providers:
         for c in turns:
             cache = PromptCache()
             for body in turn_bodies(c):
                 requests.append(Request(f"{c.name}-turns", "anthropic", body))
-                purposes.append((f"{c.name} anthropic", "turn", c, cache.play(body)))
+                purposes.append(Purpose(f"{c.name} anthropic", c, cost=cache.play(body)))
     return Plan(requests, purposes)
 
 
@@ -169,18 +181,16 @@ def tally(run: Plan, forwarded: Forwarded) -> dict[str, Row]:
     """The rows of the table from what upstream got, in the order of the plan."""
     rows: dict[str, Row] = {}
     turns: dict[str, list[tuple[dict[str, Any], Cost, dict[str, Any]]]] = defaultdict(list)
-    for request, (name, kind, conversation, extra), out in zip(
-        run.requests, run.purposes, forwarded.bodies, strict=True
-    ):
-        row = rows.setdefault(name, Row(turns=conversation.turns))
-        if kind == "turn":
-            turns[name].append((request.body, extra, out))
+    for request, purpose, out in zip(run.requests, run.purposes, forwarded.bodies, strict=True):
+        row = rows.setdefault(purpose.row, Row(turns=purpose.conversation.turns))
+        if purpose.cost is not None:
+            turns[purpose.row].append((request.body, purpose.cost, out))
             continue
         row.add_request(request.provider, request.body, out)
-        if kind == "question":
-            row.add_question(extra, out)
+        if purpose.question is not None:
+            row.add_question(purpose.question, out)
         else:
-            row.add_coverage(conversation, out)
+            row.add_coverage(purpose.conversation, out)
     for name, played in turns.items():
         rows[name].add_turns(played)
     return rows
@@ -188,9 +198,9 @@ def tally(run: Plan, forwarded: Forwarded) -> dict[str, Row]:
 
 def add_times(rows: dict[str, Row], run: Plan, timed: Forwarded) -> None:
     """compress() times of an in-process run of the plan's questions, into their rows."""
-    for (name, kind, _, _), ms in zip(run.purposes, timed.times_ms, strict=True):
-        if kind == "question" and ms is not None and name in rows:
-            rows[name].times_ms.append(ms)
+    for purpose, ms in zip(run.purposes, timed.times_ms, strict=True):
+        if purpose.question is not None and ms is not None and purpose.row in rows:
+            rows[purpose.row].times_ms.append(ms)
 
 
 def total(rows: dict[str, Row]) -> Row:
@@ -237,8 +247,8 @@ def print_table(rows: dict[str, Row], mode: str) -> Row:
     print(f"5+ words; coverage: of those, kept verbatim after a neutral last message ({NEUTRAL_MESSAGE!r}).")
     print("t-reqs: every user turn sent in order with Claude Code's cache markers; warm: its input cost")
     print("with the prompt cache warm (read 0.1, write 1.25), cold: its tokens, both forwarded over")
-    print("original. ms: compress() alone, in-process, warm session, on question requests (through")
-    print("the proxy: every fifth Anthropic question, timed again in-process).\n")
+    print("original. ms: compress() alone, in-process, warm session, on every fifth Anthropic question,")
+    print("timed on its own after the table's requests.\n")
     print(HEADER + "\n" + "-" * len(HEADER))
     for name, row in rows.items():
         print(row_text(name, row))

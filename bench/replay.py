@@ -34,7 +34,9 @@ class Request:
     body: dict[str, Any]
 
 
-@attrs.define
+# No attrs repr: asyncio formats the result of the run's task with reprlib, which calls the full
+# repr of every forwarded body first (seconds, and a string the size of the run).
+@attrs.define(repr=False)
 class Forwarded:
     """What upstream got for each request and, in-process, compress()'s time on it in ms (None for
     the first request of a session, which does its cold work once, and through the proxy)."""

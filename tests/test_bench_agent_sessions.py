@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from bench.agent_sessions import convert
 from bench.identifiers import Support, identifiers, occurs, old_only
 from bench.measures import valid
@@ -114,3 +116,9 @@ def test_support_counts_identifiers_kept_and_steps_with_all_of_them() -> None:
     support.add(needed, folded)  # alpha_name folded away
     support.add(frozenset(), folded)  # no command ran, or none only older history held
     assert (support.identifiers, support.kept, support.steps, support.full) == (4, 3, 2, 1)
+
+
+def test_a_trajectory_whose_roles_do_not_alternate_is_refused() -> None:
+    broken = {"messages": [*TRAJECTORY["messages"][:2], {"role": "user", "content": "again"}]}
+    with pytest.raises(ValueError, match="messages 1 and 2 are both user"):
+        convert("broken", broken, markers=True)

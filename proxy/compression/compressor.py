@@ -142,8 +142,7 @@ def _compress(
         return _unchanged(original, count, "input:messages_not_a_list")
     if memory is None or count < settings.threshold_messages or original <= settings.min_tokens:
         return _unchanged(original, count, "below_threshold")
-    before = problems(provider, messages)
-    if "message_not_an_object" in before:
+    if not all(isinstance(m, dict) for m in messages):
         return _unchanged(original, count, "input:message_not_an_object")
     if _manages_own_context(body, messages):
         return _unchanged(original, count, "client_context_management")
@@ -180,7 +179,7 @@ def _compress(
     if chunks and budget > 0:
         out[-1] = _with_recall(provider, out[-1], memory, chunks, budget)
     forwarded = {**body, "messages": out}
-    why = _check(provider, messages, out, before)
+    why = _check(provider, messages, out)
     if why:
         return _unchanged(original, count, f"invalid:{why}")
     estimate = estimate_request(forwarded)
@@ -268,11 +267,14 @@ def _with_recall(
     return message
 
 
-def _check(provider: Provider, messages: list[Any], out: list[Any], before: list[str]) -> str | None:
+def _check(provider: Provider, messages: list[Any], out: list[Any]) -> str | None:
     """Why the rewritten list is worse than the original for the provider, or None when it is not."""
-    new = [p for p in problems(provider, out) if p not in before]
-    if new:
-        return new[0]
+    found = problems(provider, out)
+    if found:  # the client's own mistakes are no reason to forward its original instead
+        before = problems(provider, messages)
+        new = [p for p in found if p not in before]
+        if new:
+            return new[0]
     original_thinking = {id(b) for b in thinking_blocks(messages)}
     if any(id(b) not in original_thinking for b in thinking_blocks(out)):
         return "thinking_modified"

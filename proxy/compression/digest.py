@@ -8,6 +8,7 @@ proxy instance writes the same bytes for the same chunk.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -83,6 +84,7 @@ def quote_score(sentence: str) -> float:
     return score
 
 
+@functools.lru_cache(maxsize=65536)  # asked of every old unit on every request of a session
 def is_header(text: str) -> bool:
     """A short text that dates what follows it ("[Session 3, 8 May 2023]"): quoted whole, alone."""
     return bool(dates(text)) and len(text.split()) <= HEADER_MAX_WORDS

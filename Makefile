@@ -26,6 +26,7 @@ run: $(INSTALLED)
 	$(PY) -m proxy
 
 test: $(DEV_INSTALLED)
+	.ci/system-packages
 	$(PY) -m pytest -q
 
 lint: $(DEV_INSTALLED)

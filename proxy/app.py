@@ -6,18 +6,19 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
 
-from . import admin, dashboard, handlers
+from . import admin, dashboard, edges, handlers
 from .admin import Access, AdminGuard, guard_middleware
 from .buffering import no_buffering_for_streams
 from .compression import route_vidurai_logs
 from .compression.semantic import warm_up as warm_up_recall
 from .config import Config
 from .cors import setup_cors
+from .edges import Handler
 from .keys import (
     ADMIN,
     ANTHROPIC,
@@ -36,13 +37,13 @@ from .pricing import PriceTable
 from .prom import PromMetrics
 from .providers import Anthropic, OpenAI
 from .sessions import SessionRegistry
+from .storage.reader import latest_snapshot
 from .storage.writer import Writer
 from .tokens import Calibration, warm_up
 from .upstream import client_session
 from .views import metrics_json, metrics_text
 
 log = structlog.get_logger(__name__)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
@@ -65,6 +66,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         raise
     except Exception:
         log.exception("unhandled error")
+        if request.writer.output_size > 0:
+            # Headers already went out: a second response would land inside the first one's body.
+            if request.transport is not None:
+                request.transport.abort()
+            raise web.HTTPInternalServerError() from None  # aiohttp finds the connection closed
         provider = request.app[ANTHROPIC] if request.path.startswith("/v1/messages") else request.app[OPENAI]
         return handlers.error_response(
             provider,
@@ -98,7 +104,12 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     await writer.start()
     app[WRITER] = writer
     app[PROM].watch_storage(writer.health)
-    registry = SessionRegistry(writer, config.sessions.timeout)
+
+    async def load_snapshot(session_id: str) -> str | None:
+        await writer.flush()  # an eviction moments ago may have its snapshot still queued
+        return await latest_snapshot(config.storage.database, session_id)
+
+    registry = SessionRegistry(writer, config.sessions.timeout, config.sessions.max_active, load_snapshot)
     app[SESSIONS] = registry
     await restore_sessions(config, registry)
     task = asyncio.create_task(maintain_sessions(config.sessions, registry), name="vidurai-sessions")
@@ -108,7 +119,7 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await registry.snapshot(force=True)
+        await registry.close()
         await writer.close()
 
 
@@ -118,7 +129,7 @@ def create_app(config: Config) -> web.Application:
     guard = AdminGuard(config.server)
     app = web.Application(
         client_max_size=config.server.max_body_mb * 1024 * 1024,
-        middlewares=[request_context, guard_middleware(guard)],
+        middlewares=[request_context, edges.origin_form_only, guard_middleware(guard)],
     )
     app[CONFIG] = config
     app[ADMIN] = guard
@@ -135,6 +146,7 @@ def create_app(config: Config) -> web.Application:
 
     # Routes are admin routes (admin hosts, and the token when set) unless declared otherwise here.
     router = app.router
+    router.add_get("/", edges.root)  # an admin route, like the dashboard it leads to
     guard.declare(Access.PUBLIC, router.add_get("/health", handlers.health))
     router.add_get("/metrics", metrics_text)
     router.add_get("/metrics.json", metrics_json)
@@ -153,8 +165,17 @@ def create_app(config: Config) -> web.Application:
 
 async def start_server(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Serve `app`; returns the runner (call cleanup() to stop) and the bound port (port 0 picks one)."""
+    edges.quiet_parser_errors()
+    edges.guard_accept(asyncio.get_running_loop())
     # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream call.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    # keepalive_timeout runs from the connection's start and from each response, and is not reset by
+    # a partial request: it closes idle connections and those slow to send their headers alike.
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        keepalive_timeout=app[CONFIG].server.keepalive_timeout,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

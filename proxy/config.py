@@ -139,6 +139,32 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "server",
+        "max_messages",
+        "100000",
+        _positive_int,
+        "a positive integer",
+        "Most messages accepted in one request; more get 400.",
+    ),
+    Setting(
+        "server",
+        "keepalive_timeout",
+        "75",
+        _positive_float,
+        "a positive number of seconds",
+        "An idle client connection is closed after this long; so is one that takes longer to send its "
+        "request headers.",
+    ),
+    Setting(
+        "server",
+        "read_timeout",
+        "60",
+        _positive_float,
+        "a positive number of seconds",
+        "Longest silence allowed while a client sends its request body; then 408 and the connection is "
+        "closed.",
+    ),
+    Setting(
+        "server",
         "allowed_origins",
         "",
         _origins,
@@ -249,6 +275,16 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
         "a positive integer (seconds)",
         "A session idle this long is expired and its memory released.",
+    ),
+    Setting(
+        "sessions",
+        "max_active",
+        "1000",
+        _positive_int,
+        "a positive integer",
+        "Most sessions whose compression memory is held in RAM (about 100 KiB each for a 60-message "
+        "conversation). The least recently used beyond this are snapshotted to SQLite and released, and "
+        "reloaded on their next request.",
     ),
     Setting(
         "sessions",
@@ -371,6 +407,9 @@ class ServerConfig:
     host: str
     port: int
     max_body_mb: int
+    max_messages: int
+    keepalive_timeout: float
+    read_timeout: float
     allowed_origins: tuple[str, ...]
     admin_token: str = attrs.field(repr=False)  # never in a log line or a traceback
     admin_hosts: tuple[str, ...]
@@ -396,6 +435,7 @@ class StorageConfig:
 @attrs.frozen
 class SessionsConfig:
     timeout: int
+    max_active: int
     snapshot_interval: int
 
 

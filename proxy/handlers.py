@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from typing import Any
 
@@ -15,9 +14,19 @@ from . import __version__, jsonio
 from .call import Call
 from .compression import compress
 from .compression.policy import UNCACHED
+from .intake import (
+    INLINE_BODY_LIMIT,
+    TOO_DEEP,
+    BadRequest,
+    check_message_count,
+    in_thread_if,
+    parse_object,
+    read_body,
+)
 from .keys import ADMIN, ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
 from .prompt_cache import cache_prices, warm_read_ratio
 from .providers import Provider
+from .records import MemoryRow
 from .relay import relay
 from .sessions import SESSION_HEADER, session_id_for
 from .storage.reader import totals
@@ -28,43 +37,11 @@ log = structlog.get_logger(__name__)
 
 # Endpoints whose conversation the proxy reads, remembers and may compress.
 CONVERSATION_ENDPOINTS = frozenset({"messages", "chat_completions"})
-# Bodies above this are estimated in a thread even when too short to fold: a huge tool result
-# would otherwise hold up every other stream while it is tokenized.
-INLINE_BODY_LIMIT = 64 * 1024
-
-
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def error_response(provider: Provider, status: int, message: str) -> web.Response:
     """The proxy's own errors, in the provider's shape so SDKs raise their usual exceptions."""
     return web.json_response(provider.error_body(status, message), status=status)
-
-
-async def _read_body(request: web.Request) -> bytes:
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[CONFIG].server.max_body_mb
-        raise BadRequest(
-            413,
-            f"Request body exceeds the proxy's limit of {limit} MiB "
-            "(raise [server] max_body_mb in vidurai.ini).",
-        ) from None
-
-
-def _parse_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = jsonio.loads(raw)
-    except ValueError as exc:
-        raise BadRequest(400, f"Request body is not valid JSON: {exc}.") from None
-    if not isinstance(body, dict):
-        raise BadRequest(400, "Request body must be a JSON object.")
-    return body
 
 
 def _tags(request: web.Request) -> dict[str, str] | None:
@@ -75,7 +52,7 @@ def _tags(request: web.Request) -> dict[str, str] | None:
         raise BadRequest(400, f"{TAGS_HEADER}: {exc}") from None
 
 
-def _provider_for(request: web.Request) -> Provider:
+def provider_for(request: web.Request) -> Provider:
     """Anthropic when the client speaks its dialect (its key header or version header), else OpenAI."""
     headers = request.headers
     if "x-api-key" in headers or "anthropic-version" in headers:
@@ -90,7 +67,9 @@ async def _remember_and_compress(
     app = request.app
     tenant = call.tenant
     label = request.headers.get(SESSION_HEADER)
-    session_id = session_id_for(tenant, provider.name, label, provider.conversation_start(body))
+    identity = (tenant, provider.name, label, provider.conversation_start(body))
+    large = body_size > INLINE_BODY_LIMIT
+    session_id = await in_thread_if(large, session_id_for, *identity)  # hashes the start: huge in a huge body
     messages = provider.messages(body)
     session = app[SESSIONS].touch(session_id, tenant, len(messages), label=label)
     call.record.session_id = session_id
@@ -101,17 +80,18 @@ async def _remember_and_compress(
     warm = None
     prices = UNCACHED
     if foldable:
-        warm = warm_read_ratio(provider, body, session.previous_request_at, time.time(), app[PRICES])
-        prices = cache_prices(provider, body, app[PRICES])
-    job = functools.partial(compress, provider.name, body, session.memory, settings, warm, prices)
-    async with session.lock:
-        if foldable or (settings.enabled and body_size > INLINE_BODY_LIMIT):
+        ask = (provider, body, session.previous_request_at, time.time(), app[PRICES])
+        warm = await in_thread_if(large, warm_read_ratio, *ask)  # walks the whole body for cache markers
+        prices = await in_thread_if(large, cache_prices, provider, body, app[PRICES])
+    rows: list[MemoryRow] = []
+    if foldable:
+        async with session.lock:
+            memory = await app[SESSIONS].memory_for(session)
             # In a thread: a cold session with a long history takes longer than other streams should wait.
-            result = await asyncio.to_thread(job)
-        else:  # nothing to fold, little to count: cheaper than the thread hop
-            result = job()
-        rows = session.memory.drain_memory_rows()
-        session.snapshot_due = True
+            result = await asyncio.to_thread(compress, provider.name, body, memory, settings, warm, prices)
+            rows = memory.drain_memory_rows()
+    else:  # nothing to fold, only to count (even with compression off)
+        result = await in_thread_if(large, compress, provider.name, body, None, settings, warm, prices)
     writer = app[WRITER]
     if rows:
         writer.add_memories(rows)
@@ -144,41 +124,73 @@ async def model_call(request: web.Request, provider: Provider, endpoint: str) ->
     structlog.contextvars.bind_contextvars(provider=provider.name, endpoint=endpoint)
     try:
         call.record.tags = _tags(request)
-        raw = await _read_body(request)
-        body = _parse_object(raw)
+        data, rewritten = await _outgoing(request, call, provider, endpoint)
+        return await relay(request, call, provider, data, rewritten)
+    except (BadRequest, UpstreamFailure) as exc:
+        return await _refuse(request, call, provider, exc)
+    finally:
+        _finish(request.app, call)
+
+
+async def _outgoing(
+    request: web.Request, call: Call, provider: Provider, endpoint: str
+) -> tuple[bytes, bool]:
+    """The bytes to forward and whether they differ from the client's; the parsed body is freed on
+    return, before the upstream call."""
+    raw = await read_body(request)
+    body = await parse_object(raw)
+    try:
         model = body.get("model")
         call.record.model = model if isinstance(model, str) else None
         call.record.stream = body.get("stream") is True
         structlog.contextvars.bind_contextvars(model=call.record.model)
         outgoing = None
         if endpoint in CONVERSATION_ENDPOINTS:
+            check_message_count(request, provider, body)
             outgoing = await _remember_and_compress(request, call, provider, body, len(raw))
         rewritten = False
         if call.record.stream:
             target = dict(outgoing if outgoing is not None else body)
             if provider.prepare_stream(target):
                 outgoing, rewritten = target, True
-        data = raw if outgoing is None else jsonio.dumps(outgoing)
-        return await relay(request, call, provider, data, rewritten)
-    except (BadRequest, UpstreamFailure) as exc:
-        call.record.status, call.record.error = exc.status, exc.message
-        return error_response(provider, exc.status, exc.message)
-    finally:
-        _finish(request.app, call)
+        if outgoing is None:
+            return raw, rewritten
+        large = len(raw) > INLINE_BODY_LIMIT
+        del raw, body  # the parsed original is no longer needed while the rewrite is serialized
+        return await in_thread_if(large, jsonio.dumps, outgoing), rewritten
+    except RecursionError:  # parsed, but too deep for the proxy's own walks over it
+        raise BadRequest(400, TOO_DEEP) from None
+
+
+async def _refuse(
+    request: web.Request, call: Call, provider: Provider, exc: BadRequest | UpstreamFailure
+) -> web.Response:
+    call.record.status, call.record.error = exc.status, exc.message
+    response = error_response(provider, exc.status, exc.message)
+    if exc.status == 413:
+        # The unread rest of the body would be taken for the next request; aiohttp reads and drops
+        # it for a few seconds before closing, so the client sees this answer, not a reset.
+        response.force_close()
+    elif exc.status == 408:
+        # A client that stopped sending gets the answer, then the connection is closed at once.
+        await response.prepare(request)
+        await response.write_eof()
+        if request.transport is not None:
+            request.transport.close()
+    return response
 
 
 async def passthrough(request: web.Request) -> web.StreamResponse:
     """Any other path (/v1/models, /v1/embeddings, /v1/responses, ...), forwarded unchanged."""
-    provider = _provider_for(request)
+    provider = provider_for(request)
     call = Call.begin(request, provider.name, "passthrough")
     structlog.contextvars.bind_contextvars(provider=provider.name, endpoint="passthrough")
     try:
         call.record.tags = _tags(request)
-        raw = await _read_body(request)
+        raw = await read_body(request)
         return await relay(request, call, provider, raw if raw or request.body_exists else None, False)
     except (BadRequest, UpstreamFailure) as exc:
-        call.record.status, call.record.error = exc.status, exc.message
-        return error_response(provider, exc.status, exc.message)
+        return await _refuse(request, call, provider, exc)
     finally:
         _finish(request.app, call)
 
@@ -207,6 +219,7 @@ async def health(request: web.Request) -> web.Response:
         "version": __version__,
         "uptime_s": round(time.monotonic() - app[STARTED_AT], 3),
         "active_sessions": len(app[SESSIONS]),
+        "sessions_in_memory": app[SESSIONS].resident,
         "admin_locked": app[ADMIN].locked,
         "storage": attrs.asdict(storage),
     }

@@ -8,21 +8,24 @@ import time
 import structlog
 
 from .config import Config, SessionsConfig
-from .sessions import SessionRegistry
+from .sessions import RECORDS_PER_ACTIVE, SessionRegistry
 from .storage.reader import active_sessions
 
 log = structlog.get_logger(__name__)
 
 
 async def restore_sessions(config: Config, registry: SessionRegistry) -> None:
-    """Sessions active when the proxy stopped come back from their latest snapshot."""
+    """Sessions active when the proxy stopped come back; each memory is reloaded from its latest
+    snapshot on the session's next request."""
     now = time.time()
     restored = 0
-    for active in await active_sessions(config.storage.database):
-        if now - active.session.last_seen_at > config.sessions.timeout:
+    found = await active_sessions(config.storage.database, states=False)  # least recently seen first
+    room = config.sessions.max_active * RECORDS_PER_ACTIVE
+    for index, active in enumerate(found):
+        if now - active.session.last_seen_at > config.sessions.timeout or len(found) - index > room:
             registry.mark_expired(active.session, now)
             continue
-        registry.restore(active.session, active.state)
+        registry.restore(active.session, stored=active.state is not None)
         restored += 1
     if restored:
         log.info("sessions restored", count=restored)

@@ -88,6 +88,14 @@ class MemoryRow:
 
 
 @attrs.frozen
+class MemoryRows:
+    """One request's memory rows, queued as one entry: a request with 150,000 new turns must not
+    fill the writer's queue and push other tenants' rows out of it."""
+
+    rows: tuple[MemoryRow, ...]
+
+
+@attrs.frozen
 class SnapshotRecord:
     """One row of `snapshots`: a session's serialized Vidurai state."""
 

@@ -67,15 +67,27 @@ async def relay(
                 response.content_length = upstream.content_length
             await response.prepare(request)
             call.prepared_at = time.monotonic()
+            observing = True
             async for chunk in upstream.content.iter_any():
                 if call.first_byte_at is None:
                     call.first_byte_at = time.monotonic()
-                out = observer.feed(chunk)
+                out = chunk
+                if observing:
+                    try:
+                        out = observer.feed(chunk)
+                    except Exception as exc:  # usage is a side show: the stream goes on untouched
+                        observing = _observer_failed(call, exc)
                 if out:
                     await response.write(out)
-            tail = observer.finish()
-            if tail:
-                await response.write(tail)
+            if observing:
+                try:
+                    tail = observer.finish()
+                    if tail:
+                        await response.write(tail)
+                except (ConnectionError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    _observer_failed(call, exc)
             await response.write_eof()
     except ConnectionResetError as exc:
         # Must come first: aiohttp's "cannot write to closing transport" is also a ClientError.
@@ -95,8 +107,24 @@ async def relay(
         log.warning("upstream failed mid-response", error=type(exc).__name__)
         if request.transport is not None:
             request.transport.abort()
+    except Exception:
+        if response is None or not response.prepared:
+            raise  # nothing sent yet: the error middleware answers in the provider's shape
+        # The client has our headers and part of the body: a second response cannot follow, so the
+        # connection is dropped as for a broken upstream.
+        log.exception("proxy failed mid-response")
+        call.record.error = "proxy failed mid-response"
+        if request.transport is not None:
+            request.transport.abort()
     _settle(call, observer, calibration)
     return response
+
+
+def _observer_failed(call: Call, exc: Exception) -> bool:
+    """Record why usage was not read; the stream is forwarded unobserved from here on."""
+    call.record.error = f"usage not read: observer failed with {type(exc).__name__}"
+    log.warning("usage observer failed; forwarding the rest unobserved", error=type(exc).__name__)
+    return False
 
 
 def _settle(call: Call, observer: UsageObserver | None, calibration: Calibration) -> None:

@@ -6,7 +6,8 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -42,14 +43,19 @@ def _without_cache_control(value: Any) -> Any:
     return value
 
 
+def _canonical(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    if '"cache_control"' in text:  # rare, and the copy without markers is costly for a huge message
+        text = json.dumps(_without_cache_control(value), sort_keys=True, ensure_ascii=False, default=str)
+    return text
+
+
 def session_id_for(tenant: str, provider: str, explicit: str | None, conversation_start: Any) -> str:
     """A session id scoped to its tenant, from the client's header or the conversation's beginning."""
     if explicit:
         basis = "header\0" + explicit
     else:
-        basis = "start\0" + json.dumps(
-            _without_cache_control(conversation_start), sort_keys=True, ensure_ascii=False, default=str
-        )
+        basis = "start\0" + _canonical(conversation_start)
     digest = hashlib.sha256(f"{tenant}\0{provider}\0{basis}".encode()).hexdigest()
     return digest[:24]
 
@@ -57,7 +63,11 @@ def session_id_for(tenant: str, provider: str, explicit: str | None, conversatio
 @attrs.define(eq=False)
 class Session:
     record: SessionRecord
-    memory: SessionMemory
+    # Made on the first request with something to fold: a short conversation never needs one. None
+    # again once evicted; `stored` then says whether a snapshot in SQLite can bring it back.
+    memory: SessionMemory | None = None
+    stored: bool = False
+    evicted: bool = False  # released for room (not by a restart), so its return is worth an audit row
     # One request of a conversation compresses at a time: they share one memory.
     lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
     snapshot_due: bool = False
@@ -69,16 +79,41 @@ class Session:
         return self.record.id
 
 
-class SessionRegistry:
-    """The live sessions of this process; SQLite holds their history and snapshots."""
+# A session without memory is little more than its record (0.5 KiB held, 1.1 KiB of RSS, by
+# bench/memory.py): this many per memory slot are kept, so RAM stays bounded for short conversations
+# too; past it the least recently seen are expired early.
+RECORDS_PER_ACTIVE = 50
 
-    def __init__(self, writer: Writer, timeout: float) -> None:
+SnapshotLoader = Callable[[str], Awaitable[str | None]]
+
+
+class SessionRegistry:
+    """The live sessions of this process; SQLite holds their history and snapshots.
+
+    At most `max_active` of them hold a compression memory (the costly part: 85 KiB held for a
+    60-message conversation, by bench/memory.py); the least recently used beyond that are
+    snapshotted and released, and reloaded
+    by `memory_for` on their next request. The memory is a cache of work done on the request, so a
+    reloaded (or even a lost) one forwards the same prefix.
+    """
+
+    def __init__(self, writer: Writer, timeout: float, max_active: int, load: SnapshotLoader) -> None:
         self._writer = writer
         self._timeout = timeout
-        self._sessions: dict[str, Session] = {}
+        self._max_active = max_active
+        self._max_records = max_active * RECORDS_PER_ACTIVE
+        self._load = load
+        self._sessions: OrderedDict[str, Session] = OrderedDict()  # least recently seen first
+        self._resident: OrderedDict[str, Session] = OrderedDict()  # those holding a memory, same order
+        self._evicting: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    @property
+    def resident(self) -> int:
+        """Sessions whose memory is in RAM."""
+        return len(self._resident)
 
     def touch(
         self, session_id: str, tenant: str, messages: int, now: float | None = None, label: str | None = None
@@ -93,38 +128,96 @@ class SessionRegistry:
         session = self._sessions.get(session_id)
         if session is None or session.record.tenant != tenant:
             session = Session(
-                SessionRecord(id=session_id, tenant=tenant, created_at=now, last_seen_at=now, label=label),
-                SessionMemory(session_id),
+                SessionRecord(id=session_id, tenant=tenant, created_at=now, last_seen_at=now, label=label)
             )
+            self._resident.pop(session_id, None)
             self._sessions[session_id] = session
             self._writer.upsert_session(attrs.evolve(session.record))  # its label, kept from the start
             self._writer.add_audit(session_id, "created", {"tenant": tenant}, now)
             log.info("session created", session_id=session_id, tenant=tenant)
+            self._expire_overflow(now)
         else:
             session.previous_request_at = session.record.last_seen_at
+            self._sessions.move_to_end(session_id)
+            if session_id in self._resident:
+                self._resident.move_to_end(session_id)
             if label and not session.record.label:  # a restored session learns its label again
                 session.record.label = label
                 self._writer.upsert_session(attrs.evolve(session.record))
         session.record.last_seen_at = now
         session.record.messages = messages
-        session.snapshot_due = True
         return session
 
-    def restore(self, record: SessionRecord, state: str | None) -> None:
-        """Bring back a session that was active when the proxy last stopped."""
-        memory = SessionMemory(record.id)
-        if state:
-            try:
-                memory = SessionMemory.restore(record.id, state)
-            except Exception as exc:  # a damaged snapshot costs the cache, never the session
-                log.warning(
-                    "snapshot unreadable, starting empty", session_id=record.id, error=type(exc).__name__
-                )
-        self._sessions[record.id] = Session(record, memory)
-        self._writer.add_audit(record.id, "restored", {"from_snapshot": bool(state)}, time.time())
+    async def memory_for(self, session: Session) -> SessionMemory:
+        """The session's memory, made or reloaded from its snapshot; call with `session.lock` held."""
+        if session.memory is None:
+            memory = None
+            if session.stored:
+                memory = await self._reload(session.id)
+                if session.evicted:
+                    detail = {"from_snapshot": memory is not None}
+                    self._writer.add_audit(session.id, "resumed", detail, time.time())
+            session.memory = memory or SessionMemory(session.id)
+        if self._sessions.get(session.id) is session:  # not expired while this request waited
+            self._resident[session.id] = session
+            self._resident.move_to_end(session.id)
+            if len(self._resident) > self._max_active and self._evicting is None:
+                self._evicting = asyncio.create_task(self._evict_overflow(), name="vidurai-evict")
+        session.snapshot_due = True
+        return session.memory
+
+    async def _reload(self, session_id: str) -> SessionMemory | None:
+        try:
+            state = await self._load(session_id)
+            if state is not None:
+                return await asyncio.to_thread(SessionMemory.restore, session_id, state)
+        except Exception as exc:  # a damaged snapshot or an unreadable database costs the cache only
+            log.warning(
+                "snapshot unreadable, starting empty", session_id=session_id, error=type(exc).__name__
+            )
+        return None
+
+    async def _evict_overflow(self) -> None:
+        """Snapshot and release the least recently used memories until max_active hold one."""
+        try:
+            while len(self._resident) > self._max_active:
+                session = next(iter(self._resident.values()))
+                seen = session.record.last_seen_at
+                async with session.lock:  # compression may be using this memory in a thread
+                    if session.memory is None:
+                        self._resident.pop(session.id, None)
+                        continue
+                    # Without stored text there is no snapshot to keep: the memory is rebuilt instead.
+                    state = (
+                        await asyncio.to_thread(session.memory.snapshot) if self._writer.store_text else ""
+                    )
+                    if session.record.last_seen_at != seen:
+                        continue  # it came back meanwhile: no longer the least recently used
+                    now = time.time()
+                    if state:
+                        self._writer.add_snapshot(session.id, state, now)
+                    self._release(session)
+                    detail = {"idle_s": round(now - seen, 3), "max_active": self._max_active}
+                    self._writer.add_audit(session.id, "evicted", detail, now)
+        except Exception:  # the bound is restored on the next overflow; requests are not affected
+            log.exception("session eviction failed")
+        finally:
+            self._evicting = None
+
+    def _release(self, session: Session) -> None:
+        session.memory = None
+        session.stored = session.evicted = True
+        session.snapshot_due = False
+        self._resident.pop(session.id, None)
+
+    def restore(self, record: SessionRecord, stored: bool) -> None:
+        """Bring back a session that was active when the proxy last stopped; its memory comes back
+        from the snapshot on its next request."""
+        self._sessions[record.id] = Session(record, stored=stored)
+        self._writer.add_audit(record.id, "restored", {"from_snapshot": stored}, time.time())
 
     def mark_expired(self, record: SessionRecord, now: float) -> None:
-        """A session that timed out while the proxy was down."""
+        """A session that timed out while the proxy was down, or was pushed out of RAM."""
         record.expired_at = now
         self._writer.upsert_session(record)
         self._writer.add_audit(record.id, "expired", {"idle_s": round(now - record.last_seen_at)}, now)
@@ -132,26 +225,42 @@ class SessionRegistry:
     def expire_idle(self, now: float | None = None) -> list[str]:
         """Release sessions idle longer than the timeout and mark them expired in SQLite."""
         now = time.time() if now is None else now
-        expired = [s for s in self._sessions.values() if now - s.record.last_seen_at > self._timeout]
-        for session in expired:
-            del self._sessions[session.id]
-            session.record.expired_at = now
-            self._writer.upsert_session(attrs.evolve(session.record))
-            self._writer.add_audit(
-                session.id, "expired", {"idle_s": round(now - session.record.last_seen_at)}, now
-            )
-        return [s.id for s in expired]
+        expired = []
+        for session in list(self._sessions.values()):  # least recently seen first
+            if now - session.record.last_seen_at <= self._timeout:
+                break
+            self._forget(session, now)
+            expired.append(session.id)
+        return expired
+
+    def _expire_overflow(self, now: float) -> None:
+        while len(self._sessions) > self._max_records:
+            self._forget(next(iter(self._sessions.values())), now)
+
+    def _forget(self, session: Session, now: float) -> None:
+        del self._sessions[session.id]
+        self._resident.pop(session.id, None)
+        self.mark_expired(attrs.evolve(session.record), now)
 
     async def snapshot(self, force: bool = False) -> int:
         """Queue the Vidurai state of sessions that changed since their last snapshot."""
         if not self._writer.store_text:
             return 0  # a snapshot is conversation text throughout: none is kept
         count = 0
-        for session in list(self._sessions.values()):
+        for session in list(self._resident.values()):
             if session.snapshot_due or force:
                 async with session.lock:  # compression may be updating this memory in a thread
+                    if session.memory is None:
+                        continue
                     state = await asyncio.to_thread(session.memory.snapshot)  # ~10 ms for a long session
                     session.snapshot_due = False
+                    session.stored = True
                 self._writer.add_snapshot(session.id, state, time.time())
                 count += 1
         return count
+
+    async def close(self) -> None:
+        """Wait for an eviction under way, then snapshot every memory still held."""
+        if self._evicting is not None:
+            await self._evicting
+        await self.snapshot(force=True)

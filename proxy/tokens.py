@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import tiktoken
@@ -27,12 +30,46 @@ def warm_up() -> None:
     _encoding()
 
 
-@functools.lru_cache(maxsize=65536)
+# Texts up to this many characters are cached by themselves (at most 64 MiB of keys); longer ones,
+# a resent tool result of megabytes, by a 16-byte digest, so the cache's size is bounded in bytes.
+SHORT_TEXT = 1024
+CACHED_COUNTS = 65536
+
+
 def count_text(text: str) -> int:
     """Tokens in a piece of text; cached because conversations resend the same turns every time."""
     if not text:
         return 0
+    if len(text) <= SHORT_TEXT:
+        return _count_short(text)
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    with _LONG_LOCK:  # counted from the event loop and from compression threads alike
+        known = _LONG_COUNTS.get(digest)
+        if known is not None:
+            _LONG_COUNTS.move_to_end(digest)
+            return known
+    count = _count(text)
+    with _LONG_LOCK:
+        _LONG_COUNTS[digest] = count
+        while len(_LONG_COUNTS) > CACHED_COUNTS:
+            _LONG_COUNTS.popitem(last=False)
+    return count
+
+
+def _count(text: str) -> int:
     return len(_encoding().encode(text, disallowed_special=()))
+
+
+_count_short = functools.lru_cache(maxsize=CACHED_COUNTS)(_count)
+_LONG_COUNTS: OrderedDict[bytes, int] = OrderedDict()
+_LONG_LOCK = threading.Lock()
+
+
+def clear_cache() -> None:
+    """Forget every cached count (bench/memory.py measures what sessions hold without them)."""
+    _count_short.cache_clear()
+    with _LONG_LOCK:
+        _LONG_COUNTS.clear()
 
 
 def count_content(content: Any) -> int:

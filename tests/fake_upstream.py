@@ -46,6 +46,8 @@ Scenarios, chosen by header `x-fake-scenario: NAME`, else by a model named `fake
   error-event       stream: two deltas after the first, then a mid-stream error (Anthropic `event: error`
                     overloaded_error, OpenAI `data: {"error": ...}`) and the body ends
   split-utf8        stream: the event holding EMOJI is sent in two TCP writes split inside the character
+  deep-event        stream: after the first delta, one extra event whose JSON (with a "usage" key) is
+                    nested DEEP_EVENT_DEPTH levels deep, too deep for Python's json to parse
   gated             stream: events up to the first delta, then wait for fake.gate (the test sets it)
                     and send the rest; if unset after x-fake-gate-timeout seconds (default 5) the
                     connection is cut
@@ -76,6 +78,13 @@ ANTHROPIC_MODELS = ("claude-fake-1", "claude-fake-2")
 OPENAI_MODELS = ("gpt-fake-1", "gpt-fake-2")
 CREATED = 1700000000
 MAX_BODY = 256 * 1024 * 1024
+DEEP_EVENT_DEPTH = 100_000
+DEEP_EVENT = (
+    b'event: ping\ndata: {"type":"ping","usage":'
+    + b"[" * DEEP_EVENT_DEPTH
+    + b"]" * DEEP_EVENT_DEPTH
+    + b"}\n\n"
+)
 
 _ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
@@ -382,6 +391,8 @@ class FakeUpstream:
                 if index == first_delta + 3 and scenario == "error-event":
                     await self._write(call, response, error_frame)
                     break
+                if index == first_delta + 1 and scenario == "deep-event":
+                    await self._write(call, response, DEEP_EVENT)
                 if scenario == "split-utf8" and EMOJI.encode() in frame:
                     # Two writes with a pause between them, the boundary inside the 4-byte character.
                     cut_at = frame.index(EMOJI.encode()) + 2

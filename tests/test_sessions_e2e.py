@@ -254,7 +254,8 @@ async def test_restart_keeps_totals_and_sessions(start_proxy: Starter, tmp_path:
     health = await second.get("/health")
     assert health["active_sessions"] == 2 and health["totals"] == before
     restored = await wait_rows(db, "SELECT session_id, detail FROM audit WHERE event = 'restored'", count=2)
-    assert all(json.loads(r["detail"])["from_snapshot"] for r in restored)  # the stop snapshotted them
+    # One-message conversations have nothing to fold, so no memory was made and none snapshotted.
+    assert not any(json.loads(r["detail"])["from_snapshot"] for r in restored)
 
     await claude_turn(
         second.url,
@@ -320,7 +321,8 @@ async def test_session_idle_past_timeout_while_down_is_expired_at_startup(
 
 async def test_snapshots_every_interval_and_on_stop(start_proxy: Starter, tmp_path: Path) -> None:
     db = tmp_path / "vidurai.db"
-    proxy = await start_proxy(db, sessions_snapshot_interval="1")
+    # Threshold 1: even the first message is worth a memory, so there is something to snapshot.
+    proxy = await start_proxy(db, sessions_snapshot_interval="1", compression_threshold_messages="1")
     await claude_turn(proxy.url, FIRST)
     session_id = await session_of_last_request(db, 1)
     periodic = await wait_rows(db, "SELECT * FROM snapshots WHERE session_id = ?", (session_id,), within=3.0)
@@ -337,7 +339,8 @@ async def test_snapshots_every_interval_and_on_stop(start_proxy: Starter, tmp_pa
 
 async def test_stop_writes_a_final_snapshot(start_proxy: Starter, tmp_path: Path) -> None:
     db = tmp_path / "vidurai.db"
-    proxy = await start_proxy(db)  # snapshot_interval 60 s: only the stop can have written one
+    # snapshot_interval 60 s: only the stop can have written one.
+    proxy = await start_proxy(db, compression_threshold_messages="1")
     await claude_turn(proxy.url, FIRST)
     session_id = await session_of_last_request(db, 1)
     await asyncio.sleep(0.2)
@@ -346,3 +349,19 @@ async def test_stop_writes_a_final_snapshot(start_proxy: Starter, tmp_path: Path
     snapshots = query(db, "SELECT session_id, state FROM snapshots")
     assert [s["session_id"] for s in snapshots] == [session_id]
     json.loads(snapshots[0]["state"])
+
+
+def test_cache_markers_do_not_change_a_conversations_identity() -> None:
+    from proxy.sessions import session_id_for
+
+    def start(marked: bool, text: str = "Plan a trip.") -> dict[str, Any]:
+        block: dict[str, Any] = {"type": "text", "text": text}
+        if marked:
+            block["cache_control"] = {"type": "ephemeral"}
+        return {"system": SYSTEM, "first_user": [block]}
+
+    plain = session_id_for("t", "anthropic", None, start(False))
+    assert session_id_for("t", "anthropic", None, start(True)) == plain
+    assert session_id_for("t", "anthropic", None, start(False, "Plan a trip!")) != plain
+    # The marker's name inside the text itself is content, not a marker.
+    assert session_id_for("t", "anthropic", None, start(False, '"cache_control"')) != plain

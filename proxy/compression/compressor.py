@@ -34,9 +34,9 @@ log = structlog.get_logger(__name__)
 
 # Constant on purpose: the first bytes of the folded prefix must not change when a chunk is added.
 DIGEST_INTRO = (
-    "[Vidurai proxy: the earliest messages of this conversation are folded below to save tokens, "
-    "in order, by quoting their telling lines verbatim: sentences, tool calls, lines of tool output; "
-    "… marks left-out text. Parts relevant to the latest message are quoted in full at its end.]"
+    "[Vidurai proxy: earlier messages, folded to save tokens: their telling lines quoted verbatim, "
+    "in order, … marking left-out text. Turns that matter to the latest message are quoted in full "
+    "at its end.]"
 )
 
 
@@ -69,12 +69,14 @@ def _estimate(body: Mapping[str, Any]) -> int:
 def compress(
     provider: Literal["anthropic", "openai"],
     body: Mapping[str, Any],
-    memory: SessionMemory,
+    memory: SessionMemory | None,
     settings: CompressionConfig,
     warm_read_ratio: float | None = None,
     prices: CachePrices = UNCACHED,
 ) -> CompressionResult:
     """Fold old turns of a long conversation; never raises and never changes `body`.
+
+    `memory` None: the caller knows there is nothing to fold (below the threshold); only counted.
 
     `warm_read_ratio`: the cache-read price over the input price when the provider likely still
     caches this conversation (see proxy.prompt_cache), else None. `prices`: what the provider's
@@ -126,7 +128,7 @@ def _history(messages: list[Any], original: int, settings: CompressionConfig) ->
 def _compress(
     provider: Provider,
     body: Mapping[str, Any],
-    memory: SessionMemory,
+    memory: SessionMemory | None,
     settings: CompressionConfig,
     original: int,
     prices: CachePrices,
@@ -138,7 +140,7 @@ def _compress(
         return _unchanged(original, count, "disabled")
     if not isinstance(messages, list):
         return _unchanged(original, count, "input:messages_not_a_list")
-    if count < settings.threshold_messages or original <= settings.min_tokens:
+    if memory is None or count < settings.threshold_messages or original <= settings.min_tokens:
         return _unchanged(original, count, "below_threshold")
     before = problems(provider, messages)
     if "message_not_an_object" in before:

@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from proxy.records import AuditRecord, MemoryRow, RequestRecord, SessionRecord, SnapshotRecord
+from proxy.records import AuditRecord, MemoryRow, MemoryRows, RequestRecord, SessionRecord, SnapshotRecord
 from proxy.storage import rollup
 from proxy.storage.statements import (
     INSERT_AUDIT,
@@ -46,19 +46,20 @@ def split(records: Iterable[Record]) -> Tables:
     tables = Tables()
     sessions, requests, memories = tables.sessions, tables.requests, tables.memories
     for record in records:
-        kind = type(record)
-        if kind is RequestRecord:
-            requests.append(request_params(record))  # type: ignore[arg-type]
-        elif kind is SessionRecord:
-            sessions.append(session_params(record))  # type: ignore[arg-type]
-        elif kind is MemoryRow:
-            memories.append(memory_params(record))  # type: ignore[arg-type]
-        elif kind is SnapshotRecord:
-            tables.snapshots.append(snapshot_params(record))  # type: ignore[arg-type]
-        elif kind is AuditRecord:
-            tables.audits.append(audit_params(record))  # type: ignore[arg-type]
+        if isinstance(record, RequestRecord):
+            requests.append(request_params(record))
+        elif isinstance(record, SessionRecord):
+            sessions.append(session_params(record))
+        elif isinstance(record, MemoryRow):
+            memories.append(memory_params(record))
+        elif isinstance(record, MemoryRows):
+            memories.extend(memory_params(row) for row in record.rows)
+        elif isinstance(record, SnapshotRecord):
+            tables.snapshots.append(snapshot_params(record))
+        elif isinstance(record, AuditRecord):
+            tables.audits.append(audit_params(record))
         else:
-            raise TypeError(f"not a storage record: {kind.__name__}")
+            raise TypeError(f"not a storage record: {type(record).__name__}")
     return tables
 
 

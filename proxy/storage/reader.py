@@ -239,12 +239,16 @@ async def _per_minute(conn: aiosqlite.Connection, now: float, where: Filter) -> 
     return [found.get(minute) or {"minute": minute, **empty} for minute in range(first, last + 60, 60)]
 
 
-async def active_sessions(path: str, since: float | None = None) -> list[ActiveSession]:
-    """Sessions not expired (and seen at or after `since`), each with its latest snapshot."""
+async def active_sessions(
+    path: str, since: float | None = None, *, states: bool = True
+) -> list[ActiveSession]:
+    """Sessions not expired (and seen at or after `since`), least recently seen first, each with its
+    latest snapshot; `states=False` leaves the snapshot's text out (`state` is then "" when there is one)."""
+    state = "sn.state" if states else "CASE WHEN sn.id IS NULL THEN NULL ELSE '' END"
     async with _connect(path) as conn:
         rows = await conn.execute_fetchall(
             "SELECT s.id, s.tenant, s.created_at, s.last_seen_at, s.messages, s.expired_at, s.label, "
-            "       sn.state, sn.created_at AS snapshot_at "
+            f"       {state} AS state, sn.created_at AS snapshot_at "
             "FROM sessions s LEFT JOIN snapshots sn ON sn.id = "
             "    (SELECT id FROM snapshots WHERE session_id = s.id ORDER BY id DESC LIMIT 1) "
             "WHERE s.expired_at IS NULL AND s.last_seen_at >= ? ORDER BY s.last_seen_at",
@@ -266,6 +270,17 @@ async def active_sessions(path: str, since: float | None = None) -> list[ActiveS
         )
         for row in rows
     ]
+
+
+async def latest_snapshot(path: str, session_id: str) -> str | None:
+    """The newest snapshot of one session's memory, or None."""
+    async with _connect(path) as conn:
+        rows = list(
+            await conn.execute_fetchall(
+                "SELECT state FROM snapshots WHERE session_id = ? ORDER BY id DESC LIMIT 1", (session_id,)
+            )
+        )
+    return str(rows[0]["state"]) if rows else None
 
 
 async def session_memories(path: str, session_id: str) -> list[MemoryRow]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from proxy.records import AuditRecord, MemoryRow, RequestRecord, SessionRecord, SnapshotRecord
+from proxy.records import AuditRecord, MemoryRow, MemoryRows, RequestRecord, SessionRecord, SnapshotRecord
 
 # Snapshots are whole serialized states; the latest is what a restart restores, and a couple
 # more are kept in case the latest write was cut short.
@@ -73,7 +73,7 @@ DELETE FROM snapshots WHERE session_id = ?1 AND id NOT IN (
 
 INSERT_AUDIT = "INSERT INTO audit (session_id, event, detail, created_at) VALUES (?, ?, ?, ?)"
 
-Record = RequestRecord | SessionRecord | MemoryRow | SnapshotRecord | AuditRecord
+Record = RequestRecord | SessionRecord | MemoryRow | MemoryRows | SnapshotRecord | AuditRecord
 
 
 def request_params(record: RequestRecord) -> tuple[Any, ...]:

@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 import structlog
 
-from proxy.records import AuditRecord, MemoryRow, RequestRecord, SessionRecord, SnapshotRecord
+from proxy.records import AuditRecord, MemoryRow, MemoryRows, RequestRecord, SessionRecord, SnapshotRecord
 from proxy.storage import batches
 from proxy.storage.migrations import migrate_path
 from proxy.storage.statements import Record
@@ -149,9 +149,15 @@ class Writer:
         self._enqueue(session)
 
     def add_memories(self, rows: list[MemoryRow]) -> None:
-        """Queue memory rows; a row already stored for its (session, content, position) is skipped."""
-        for row in rows:
-            self._enqueue(row if self.store_text else attrs.evolve(row, content=""))
+        """Queue memory rows; a row already stored for its (session, content, position) is skipped.
+
+        One queue entry for them all (MemoryRows): however many turns a request adds, it takes one
+        place in the queue.
+        """
+        if rows:
+            self._enqueue(
+                MemoryRows(tuple(rows if self.store_text else (attrs.evolve(r, content="") for r in rows)))
+            )
 
     def add_snapshot(self, session_id: str, state: str, at: float) -> None:
         """Queue a serialized Vidurai state for a session (dropped when text is not stored)."""

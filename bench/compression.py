@@ -67,13 +67,9 @@ class Run:
         return in_process(requests, settings_for(self.overrides))
 
 
-def agent_figures(run: Run, agents: dict[str, list[AgentSession]]) -> dict[str, dict[str, Any]]:
-    """Each agent variant's figures."""
-    variants = {}
-    for variant, sessions in agents.items():
-        forwarded = run.forward(agent_bench.requests_of(sessions, variant))
-        variants[variant] = agent_bench.tally(sessions, forwarded).figures()
-    return variants
+def agent_figures(run: Run, variant: str, sessions: list[AgentSession]) -> dict[str, Any]:
+    """One agent variant's figures."""
+    return agent_bench.tally(sessions, run.forward(agent_bench.requests_of(sessions, variant))).figures()
 
 
 def locomo_rows(run: Run, plan: locomo_bench.Plan) -> dict[str, locomo_bench.Row]:
@@ -103,7 +99,7 @@ def print_locomo(rows: dict[str, locomo_bench.Row], timing: dict[str, Any], mode
     summed = locomo_bench.print_table(rows, mode)
     print(
         f"compress() on the {LONG_CONVERSATION_TURNS}+ turn conversations, warm session: "
-        f"p50 {timing['long_compress_ms_p50']} ms, p95 {timing['long_compress_ms_p95']} ms "
+        f"p50 {timing['long_compress_ms_p50'] or '-'} ms, p95 {timing['long_compress_ms_p95'] or '-'} ms "
         f"({timing['long_compress_requests']} Anthropic question requests)."
     )
     return {"total": summed.figures(), "rows": {n: r.figures() for n, r in rows.items()}, **timing}
@@ -185,7 +181,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--jobs",
         type=int,
         default=os.cpu_count() or 1,
-        help="processes at once: the two data sets side by side, then the frontier's points",
+        help="processes at once: LoCoMo and the agent variants side by side, then the frontier's points",
     )
     parser.add_argument(
         "--point",
@@ -228,25 +224,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Settings: {settings_for(overrides)}")
     figures: dict[str, Any] = {"settings": attrs.asdict(settings_for(overrides)), "mode": run.mode}
     agents: dict[str, list[AgentSession]] = {}
-    jobs: list[Callable[[], Any]] = []
     if args.only != "locomo":
         variants = [args.variant] if args.variant else AGENT_VARIANTS
         agents = {v: load_sessions(paths["agent"], v == "markers", args.sessions) for v in variants}
-        jobs.append(functools.partial(agent_figures, run, agents))
     conversations: list[Conversation] = []
+    jobs: list[Callable[[], Any]] = []
     if args.only != "agent":
         conversations = load_locomo(paths["locomo"])
         if args.questions:
             conversations = [attrs.evolve(c, questions=c.questions[: args.questions]) for c in conversations]
         providers = [p.strip() for p in args.providers.split(",") if p.strip()]
         plan = locomo_bench.plan(conversations, providers, conversations)
-        jobs.append(functools.partial(locomo_rows, run, plan))
-    results = run_all(jobs, args.jobs)  # the two data sets side by side
+        jobs.append(functools.partial(locomo_rows, run, plan))  # the longest job: first
+    jobs += [functools.partial(agent_figures, run, variant, sessions) for variant, sessions in agents.items()]
+    results = run_all(jobs, args.jobs)  # side by side: LoCoMo, and the agent variants
+    rows = results.pop(0) if conversations else None
     if agents:
-        figures["agent"] = results.pop(0)
+        figures["agent"] = dict(zip(agents, results, strict=True))
         agent_bench.print_table(figures["agent"], run.mode)
-    if conversations:
-        rows = results.pop(0)
+    if rows is not None:
         figures["locomo"] = print_locomo(rows, add_timing(rows, conversations, overrides), run.mode)
     if args.frontier:
         figures["frontier"] = frontier_figures(args, overrides, agents, conversations)

@@ -52,9 +52,9 @@ def settings_for(overrides: dict[str, str]) -> CompressionConfig:
 
 
 def in_process(requests: list[Request], settings: CompressionConfig) -> Forwarded:
-    """compress() per request with one SessionMemory per session and the cache warmth and prices the
-    proxy's handler passes (proxy/handlers.py `_remember_and_compress`: only when the history is long
-    enough to fold; keep the two in step)."""
+    """compress() per request as the proxy's handler calls it (proxy/handlers.py
+    `_remember_and_compress`; keep the two in step): a session's memory, the cache warmth and the
+    cache prices only when the history is long enough to fold."""
     providers = {"anthropic": Anthropic("http://upstream"), "openai": OpenAI("http://upstream/v1")}
     prices = PriceTable()
     memories: dict[str, SessionMemory] = {}
@@ -62,18 +62,21 @@ def in_process(requests: list[Request], settings: CompressionConfig) -> Forwarde
     out = Forwarded()
     for request in requests:
         messages = request.body.get("messages") or []
-        warm, cache = None, UNCACHED
+        warm, cache, memory = None, UNCACHED, None
+        repeat = request.session in memories
         if settings.enabled and len(messages) >= settings.threshold_messages:
             provider = providers[request.provider]
             previous = last_seen.get(request.session)
             warm = warm_read_ratio(provider, request.body, previous, time.time(), prices)
             cache = cache_prices(provider, request.body, prices)
-        repeat = request.session in memories
-        memory = memories.setdefault(request.session, SessionMemory(request.session))
+            # A session's memory is made at its first request that can fold, as the proxy does.
+            memory = memories.setdefault(request.session, SessionMemory(request.session))
         started = time.perf_counter()
         result = compress(request.provider, request.body, memory, settings, warm, cache)  # type: ignore[arg-type]
+        # The first request of a memory does its cold work once: not timed.
         out.times_ms.append((time.perf_counter() - started) * 1000 if repeat else None)
-        memory.drain_memory_rows()  # as the proxy does; they would otherwise pile up
+        if memory is not None:
+            memory.drain_memory_rows()  # as the proxy does; they would otherwise pile up
         last_seen[request.session] = time.time()
         out.bodies.append(request.body if result.body is None else result.body)
     return out

@@ -15,7 +15,7 @@ from proxy.compression import SessionMemory, compress
 from proxy.compression.policy import UNCACHED
 from proxy.config import CompressionConfig, load_config
 from proxy.pricing import PriceTable
-from proxy.prompt_cache import cache_prices, warm_read_ratio
+from proxy.prompt_cache import prompt_cache
 from proxy.providers import Anthropic, OpenAI
 
 PATHS = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
@@ -67,8 +67,7 @@ def in_process(requests: list[Request], settings: CompressionConfig) -> Forwarde
         if settings.enabled and len(messages) >= settings.threshold_messages:
             provider = providers[request.provider]
             previous = last_seen.get(request.session)
-            warm = warm_read_ratio(provider, request.body, previous, time.time(), prices)
-            cache = cache_prices(provider, request.body, prices)
+            cache, warm = prompt_cache(provider, request.body, previous, time.time(), prices)
             # A session's memory is made at its first request that can fold, as the proxy does.
             memory = memories.setdefault(request.session, SessionMemory(request.session))
         started = time.perf_counter()

@@ -24,7 +24,7 @@ from .intake import (
     read_body,
 )
 from .keys import ADMIN, ANTHROPIC, CALIBRATION, CONFIG, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
-from .prompt_cache import cache_prices, warm_read_ratio
+from .prompt_cache import prompt_cache
 from .providers import Provider
 from .records import MemoryRow
 from .relay import relay
@@ -81,8 +81,7 @@ async def _remember_and_compress(
     prices = UNCACHED
     if foldable:
         ask = (provider, body, session.previous_request_at, time.time(), app[PRICES])
-        warm = await in_thread_if(large, warm_read_ratio, *ask)  # walks the whole body for cache markers
-        prices = await in_thread_if(large, cache_prices, provider, body, app[PRICES])
+        prices, warm = await in_thread_if(large, prompt_cache, *ask)  # walks the whole body for markers
     rows: list[MemoryRow] = []
     if foldable:
         async with session.lock:

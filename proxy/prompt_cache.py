@@ -20,17 +20,35 @@ UNKNOWN_READ_RATIO = 0.1
 UNKNOWN_WRITE_RATIO = 1.25
 
 
-def cache_prices(provider: Provider, body: dict[str, Any], prices: PriceTable) -> CachePrices:
-    """What the provider's prompt cache charges for this request, as multiples of its input price;
-    UNCACHED when this request is not cached at all (Claude without a cache_control marker)."""
-    if provider.prompt_cache_seconds(body) is None:
-        return UNCACHED
-    price = prices.price(body.get("model") if isinstance(body.get("model"), str) else None)
+def prompt_cache(
+    provider: Provider,
+    body: dict[str, Any],
+    previous_request_at: float | None,
+    now: float,
+    table: PriceTable,
+) -> tuple[CachePrices, float | None]:
+    """What the provider's prompt cache charges for this request, as multiples of its input price
+    (UNCACHED when it is not cached at all: Claude without a cache_control marker), and the
+    cache-read ratio when the session's previous request is recent enough for the provider to hold
+    its prefix still (None when the cache is cold). The body is walked for markers once."""
+    lifetime = provider.prompt_cache_seconds(body)
+    if lifetime is None:
+        return UNCACHED, None
+    model = body.get("model")
+    price = table.price(model if isinstance(model, str) else None)
     from_breakpoint = provider.cache_reads_at_breakpoints
     if price is None or price.input <= 0:
-        return CachePrices(UNKNOWN_READ_RATIO, UNKNOWN_WRITE_RATIO, from_breakpoint)
-    read, write = min(1.0, price.cache_read / price.input), max(1.0, price.cache_write / price.input)
-    return CachePrices(read, write, from_breakpoint)
+        prices = CachePrices(UNKNOWN_READ_RATIO, UNKNOWN_WRITE_RATIO, from_breakpoint)
+    else:
+        read, write = min(1.0, price.cache_read / price.input), max(1.0, price.cache_write / price.input)
+        prices = CachePrices(read, write, from_breakpoint)
+    warm = previous_request_at is not None and now - previous_request_at <= lifetime
+    return prices, prices.read if warm else None
+
+
+def cache_prices(provider: Provider, body: dict[str, Any], table: PriceTable) -> CachePrices:
+    """The prices half of prompt_cache()."""
+    return prompt_cache(provider, body, None, 0.0, table)[0]
 
 
 def warm_read_ratio(
@@ -38,14 +56,7 @@ def warm_read_ratio(
     body: dict[str, Any],
     previous_request_at: float | None,
     now: float,
-    prices: PriceTable,
+    table: PriceTable,
 ) -> float | None:
-    """Cache-read over input price when the session's previous request is recent enough for the
-    provider to hold its prefix still; None when the cache is cold or the request uses none."""
-    lifetime = provider.prompt_cache_seconds(body)
-    if lifetime is None or previous_request_at is None or now - previous_request_at > lifetime:
-        return None
-    price = prices.price(body.get("model") if isinstance(body.get("model"), str) else None)
-    if price is None or price.input <= 0:
-        return UNKNOWN_READ_RATIO
-    return min(1.0, price.cache_read / price.input)
+    """The warm half of prompt_cache()."""
+    return prompt_cache(provider, body, previous_request_at, now, table)[1]

@@ -40,9 +40,10 @@ DIGEST_INTRO = (
 )
 
 
-# Half, not all, of the cache reads recall replaces: chunk folds rewrite the cached prefix now and
-# then. Turn by turn on LoCoMo conv-30 with Claude's cache warm, input cost 0.78x uncompressed at
-# half, 1.24x at all of it, 3.04x with no limit (bench/compression.py).
+# Half, not all, of the cache reads recall replaces: folds rewrite the cached prefix now and then.
+# Chosen with the earlier chunked digests (conv-30 turn by turn with Claude's cache warm: 0.78x
+# uncompressed at half, 1.24x at all of it, 3.04x with no limit); with the verbatim digests and
+# folds that pay, LoCoMo turn by turn costs 0.71x at half (make bench-compression).
 WARM_RECALL_SHARE = 0.5
 
 

@@ -41,9 +41,10 @@ class CachePrices:
 # No cache: every token is paid in full on every request.
 UNCACHED = CachePrices(1.0, 1.0)
 # A fold must pay for itself within this share of the requests the conversation has had so far: a
-# margin for not knowing when it ends. On the swe-agent dev sessions with the cache warm, input cost
-# 0.961x uncompressed at 0.5, 0.973x at 1 (folds that a session ended too soon to repay), 0.982x at
-# 0.25 (folds not taken); bench/compression.py.
+# margin for not knowing when it ends. On the swe-agent dev sessions with the cache warm (an early
+# in-process replay, before the final digests): input cost 0.961x uncompressed at 0.5, 0.973x at 1
+# (folds a session ended too soon to repay), 0.982x at 0.25 (folds not taken). The final
+# `make bench-compression` measures 0.94x at 0.5.
 PAYBACK_SHARE = 0.5
 
 

@@ -96,8 +96,8 @@ async def _remember_and_compress(
         writer.add_memories(rows)
     call.set_estimates(result.tokens_original_est, result.tokens_forwarded_est, app[CALIBRATION])
     record = call.record
-    call.record.messages_original = result.messages_original
-    call.record.messages_forwarded = result.messages_forwarded
+    record.messages_original = result.messages_original
+    record.messages_forwarded = result.messages_forwarded
     if result.body is not None:
         writer.add_audit(
             session_id,

@@ -44,19 +44,3 @@ def prompt_cache(
         prices = CachePrices(read, write, from_breakpoint)
     warm = previous_request_at is not None and now - previous_request_at <= lifetime
     return prices, prices.read if warm else None
-
-
-def cache_prices(provider: Provider, body: dict[str, Any], table: PriceTable) -> CachePrices:
-    """The prices half of prompt_cache()."""
-    return prompt_cache(provider, body, None, 0.0, table)[0]
-
-
-def warm_read_ratio(
-    provider: Provider,
-    body: dict[str, Any],
-    previous_request_at: float | None,
-    now: float,
-    table: PriceTable,
-) -> float | None:
-    """The warm half of prompt_cache()."""
-    return prompt_cache(provider, body, previous_request_at, now, table)[1]

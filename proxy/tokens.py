@@ -117,16 +117,24 @@ def count_message(message: Any) -> int:
     return total
 
 
-def estimate_request(body: dict[str, Any]) -> int:
-    """Uncalibrated input-token estimate of a Messages or Chat Completions request body."""
-    total = sum(count_message(m) for m in body.get("messages") or ())
+def request_tokens(body: dict[str, Any]) -> tuple[list[int], int]:
+    """Uncalibrated estimates of a request body: each message's tokens, and the system prompt's and
+    tools' together."""
+    per_message = [count_message(m) for m in body.get("messages") or ()]
+    fixed = 0
     system = body.get("system")
     if system is not None:
-        total += count_content(system)
+        fixed += count_content(system)
     tools = body.get("tools")
     if tools:
-        total += count_text(json.dumps(tools, ensure_ascii=False, sort_keys=True))
-    return total
+        fixed += count_text(json.dumps(tools, ensure_ascii=False, sort_keys=True))
+    return per_message, fixed
+
+
+def estimate_request(body: dict[str, Any]) -> int:
+    """Uncalibrated input-token estimate of a Messages or Chat Completions request body."""
+    per_message, fixed = request_tokens(body)
+    return sum(per_message) + fixed
 
 
 class Calibration:

@@ -152,7 +152,7 @@ def plan(
     keep_recent: int,
     chunk: int,
     prices: CachePrices,
-    history: Callable[[], History],
+    history: History,
     digest_tokens: Callable[[int, int], int],
 ) -> Plan:
     """The cut of this request.
@@ -178,5 +178,5 @@ def plan(
     def chunk_digest(k: int) -> int:
         return digest_tokens(starts[k], starts[k + 1])
 
-    reach = frontier(prices, history(), starts, chunk_digest, limits.replaying())
+    reach = frontier(prices, history, starts, chunk_digest, limits.replaying())
     return Plan(start, tuple(starts[: reach + 1]), verbatim, False)

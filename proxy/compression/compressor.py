@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -10,7 +9,7 @@ import attrs
 import structlog
 
 from ..config import CompressionConfig
-from ..tokens import count_message, estimate_request
+from ..tokens import estimate_request, request_tokens
 from .chunks import plan, request_ends
 from .content import query_text
 from .digest import is_header
@@ -60,11 +59,11 @@ class CompressionResult:
     reason: str
 
 
-def _estimate(body: Mapping[str, Any]) -> int:
+def _estimate(body: Mapping[str, Any]) -> tuple[list[int], int]:
     try:
-        return estimate_request(dict(body))
+        return request_tokens(dict(body))
     except Exception:  # an odd body is counted as zero; compress() then leaves it alone
-        return 0
+        return [], 0
 
 
 def compress(
@@ -84,12 +83,14 @@ def compress(
     prompt cache charges for this request (UNCACHED when it caches nothing), which decides when a
     fold pays.
     """
-    original = _estimate(body)
+    per_message, fixed = _estimate(body)
+    original = sum(per_message) + fixed
     count = 0
     try:
         messages = body.get("messages")
         count = len(messages) if isinstance(messages, list) else 0
-        return _compress(provider, body, memory, settings, original, prices, warm_read_ratio)
+        tokens = (per_message, fixed)
+        return _compress(provider, body, memory, settings, tokens, prices, warm_read_ratio)
     except Exception as exc:
         log.warning("compression failed open", provider=provider, error=type(exc).__name__)
         reason = f"failed_open:{type(exc).__name__}"
@@ -113,28 +114,17 @@ def _manages_own_context(body: Mapping[str, Any], messages: list[Any]) -> bool:
     return any(isinstance(b, dict) and b.get("type") == "compaction" for m in messages for b in blocks(m))
 
 
-def _history(messages: list[Any], original: int, settings: CompressionConfig) -> History:
-    """What replaying the fold decisions over this conversation needs: each message's tokens, where
-    earlier requests ended, and the system prompt and tools (never folded)."""
-    tokens = [count_message(m) for m in messages]
-    return History(
-        tokens,
-        request_ends(messages),
-        original - sum(tokens),
-        settings.threshold_messages,
-        settings.min_tokens,
-    )
-
-
 def _compress(
     provider: Provider,
     body: Mapping[str, Any],
     memory: SessionMemory | None,
     settings: CompressionConfig,
-    original: int,
+    tokens: tuple[list[int], int],  # each message's estimate, and the system prompt's and tools'
     prices: CachePrices,
     warm_read_ratio: float | None,
 ) -> CompressionResult:
+    per_message, fixed = tokens
+    original = sum(per_message) + fixed
     messages = body.get("messages")
     count = len(messages) if isinstance(messages, list) else 0
     if not settings.enabled:
@@ -151,7 +141,10 @@ def _compress(
     def digest_tokens(a: int, b: int) -> int:
         return memory.chunk(provider, messages[a:b], a).digest_tokens
 
-    history = functools.partial(_history, messages, original, settings)  # needed only with a cache
+    # What replaying the fold decisions needs: where earlier requests ended, what each message costs.
+    history = History(
+        per_message, request_ends(messages), fixed, settings.threshold_messages, settings.min_tokens
+    )
     cut = plan(
         provider, messages, settings.keep_recent, settings.chunk_messages, prices, history, digest_tokens
     )

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import structlog
 from aiohttp import web
@@ -32,6 +32,7 @@ from .keys import (
     UPSTREAM,
     WRITER,
 )
+from .limits.setup import limits_ctx
 from .maintenance import maintain_sessions, restore_sessions
 from .pricing import PriceTable
 from .prom import PromMetrics
@@ -123,8 +124,9 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
         await writer.close()
 
 
-def create_app(config: Config) -> web.Application:
-    """The proxy as an aiohttp application, for `python -m proxy` and for tests."""
+def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web.Application:
+    """The proxy as an aiohttp application, for `python -m proxy` and for tests (which may set the
+    clock that limits' windows follow)."""
     route_vidurai_logs(debug=config.logging.level.lower() == "debug")
     guard = AdminGuard(config.server)
     app = web.Application(
@@ -143,6 +145,7 @@ def create_app(config: Config) -> web.Application:
     app.on_response_prepare.append(no_buffering_for_streams)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_storage_ctx)
+    app.cleanup_ctx.append(limits_ctx(clock))
 
     # Routes are admin routes (admin hosts, and the token when set) unless declared otherwise here.
     router = app.router

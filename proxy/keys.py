@@ -7,6 +7,7 @@ from aiohttp import web
 
 from .admin import AdminGuard
 from .config import Config
+from .limits.gate import Gate
 from .pricing import PriceTable
 from .prom import PromMetrics
 from .providers import Anthropic, OpenAI
@@ -25,3 +26,4 @@ PRICES = web.AppKey("prices", PriceTable)
 PROM = web.AppKey("prom", PromMetrics)
 CALIBRATION = web.AppKey("calibration", Calibration)
 STARTED_AT = web.AppKey("started_at", float)
+LIMITS = web.AppKey("limits", Gate)

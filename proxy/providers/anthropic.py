@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+import time
 from collections.abc import Iterator
 from typing import Any
+
+from multidict import CIMultiDict
 
 from ..records import Usage
 from .base import Provider, UsageObserver, token_field
@@ -34,6 +38,22 @@ class Anthropic(Provider):
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         kind = _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
         return {"type": "error", "error": {"type": kind, "message": message}}
+
+    def rate_limit_headers(self, unit: str, limit: int, remaining: int, resets_in: float) -> dict[str, str]:
+        """anthropic-ratelimit-<unit>-limit / -remaining / -reset, the reset as an RFC 3339 time."""
+        reset = datetime.datetime.fromtimestamp(time.time() + resets_in, datetime.UTC)
+        return {
+            f"anthropic-ratelimit-{unit}-limit": str(limit),
+            f"anthropic-ratelimit-{unit}-remaining": str(remaining),
+            f"anthropic-ratelimit-{unit}-reset": reset.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        }
+
+    def authorize(self, headers: CIMultiDict[str], api_key: str) -> None:
+        headers.popall("authorization", None)
+        headers["x-api-key"] = api_key
+
+    def max_output_tokens(self, body: dict[str, Any]) -> int | None:
+        return token_field(body, "max_tokens")  # required by the Messages API
 
     def read_usage(self, payload: dict[str, Any], usage: Usage) -> None:
         _merge(payload.get("usage"), usage)

@@ -1,0 +1,177 @@
+"""Counter stores: one integer per (subject, limit, window), checked and taken in one atomic step.
+
+Two stores with one interface: in-process (one instance) and Redis (a fleet sharing one count).
+Amounts are integers (requests, tokens, nano-dollars) so Redis and Python add them exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+Clock = Callable[[], float]
+# Keys of windows past their end are swept after this many admissions (in-process store only).
+SWEEP_EVERY = 4096
+
+
+@attrs.frozen
+class Check:
+    """Take `amount` from the counter `key` if it stays within `limit`; the counter lives `ttl` s."""
+
+    key: str
+    limit: int
+    amount: int
+    ttl: float
+
+
+class StoreUnavailable(Exception):
+    """The counters cannot be reached (Redis down); [limits] on_store_failure decides."""
+
+
+class CounterStore(Protocol):
+    name: str
+
+    async def admit(self, checks: Sequence[Check]) -> tuple[int, list[int]]:
+        """All checks taken, or none: (0, used before) or (1-based index of the first that failed, used)."""
+
+    async def adjust(self, deltas: Sequence[tuple[str, int]]) -> None:
+        """Correct counters that still exist (a reservation settled with the actual figure)."""
+
+    async def seed(self, key: str, value: int, ttl: float) -> None:
+        """Set a counter unless some instance already has: spend recorded before a restart."""
+
+    async def read(self, keys: Sequence[str]) -> list[int]:
+        """Current values (0 for absent counters)."""
+
+
+def _refused(checks: Sequence[Check], used: Sequence[int]) -> int:
+    """The first check whose counter cannot take its amount (1-based), or 0."""
+    for index, (check, value) in enumerate(zip(checks, used, strict=True), start=1):
+        if value >= check.limit or value + check.amount > check.limit:
+            return index
+    return 0
+
+
+class MemoryCounters:
+    """In-process counters: exact for one instance, since the event loop runs one admission at a time."""
+
+    name = "memory"
+
+    def __init__(self, clock: Clock = time.time) -> None:
+        self._clock = clock
+        self._values: dict[str, list[float]] = {}  # key -> [value, expires_at]
+        self._since_sweep = 0
+
+    def _get(self, key: str, now: float) -> int:
+        entry = self._values.get(key)
+        if entry is None or entry[1] <= now:
+            return 0
+        return int(entry[0])
+
+    async def admit(self, checks: Sequence[Check]) -> tuple[int, list[int]]:
+        now = self._clock()
+        used = [self._get(check.key, now) for check in checks]
+        failed = _refused(checks, used)
+        if not failed:
+            for check, value in zip(checks, used, strict=True):
+                self._values[check.key] = [value + check.amount, now + check.ttl]
+        self._since_sweep += 1
+        if self._since_sweep >= SWEEP_EVERY:
+            self._since_sweep = 0
+            self._values = {k: v for k, v in self._values.items() if v[1] > now}
+        return failed, used
+
+    async def adjust(self, deltas: Sequence[tuple[str, int]]) -> None:
+        now = self._clock()
+        for key, delta in deltas:
+            entry = self._values.get(key)
+            if entry is not None and entry[1] > now:
+                entry[0] = max(entry[0] + delta, 0)
+
+    async def seed(self, key: str, value: int, ttl: float) -> None:
+        now = self._clock()
+        if self._get(key, now) == 0:
+            self._values[key] = [value, now + ttl]
+
+    async def read(self, keys: Sequence[str]) -> list[int]:
+        now = self._clock()
+        return [self._get(key, now) for key in keys]
+
+
+# KEYS: counters; ARGV: limit, amount, ttl_ms for each. Read all, then take all or none, so a
+# request refused by its budget does not use up its rate limit. One script is one atomic step
+# for every instance sharing the Redis.
+_ADMIT = """
+local used = {}
+local failed = 0
+for i, key in ipairs(KEYS) do
+  local value = tonumber(redis.call('GET', key) or '0')
+  used[i] = value
+  local limit = tonumber(ARGV[3 * i - 2])
+  if failed == 0 and (value >= limit or value + tonumber(ARGV[3 * i - 1]) > limit) then
+    failed = i
+  end
+end
+if failed == 0 then
+  for i, key in ipairs(KEYS) do
+    redis.call('INCRBY', key, ARGV[3 * i - 1])
+    redis.call('PEXPIRE', key, ARGV[3 * i])
+  end
+end
+return {failed, unpack(used)}
+"""
+# A settlement after the window ended must not recreate its counter without an expiry.
+_ADJUST = """
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    local value = redis.call('INCRBY', key, ARGV[i])
+    if value < 0 then redis.call('SET', key, 0, 'KEEPTTL') end
+  end
+end
+return 0
+"""
+
+
+class RedisCounters:
+    """Counters in Redis, shared by every instance; each step one Lua script."""
+
+    name = "redis"
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._admit = client.register_script(_ADMIT)
+        self._adjust = client.register_script(_ADJUST)
+
+    async def _run(self, call: Any) -> Any:
+        import redis.exceptions
+
+        try:
+            return await call
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from None
+
+    async def admit(self, checks: Sequence[Check]) -> tuple[int, list[int]]:
+        args: list[int] = []
+        for check in checks:
+            args += [check.limit, check.amount, max(int(check.ttl * 1000), 1)]
+        keys = [self._prefix + check.key for check in checks]
+        failed, *used = await self._run(self._admit(keys=keys, args=args))
+        return int(failed), [int(value) for value in used]
+
+    async def adjust(self, deltas: Sequence[tuple[str, int]]) -> None:
+        if deltas:
+            keys = [self._prefix + key for key, _ in deltas]
+            await self._run(self._adjust(keys=keys, args=[delta for _, delta in deltas]))
+
+    async def seed(self, key: str, value: int, ttl: float) -> None:
+        await self._run(self._client.set(self._prefix + key, value, px=max(int(ttl * 1000), 1), nx=True))
+
+    async def read(self, keys: Sequence[str]) -> list[int]:
+        if not keys:
+            return []
+        values = await self._run(self._client.mget([self._prefix + key for key in keys]))
+        return [int(value or 0) for value in values]

@@ -1,0 +1,54 @@
+"""The limits' part of the app's lifetime: counters, virtual keys and the gate behind app[LIMITS]."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from ..keys import CONFIG, LIMITS, PRICES, PROM, WRITER
+from . import sql
+from .counters import Clock, CounterStore, MemoryCounters
+from .gate import Gate
+from .keyring import KeyRing, VirtualKey
+from .limiter import Limiter, Limits
+
+
+def limits_ctx(clock: Clock, store: CounterStore | None = None) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context (after storage's: it needs the writer and the migrated database)."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        config = app[CONFIG]
+        database = config.storage.database
+        prom = app[PROM]
+        limiter = Limiter(
+            store if store is not None else MemoryCounters(clock),
+            config.limits.on_store_failure,
+            clock,
+            on_failure=prom.limit_store_failures.inc,
+        )
+
+        async def load() -> dict[str, VirtualKey]:
+            def read() -> dict[str, VirtualKey]:
+                with sql.connect(database) as conn:
+                    return sql.keys_by_hash(conn)
+
+            return await asyncio.to_thread(read)
+
+        keys = KeyRing(load)
+        await keys.reload()
+        gate = Gate(limiter, keys, Limits.defaults(config.limits), app[PRICES], app[WRITER], prom, database)
+        await gate.seed_spend()
+        app[LIMITS] = gate
+        refresh = asyncio.create_task(keys.refresh_forever(), name="vidurai-virtual-keys")
+        try:
+            yield
+        finally:
+            refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresh
+            await limiter.drain()
+
+    return context

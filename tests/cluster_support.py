@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 # only touches keys under its own prefix.
 SHARED_REDIS_URL = "redis://127.0.0.1:6379/0"
 STARTUP_TIMEOUT = 10.0
+Popen = subprocess.Popen[bytes]
 
 
 def free_port() -> int:
@@ -49,13 +50,21 @@ async def shared_redis_prefix() -> AsyncIterator[str]:
         await client.aclose()
 
 
+def spawn(command: list[str], cwd: Path, log_path: Path, env: dict[str, str] | None = None) -> Popen:
+    """Start a server in the background, its output appended to `log_path` (never a pipe that fills)."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
 @attrs.define
 class OwnRedis:
     """A redis-server of the test's own (never the shared one), to stop and start at will."""
 
     folder: Path
     port: int = attrs.field(factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
+    process: Popen | None = None
 
     @property
     def url(self) -> str:
@@ -65,10 +74,9 @@ class OwnRedis:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is missing: install Debian's redis-server (.ci/run does)")
-        command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        log = (self.folder / f"redis-{self.port}.log").open("ab")
-        self.process = subprocess.Popen(command, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        # No persistence: a restart comes back empty, the harder case for the proxy.
+        command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+        self.process = spawn([*command, "no"], self.folder, self.folder / f"redis-{self.port}.log")
         client = Redis.from_url(self.url)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         try:

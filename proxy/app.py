@@ -14,6 +14,7 @@ from aiohttp import web
 from . import admin, dashboard, edges, handlers
 from .admin import Access, AdminGuard, guard_middleware
 from .buffering import no_buffering_for_streams
+from .cluster import Cluster
 from .compression import route_vidurai_logs
 from .compression.semantic import warm_up as warm_up_recall
 from .config import Config
@@ -23,6 +24,7 @@ from .keys import (
     ADMIN,
     ANTHROPIC,
     CALIBRATION,
+    CLUSTER,
     CONFIG,
     OPENAI,
     PRICES,
@@ -92,6 +94,15 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
+    cluster = app[CLUSTER]
+    await cluster.start()
+    try:
+        yield
+    finally:
+        await cluster.close()
+
+
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     storage = config.storage
@@ -141,9 +152,12 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
     app[PRICES] = PriceTable(config.pricing)
     app[PROM] = PromMetrics()
     app[CALIBRATION] = Calibration()
+    app[CLUSTER] = Cluster(config.cluster)
+    app[PROM].watch_cluster(app[CLUSTER].health)
     setup_cors(app, config.server.allowed_origins)
     app.on_response_prepare.append(no_buffering_for_streams)
     app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(_cluster_ctx)
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(limits_ctx(clock))
 

@@ -23,7 +23,20 @@ from .intake import (
     parse_object,
     read_body,
 )
-from .keys import ADMIN, ANTHROPIC, CALIBRATION, CONFIG, LIMITS, OPENAI, PRICES, PROM, SESSIONS, STARTED_AT, WRITER
+from .keys import (
+    ADMIN,
+    ANTHROPIC,
+    CALIBRATION,
+    CLUSTER,
+    CONFIG,
+    LIMITS,
+    OPENAI,
+    PRICES,
+    PROM,
+    SESSIONS,
+    STARTED_AT,
+    WRITER,
+)
 from .prompt_cache import prompt_cache
 from .providers import Provider
 from .records import MemoryRow
@@ -71,7 +84,10 @@ async def _remember_and_compress(
     large = body_size > INLINE_BODY_LIMIT
     session_id = await in_thread_if(large, session_id_for, *identity)  # hashes the start: huge in a huge body
     messages = provider.messages(body)
-    session = app[SESSIONS].touch(session_id, tenant, len(messages), label=label)
+    now = time.time()
+    session = app[SESSIONS].touch(session_id, tenant, len(messages), now, label)
+    # The previous turn may have gone to another instance: Redis knows, when there is one.
+    previous_at = await app[CLUSTER].previous_request_at(session_id, now, session.previous_request_at)
     call.record.session_id = session_id
     structlog.contextvars.bind_contextvars(session_id=session_id)
     settings = app[CONFIG].compression
@@ -80,7 +96,7 @@ async def _remember_and_compress(
     warm = None
     prices = UNCACHED
     if foldable:
-        ask = (provider, body, session.previous_request_at, time.time(), app[PRICES])
+        ask = (provider, body, previous_at, now, app[PRICES])
         prices, warm = await in_thread_if(large, prompt_cache, *ask)  # walks the whole body for markers
     rows: list[MemoryRow] = []
     if foldable:
@@ -221,14 +237,16 @@ async def health(request: web.Request) -> web.Response:
     """The proxy's own status; usage totals only for whoever may read the admin routes."""
     app = request.app
     storage = app[WRITER].health()
+    cluster = app[CLUSTER]
     body: dict[str, Any] = {
-        "status": "ok" if storage.writable else "degraded",
+        "status": "ok" if storage.writable and not cluster.degraded else "degraded",
         "version": __version__,
         "uptime_s": round(time.monotonic() - app[STARTED_AT], 3),
         "active_sessions": len(app[SESSIONS]),
         "sessions_in_memory": app[SESSIONS].resident,
         "admin_locked": app[ADMIN].locked,
         "storage": attrs.asdict(storage),
+        "cluster": attrs.asdict(cluster.health()),
         "limits": app[LIMITS].health(),
     }
     if not body["limits"]["reachable"]:

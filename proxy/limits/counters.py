@@ -7,10 +7,13 @@ Amounts are integers (requests, tokens, nano-dollars) so Redis and Python add th
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import attrs
+from redis.asyncio import Redis
+
+from ..cluster import Cluster
 
 Clock = Callable[[], float]
 # Keys of windows past their end are swept after this many admissions (in-process store only).
@@ -25,6 +28,10 @@ class Check:
     limit: int
     amount: int
     ttl: float
+
+
+# What Cluster.run answers when Redis failed: told apart from any value a script returns.
+_UNREACHABLE: Any = object()
 
 
 class StoreUnavailable(Exception):
@@ -136,42 +143,45 @@ return 0
 
 
 class RedisCounters:
-    """Counters in Redis, shared by every instance; each step one Lua script."""
+    """Counters in Redis, shared by every instance; each step one Lua script, through the cluster's
+    client (its timeout, its incident log and health)."""
 
     name = "redis"
 
-    def __init__(self, client: Any, prefix: str) -> None:
-        self._client = client
-        self._prefix = prefix
-        self._admit = client.register_script(_ADMIT)
-        self._adjust = client.register_script(_ADJUST)
+    def __init__(self, cluster: Cluster) -> None:
+        assert cluster.redis is not None
+        self._cluster = cluster
+        self._prefix = cluster.key("limits", "")
+        self._admit = cluster.redis.register_script(_ADMIT)
+        self._adjust = cluster.redis.register_script(_ADJUST)
 
-    async def _run(self, call: Any) -> Any:
-        import redis.exceptions
-
-        try:
-            return await call
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from None
+    async def _run(self, call: Callable[[Redis], Awaitable[Any]]) -> Any:
+        result = await self._cluster.run(call, _UNREACHABLE)
+        if result is _UNREACHABLE:
+            raise StoreUnavailable(self._cluster.health().last_error or "Redis is not answering")
+        return result
 
     async def admit(self, checks: Sequence[Check]) -> tuple[int, list[int]]:
         args: list[int] = []
         for check in checks:
             args += [check.limit, check.amount, max(int(check.ttl * 1000), 1)]
         keys = [self._prefix + check.key for check in checks]
-        failed, *used = await self._run(self._admit(keys=keys, args=args))
+        failed, *used = await self._run(lambda redis: self._admit(keys=keys, args=args, client=redis))
         return int(failed), [int(value) for value in used]
 
     async def adjust(self, deltas: Sequence[tuple[str, int]]) -> None:
         if deltas:
             keys = [self._prefix + key for key, _ in deltas]
-            await self._run(self._adjust(keys=keys, args=[delta for _, delta in deltas]))
+            args = [delta for _, delta in deltas]
+            await self._run(lambda redis: self._adjust(keys=keys, args=args, client=redis))
 
     async def seed(self, key: str, value: int, ttl: float) -> None:
-        await self._run(self._client.set(self._prefix + key, value, px=max(int(ttl * 1000), 1), nx=True))
+        ttl_ms = max(int(ttl * 1000), 1)
+        await self._run(lambda redis: redis.set(self._prefix + key, value, px=ttl_ms, nx=True))
 
     async def read(self, keys: Sequence[str]) -> list[int]:
         if not keys:
             return []
-        values = await self._run(self._client.mget([self._prefix + key for key in keys]))
+        full = [self._prefix + key for key in keys]
+        values = await self._run(lambda redis: redis.mget(full))
         return [int(value or 0) for value in values]

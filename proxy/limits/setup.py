@@ -8,23 +8,26 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from ..keys import CONFIG, LIMITS, PRICES, PROM, WRITER
+from ..keys import CLUSTER, CONFIG, LIMITS, PRICES, PROM, WRITER
 from . import sql
-from .counters import Clock, CounterStore, MemoryCounters
+from .counters import Clock, CounterStore, MemoryCounters, RedisCounters
 from .gate import Gate
 from .keyring import KeyRing, VirtualKey
 from .limiter import Limiter, Limits
 
 
-def limits_ctx(clock: Clock, store: CounterStore | None = None) -> Callable[[web.Application], AsyncIterator[None]]:
+def limits_ctx(clock: Clock) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context (after storage's: it needs the writer and the migrated database)."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
         database = config.storage.database
         prom = app[PROM]
+        cluster = app[CLUSTER]
+        # With [cluster] redis_url every instance counts in Redis; without it, in this process.
+        store: CounterStore = RedisCounters(cluster) if cluster.redis is not None else MemoryCounters(clock)
         limiter = Limiter(
-            store if store is not None else MemoryCounters(clock),
+            store,
             config.limits.on_store_failure,
             clock,
             on_failure=prom.limit_store_failures.inc,

@@ -60,10 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("name")
     update.add_argument("--upstream-key-env")
     for flag, column, parse, help_text in _LIMIT_OPTIONS:
-        create.add_argument(flag, dest=column, metavar="N", type=_limit(parse), help=f"{help_text}; default: [limits]")
+        create.add_argument(
+            flag, dest=column, metavar="N", type=_limit(parse), help=f"{help_text}; default: [limits]"
+        )
         # Absent unless given, so "--rpm none" (back to the default) differs from not saying.
         update.add_argument(
-            flag, dest=column, metavar="N", type=_limit(parse), default=argparse.SUPPRESS, help=f"{help_text} or none"
+            flag,
+            dest=column,
+            metavar="N",
+            type=_limit(parse),
+            default=argparse.SUPPRESS,
+            help=f"{help_text} or none",
         )
     commands.add_parser("list", help="every key, its limits and whether it is revoked")
     revoke = commands.add_parser("revoke", help="refuse the key from now on (within seconds)")

@@ -106,7 +106,10 @@ class Gate:
         else:
             body = provider.error_body(rejection.status, rejection.message)
             seconds = rejection.retry_after or 1.0
-            headers = {"retry-after": str(math.ceil(seconds)), "retry-after-ms": str(math.ceil(seconds * 1000))}
+            headers = {
+                "retry-after": str(math.ceil(seconds)),
+                "retry-after-ms": str(math.ceil(seconds * 1000)),
+            }
         headers.update(_headers(provider, rejection.counts, self.limiter.clock(), taken=False))
         return web.json_response(body, status=rejection.status, headers=headers)
 
@@ -152,9 +155,9 @@ class Gate:
         subjects: dict[str, tuple[VirtualKey | None, Limits]] = {
             tenant: (None, limits) for tenant, limits in self._tenants.items()
         }
-        for key in self.keys.keys:
-            if key.revoked_at is None:
-                subjects[key.tenant] = (key, key.limits.over(self.defaults))
+        for virtual in self.keys.keys:
+            if virtual.revoked_at is None:
+                subjects[virtual.tenant] = (virtual, virtual.limits.over(self.defaults))
         rows = []
         for tenant, (key, limits) in subjects.items():
             try:
@@ -184,7 +187,9 @@ class Gate:
 def _key_refusal(virtual: VirtualKey | None, provider: Provider) -> str | None:
     """Why a key that looks like the proxy's own cannot be used, or None if it can."""
     if virtual is None:
-        return "Unknown virtual key: this proxy never issued it (`vidurai-proxy keys list` shows those it did)."
+        return (
+            "Unknown virtual key: this proxy never issued it (`vidurai-proxy keys list` shows those it did)."
+        )
     if virtual.revoked_at is not None:
         return f"Virtual key {virtual.name!r} was revoked; ask the proxy's operator for a new one."
     if virtual.provider != provider.name:

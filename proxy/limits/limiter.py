@@ -54,13 +54,16 @@ class Limits:
 
     def over(self, defaults: Limits) -> Limits:
         """These limits, each unset one taken from `defaults` (a virtual key's own values win)."""
-        return Limits(*(mine if mine is not None else theirs for mine, theirs in zip(self.values(), defaults.values(), strict=True)))
+        return attrs.evolve(defaults, **{k: v for k, v in attrs.asdict(self).items() if v is not None})
 
     def values(self) -> tuple[float | None, ...]:
         return attrs.astuple(self)
 
     def set(self) -> list[tuple[LimitName, float]]:
-        return [(name, value) for name, value in attrs.asdict(self).items() if value is not None]
+        """The limits that are set, by name (WINDOWS lists the names in field order)."""
+        return [
+            (name, value) for name, value in zip(WINDOWS, self.values(), strict=True) if value is not None
+        ]
 
     @property
     def any(self) -> bool:
@@ -140,7 +143,9 @@ class Limiter:
         self._warned_at = -math.inf
         self._pending: set[asyncio.Task[None]] = set()
 
-    def _checks(self, subject: str, limits: Limits, reservation: Reservation, now: float) -> list[tuple[Count, Check]]:
+    def _checks(
+        self, subject: str, limits: Limits, reservation: Reservation, now: float
+    ) -> list[tuple[Count, Check]]:
         checks = []
         for name, limit in limits.set():
             start, end = bounds(WINDOWS[name], now)
@@ -154,10 +159,17 @@ class Limiter:
             # A request that alone needs more than the limit is admitted into an empty window, not never.
             amount = min(amount, limit_units)
             key = counter_key(subject, name, start)
-            checks.append((Count(name, limit, 0, key, amount, end), Check(key, limit_units, amount, end - now + GRACE_S)))
+            checks.append(
+                (
+                    Count(name, limit, 0, key, amount, end),
+                    Check(key, limit_units, amount, end - now + GRACE_S),
+                )
+            )
         return checks
 
-    async def admit(self, subject: str, limits: Limits, reservation: Reservation) -> Admission | Rejection | None:
+    async def admit(
+        self, subject: str, limits: Limits, reservation: Reservation
+    ) -> Admission | Rejection | None:
         """None when the subject has no limits; else admitted (counters taken) or refused (nothing taken)."""
         if not limits.any:
             return None
@@ -206,7 +218,9 @@ class Limiter:
                 store=self.store.name,
                 error=str(exc),
                 on_store_failure=self.on_store_failure,
-                hint="requests are forwarded unlimited" if self.on_store_failure == "open" else "requests get 503",
+                hint="requests are forwarded unlimited"
+                if self.on_store_failure == "open"
+                else "requests get 503",
             )
         if self.on_store_failure == "open":
             return None
@@ -255,7 +269,9 @@ class Limiter:
         now = self.clock()
         try:
             for subject, usd in spend.items():
-                await self.store.seed(counter_key(subject, name, window[0]), units(name, usd), window[1] - now + GRACE_S)
+                await self.store.seed(
+                    counter_key(subject, name, window[0]), units(name, usd), window[1] - now + GRACE_S
+                )
         except StoreUnavailable as exc:
             self._store_failed(exc)
 

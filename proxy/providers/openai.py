@@ -44,7 +44,14 @@ class OpenAI(Provider):
 
     def quota_error_body(self, message: str) -> dict[str, Any]:
         """What OpenAI answers when an account's quota is spent: type and code insufficient_quota."""
-        return {"error": {"message": message, "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}}
+        return {
+            "error": {
+                "message": message,
+                "type": "insufficient_quota",
+                "param": None,
+                "code": "insufficient_quota",
+            }
+        }
 
     def rate_limit_headers(self, unit: str, limit: int, remaining: int, resets_in: float) -> dict[str, str]:
         """x-ratelimit-limit-<unit> / -remaining- / -reset-, the reset as a duration ("17s", "250ms")."""

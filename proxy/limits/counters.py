@@ -6,6 +6,7 @@ Amounts are integers (requests, tokens, nano-dollars) so Redis and Python add th
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -46,6 +47,12 @@ class CounterStore(Protocol):
 
     async def adjust(self, deltas: Sequence[tuple[str, int]]) -> None:
         """Correct counters that still exist (a reservation settled with the actual figure)."""
+
+    def settle(self, deltas: Sequence[tuple[str, int]], on_failure: Callable[[Exception], object]) -> None:
+        """`adjust` without waiting: applied now, or written in the background (see drain)."""
+
+    async def drain(self) -> None:
+        """Wait until every settlement is written."""
 
     async def seed(self, key: str, value: int, ttl: float) -> None:
         """Set a counter unless some instance already has: spend recorded before a restart."""
@@ -92,11 +99,17 @@ class MemoryCounters:
         return failed, used
 
     async def adjust(self, deltas: Sequence[tuple[str, int]]) -> None:
+        self.settle(deltas, lambda exc: None)
+
+    def settle(self, deltas: Sequence[tuple[str, int]], on_failure: Callable[[Exception], object]) -> None:
         now = self._clock()
         for key, delta in deltas:
             entry = self._values.get(key)
             if entry is not None and entry[1] > now:
                 entry[0] = max(entry[0] + delta, 0)
+
+    async def drain(self) -> None:
+        return None
 
     async def seed(self, key: str, value: int, ttl: float) -> None:
         now = self._clock()
@@ -108,27 +121,42 @@ class MemoryCounters:
         return [self._get(key, now) for key in keys]
 
 
-# KEYS: counters; ARGV: limit, amount, ttl_ms for each. Read all, then take all or none, so a
-# request refused by its budget does not use up its rate limit. One script is one atomic step
-# for every instance sharing the Redis.
+# One script call admits a batch of requests, in order, each all-or-none: a request refused by its
+# budget does not use up its rate limit. KEYS: every request's counters, in turn; ARGV: the number
+# of counters of each request, then limit, amount and ttl_ms per counter. Returns, per request,
+# the index of the first counter that refused it (0: admitted) and each counter's value before.
+# Atomic in Redis, so every instance sharing it sees one count.
 _ADMIT = """
-local used = {}
-local failed = 0
-for i, key in ipairs(KEYS) do
-  local value = tonumber(redis.call('GET', key) or '0')
-  used[i] = value
-  local limit = tonumber(ARGV[3 * i - 2])
-  if failed == 0 and (value >= limit or value + tonumber(ARGV[3 * i - 1]) > limit) then
-    failed = i
+local sizes = {}
+local n = tonumber(ARGV[1])
+for r = 1, n do sizes[r] = tonumber(ARGV[1 + r]) end
+local arg = 1 + n
+local key = 0
+local out = {}
+for r = 1, n do
+  local size = sizes[r]
+  local used = {}
+  local failed = 0
+  for i = 1, size do
+    local value = tonumber(redis.call('GET', KEYS[key + i]) or '0')
+    used[i] = value
+    local limit = tonumber(ARGV[arg + 3 * i - 2])
+    if failed == 0 and (value >= limit or value + tonumber(ARGV[arg + 3 * i - 1]) > limit) then
+      failed = i
+    end
   end
-end
-if failed == 0 then
-  for i, key in ipairs(KEYS) do
-    redis.call('INCRBY', key, ARGV[3 * i - 1])
-    redis.call('PEXPIRE', key, ARGV[3 * i])
+  if failed == 0 then
+    for i = 1, size do
+      redis.call('INCRBY', KEYS[key + i], ARGV[arg + 3 * i - 1])
+      redis.call('PEXPIRE', KEYS[key + i], ARGV[arg + 3 * i])
+    end
   end
+  out[#out + 1] = failed
+  for i = 1, size do out[#out + 1] = used[i] end
+  key = key + size
+  arg = arg + 3 * size
 end
-return {failed, unpack(used)}
+return out
 """
 # A settlement after the window ended must not recreate its counter without an expiry.
 _ADJUST = """
@@ -143,8 +171,13 @@ return 0
 
 
 class RedisCounters:
-    """Counters in Redis, shared by every instance; each step one Lua script, through the cluster's
-    client (its timeout, its incident log and health)."""
+    """Counters in Redis, shared by every instance, through the cluster's client (its timeout,
+    incident log and health).
+
+    Admissions waiting at the same moment go to Redis as one script call, and settlements are
+    summed per counter and written together: two round trips per request cost more CPU than the
+    rest of admission (bench/limits.py), and a batch is still one atomic, ordered step.
+    """
 
     name = "redis"
 
@@ -154,6 +187,10 @@ class RedisCounters:
         self._prefix = cluster.key("limits", "")
         self._admit = cluster.redis.register_script(_ADMIT)
         self._adjust = cluster.redis.register_script(_ADJUST)
+        self._queued: list[tuple[Sequence[Check], asyncio.Future[tuple[int, list[int]]]]] = []
+        self._deltas: dict[str, int] = {}
+        self._failure: Callable[[Exception], object] = lambda exc: None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def _run(self, call: Callable[[Redis], Awaitable[Any]]) -> Any:
         result = await self._cluster.run(call, _UNREACHABLE)
@@ -161,19 +198,63 @@ class RedisCounters:
             raise StoreUnavailable(self._cluster.health().last_error or "Redis is not answering")
         return result
 
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def admit(self, checks: Sequence[Check]) -> tuple[int, list[int]]:
-        args: list[int] = []
-        for check in checks:
-            args += [check.limit, check.amount, max(int(check.ttl * 1000), 1)]
-        keys = [self._prefix + check.key for check in checks]
-        failed, *used = await self._run(lambda redis: self._admit(keys=keys, args=args, client=redis))
-        return int(failed), [int(value) for value in used]
+        future: asyncio.Future[tuple[int, list[int]]] = asyncio.get_running_loop().create_future()
+        if not self._queued:  # the first of a batch: the batch leaves once this turn of the loop ends
+            asyncio.get_running_loop().call_soon(lambda: self._spawn(self._admit_batch()))
+        self._queued.append((checks, future))
+        return await future
+
+    async def _admit_batch(self) -> None:
+        batch, self._queued = self._queued, []
+        keys: list[str] = []
+        args: list[int] = [len(batch), *(len(checks) for checks, _ in batch)]
+        for checks, _ in batch:
+            for check in checks:
+                keys.append(self._prefix + check.key)
+                args += [check.limit, check.amount, max(int(check.ttl * 1000), 1)]
+        try:
+            out = await self._run(lambda redis: self._admit(keys=keys, args=args, client=redis))
+        except StoreUnavailable as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        at = 0
+        for checks, future in batch:
+            size = len(checks)
+            if not future.done():  # its client may have gone; the counters were taken all the same
+                future.set_result((int(out[at]), [int(value) for value in out[at + 1 : at + 1 + size]]))
+            at += 1 + size
 
     async def adjust(self, deltas: Sequence[tuple[str, int]]) -> None:
         if deltas:
             keys = [self._prefix + key for key, _ in deltas]
             args = [delta for _, delta in deltas]
             await self._run(lambda redis: self._adjust(keys=keys, args=args, client=redis))
+
+    def settle(self, deltas: Sequence[tuple[str, int]], on_failure: Callable[[Exception], object]) -> None:
+        if not self._deltas:
+            asyncio.get_running_loop().call_soon(lambda: self._spawn(self._settle_batch()))
+        self._failure = on_failure
+        for key, delta in deltas:
+            self._deltas[key] = self._deltas.get(key, 0) + delta
+
+    async def _settle_batch(self) -> None:
+        deltas, self._deltas = self._deltas, {}
+        try:
+            await self.adjust([(key, delta) for key, delta in deltas.items() if delta])
+        except StoreUnavailable as exc:
+            self._failure(exc)
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def seed(self, key: str, value: int, ttl: float) -> None:
         ttl_ms = max(int(ttl * 1000), 1)

@@ -211,5 +211,5 @@ def _headers(provider: Provider, counts: tuple[Count, ...], now: float, *, taken
             continue
         used = count.used + (count.reserved if taken else 0)
         remaining = max(int(count.limit - used), 0)
-        headers.update(provider.rate_limit_headers(unit, int(count.limit), remaining, count.resets_at - now))
+        headers.update(provider.rate_limit_headers(unit, int(count.limit), remaining, count.resets_at, now))
     return headers

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Literal
 
 import attrs
@@ -141,14 +140,26 @@ class Limiter:
         self.store_failures = 0
         self.store_reachable = True
         self._warned_at = -math.inf
-        self._pending: set[asyncio.Task[None]] = set()
+        self._windows: dict[Window, tuple[float, float]] = {}
 
-    def _checks(
-        self, subject: str, limits: Limits, reservation: Reservation, now: float
-    ) -> list[tuple[Count, Check]]:
-        checks = []
-        for name, limit in limits.set():
-            start, end = bounds(WINDOWS[name], now)
+    def _window(self, window: Window, now: float) -> tuple[float, float]:
+        """The window's bounds, recomputed only when `now` leaves the last ones (months cost a gmtime)."""
+        cached = self._windows.get(window)
+        if cached is None or not cached[0] <= now < cached[1]:
+            cached = self._windows[window] = bounds(window, now)
+        return cached
+
+    async def admit(
+        self, subject: str, limits: Limits, reservation: Reservation
+    ) -> Admission | Rejection | None:
+        """None when the subject has no limits; else admitted (counters taken) or refused (nothing taken)."""
+        named = limits.set()
+        if not named:
+            return None
+        now = self.clock()
+        checks, ends = [], []
+        for name, limit in named:
+            start, end = self._window(WINDOWS[name], now)
             limit_units = units(name, limit)
             if name == "requests_per_minute":
                 amount = 1
@@ -158,31 +169,16 @@ class Limiter:
                 amount = units(name, reservation.usd)
             # A request that alone needs more than the limit is admitted into an empty window, not never.
             amount = min(amount, limit_units)
-            key = counter_key(subject, name, start)
-            checks.append(
-                (
-                    Count(name, limit, 0, key, amount, end),
-                    Check(key, limit_units, amount, end - now + GRACE_S),
-                )
-            )
-        return checks
-
-    async def admit(
-        self, subject: str, limits: Limits, reservation: Reservation
-    ) -> Admission | Rejection | None:
-        """None when the subject has no limits; else admitted (counters taken) or refused (nothing taken)."""
-        if not limits.any:
-            return None
-        now = self.clock()
-        planned = self._checks(subject, limits, reservation, now)
+            checks.append(Check(counter_key(subject, name, start), limit_units, amount, end - now + GRACE_S))
+            ends.append(end)
         try:
-            failed, used = await self.store.admit([check for _, check in planned])
+            failed, used = await self.store.admit(checks)
         except StoreUnavailable as exc:
             return self._store_failed(exc)
         self.store_reachable = True
         counts = tuple(
-            attrs.evolve(count, used=value / NANO if count.name in BUDGETS else value)
-            for (count, _), value in zip(planned, used, strict=True)
+            Count(name, limit, value / NANO if name in BUDGETS else value, check.key, check.amount, end)
+            for (name, limit), check, value, end in zip(named, checks, used, ends, strict=True)
         )
         if failed:
             count = counts[failed - 1]
@@ -206,7 +202,7 @@ class Limiter:
         )
         return Rejection(count.name, 429, message, max(count.resets_at - now, 0.001), counts)
 
-    def _store_failed(self, exc: StoreUnavailable) -> Admission | Rejection | None:
+    def _store_failed(self, exc: Exception) -> Admission | Rejection | None:
         self.store_failures += 1
         self.store_reachable = False
         self._on_failure()
@@ -233,7 +229,7 @@ class Limiter:
         )
 
     def settle(self, admission: Admission | None, tokens: int, usd: float) -> None:
-        """Replace the reservation with what the request used; runs in the background, never raises."""
+        """Replace the reservation with what the request used (the store applies it in the background)."""
         if admission is None:
             return
         deltas = []
@@ -247,31 +243,19 @@ class Limiter:
             if actual != count.reserved:
                 deltas.append((count.key, actual - count.reserved))
         if deltas:
-            task = asyncio.get_running_loop().create_task(self._adjust(deltas))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
-
-    async def _adjust(self, deltas: Sequence[tuple[str, int]]) -> None:
-        try:
-            await self.store.adjust(deltas)
-        except StoreUnavailable as exc:
-            self._store_failed(exc)
-        except Exception:
-            log.exception("limits.settle_failed")
+            self.store.settle(deltas, self._store_failed)
 
     async def drain(self) -> None:
-        """Wait for settlements still running (on shutdown, and in tests before reading counters)."""
-        while self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        """Wait for settlements still being written (on shutdown, and in tests before reading counters)."""
+        await self.store.drain()
 
     async def seed(self, spend: dict[str, float], name: LimitName, window: tuple[float, float]) -> None:
         """Spend recorded before this start, per subject, into the window's counters."""
         now = self.clock()
         try:
             for subject, usd in spend.items():
-                await self.store.seed(
-                    counter_key(subject, name, window[0]), units(name, usd), window[1] - now + GRACE_S
-                )
+                ttl = window[1] - now + GRACE_S
+                await self.store.seed(counter_key(subject, name, window[0]), units(name, usd), ttl)
         except StoreUnavailable as exc:
             self._store_failed(exc)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import datetime
+import functools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -39,13 +39,14 @@ class Anthropic(Provider):
         kind = _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
         return {"type": "error", "error": {"type": kind, "message": message}}
 
-    def rate_limit_headers(self, unit: str, limit: int, remaining: int, resets_in: float) -> dict[str, str]:
+    def rate_limit_headers(
+        self, unit: str, limit: int, remaining: int, resets_at: float, now: float
+    ) -> dict[str, str]:
         """anthropic-ratelimit-<unit>-limit / -remaining / -reset, the reset as an RFC 3339 time."""
-        reset = datetime.datetime.fromtimestamp(time.time() + resets_in, datetime.UTC)
         return {
             f"anthropic-ratelimit-{unit}-limit": str(limit),
             f"anthropic-ratelimit-{unit}-remaining": str(remaining),
-            f"anthropic-ratelimit-{unit}-reset": reset.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            f"anthropic-ratelimit-{unit}-reset": _rfc3339(resets_at),
         }
 
     def authorize(self, headers: CIMultiDict[str], api_key: str) -> None:
@@ -76,6 +77,12 @@ class Anthropic(Provider):
         elif kind == "message_delta":
             # message_delta usage is cumulative: it replaces, never adds to, what came before.
             _merge(payload.get("usage"), observer.usage)
+
+
+@functools.lru_cache(maxsize=8)
+def _rfc3339(at: float) -> str:
+    """A window's end, formatted once per window rather than per response."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 def _cache_markers(value: Any) -> Iterator[dict[str, Any]]:

@@ -115,7 +115,9 @@ class Provider(abc.ABC):
         return self.error_body(429, message)
 
     @abc.abstractmethod
-    def rate_limit_headers(self, unit: str, limit: int, remaining: int, resets_in: float) -> dict[str, str]:
+    def rate_limit_headers(
+        self, unit: str, limit: int, remaining: int, resets_at: float, now: float
+    ) -> dict[str, str]:
         """This provider's own rate-limit headers for one limit (unit "requests" or "tokens")."""
 
     @abc.abstractmethod

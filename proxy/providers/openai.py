@@ -53,12 +53,14 @@ class OpenAI(Provider):
             }
         }
 
-    def rate_limit_headers(self, unit: str, limit: int, remaining: int, resets_in: float) -> dict[str, str]:
+    def rate_limit_headers(
+        self, unit: str, limit: int, remaining: int, resets_at: float, now: float
+    ) -> dict[str, str]:
         """x-ratelimit-limit-<unit> / -remaining- / -reset-, the reset as a duration ("17s", "250ms")."""
         return {
             f"x-ratelimit-limit-{unit}": str(limit),
             f"x-ratelimit-remaining-{unit}": str(remaining),
-            f"x-ratelimit-reset-{unit}": _duration(resets_in),
+            f"x-ratelimit-reset-{unit}": _duration(resets_at - now),
         }
 
     def authorize(self, headers: CIMultiDict[str], api_key: str) -> None:

@@ -31,6 +31,10 @@ class Check:
     ttl: float
 
 
+# Settlements are summed per counter for this long, then written in one call: at 600 req/s that is
+# one call for about 30 requests (bench/limits.py), and a counter lags its true value by at most
+# this, on the safe side (the reservation, usually larger, stands until then).
+SETTLE_DELAY_S = 0.05
 # What Cluster.run answers when Redis failed: told apart from any value a script returns.
 _UNREACHABLE: Any = object()
 
@@ -174,8 +178,8 @@ class RedisCounters:
     """Counters in Redis, shared by every instance, through the cluster's client (its timeout,
     incident log and health).
 
-    Admissions waiting at the same moment go to Redis as one script call, and settlements are
-    summed per counter and written together: two round trips per request cost more CPU than the
+    Admissions that queue while one call is in flight go to Redis together as the next call, and
+    settlements are summed per counter and written together: a round trip costs more CPU than the
     rest of admission (bench/limits.py), and a batch is still one atomic, ordered step.
     """
 
@@ -191,6 +195,7 @@ class RedisCounters:
         self._deltas: dict[str, int] = {}
         self._failure: Callable[[Exception], object] = lambda exc: None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._admitting: asyncio.Future[None] | None = None
 
     async def _run(self, call: Callable[[Redis], Awaitable[Any]]) -> Any:
         result = await self._cluster.run(call, _UNREACHABLE)
@@ -205,13 +210,23 @@ class RedisCounters:
 
     async def admit(self, checks: Sequence[Check]) -> tuple[int, list[int]]:
         future: asyncio.Future[tuple[int, list[int]]] = asyncio.get_running_loop().create_future()
-        if not self._queued:  # the first of a batch: the batch leaves once this turn of the loop ends
-            asyncio.get_running_loop().call_soon(lambda: self._spawn(self._admit_batch()))
         self._queued.append((checks, future))
+        if self._admitting is None:
+            self._admitting = asyncio.ensure_future(self._admit_queued())
         return await future
 
-    async def _admit_batch(self) -> None:
-        batch, self._queued = self._queued, []
+    async def _admit_queued(self) -> None:
+        """One batch in flight at a time: what queues meanwhile leaves together as the next."""
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                await self._admit_batch(batch)
+        finally:
+            self._admitting = None
+
+    async def _admit_batch(
+        self, batch: list[tuple[Sequence[Check], asyncio.Future[tuple[int, list[int]]]]]
+    ) -> None:
         keys: list[str] = []
         args: list[int] = [len(batch), *(len(checks) for checks, _ in batch)]
         for checks, _ in batch:
@@ -220,7 +235,7 @@ class RedisCounters:
                 args += [check.limit, check.amount, max(int(check.ttl * 1000), 1)]
         try:
             out = await self._run(lambda redis: self._admit(keys=keys, args=args, client=redis))
-        except StoreUnavailable as exc:
+        except Exception as exc:  # unreachable (StoreUnavailable) or a bug: every waiter hears of it
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
@@ -240,7 +255,7 @@ class RedisCounters:
 
     def settle(self, deltas: Sequence[tuple[str, int]], on_failure: Callable[[Exception], object]) -> None:
         if not self._deltas:
-            asyncio.get_running_loop().call_soon(lambda: self._spawn(self._settle_batch()))
+            asyncio.get_running_loop().call_later(SETTLE_DELAY_S, lambda: self._spawn(self._settle_batch()))
         self._failure = on_failure
         for key, delta in deltas:
             self._deltas[key] = self._deltas.get(key, 0) + delta
@@ -253,6 +268,8 @@ class RedisCounters:
             self._failure(exc)
 
     async def drain(self) -> None:
+        if self._deltas:  # not waiting out the delay: written now
+            await self._settle_batch()
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 

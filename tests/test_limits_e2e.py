@@ -138,6 +138,20 @@ async def test_a_spent_budget_is_not_retried(start: Start, fake_upstream: FakeUp
     assert rows == [(429, "limit: budget_usd_per_day")]  # one attempt: the SDK did not retry
 
 
+async def test_a_budget_spent_mid_day_frees_at_midnight_utc(start: Start) -> None:
+    midnight = math.ceil(time.time() / 86400) * 86400
+    now = [midnight - 3 * 3600.0]  # 21:00 UTC, on the proxy's injected clock
+    url, _ = await start(lambda: now[0], limits_budget_usd_per_day="0.005")
+    async with anthropic_client(url) as client:
+        await client.messages.create(model="claude-fake-1", max_tokens=16, messages=MESSAGE)
+        with pytest.raises(anthropic.RateLimitError) as refused:
+            await client.messages.create(model="claude-fake-1", max_tokens=16, messages=MESSAGE)
+        assert time.strftime("resets at %Y-%m-%d 00:00 UTC", time.gmtime(midnight)) in refused.value.message
+        now[0] = midnight + 1.0
+        answer = await client.messages.create(model="claude-fake-1", max_tokens=16, messages=MESSAGE)
+    assert answer.content
+
+
 async def _post_many(url: str, count: int, key: str = ANTHROPIC_KEY) -> list[int]:
     async with aiohttp.ClientSession() as session:
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Literal
 
@@ -102,7 +101,6 @@ class Count:
 class Admission:
     subject: str
     counts: tuple[Count, ...]
-    admitted_at: float
 
 
 @attrs.frozen
@@ -136,7 +134,6 @@ class Limiter:
         self._on_failure = on_failure
         self.on_store_failure = on_store_failure
         self.clock = clock
-        self.rejections: Counter[tuple[str, str]] = Counter()  # (subject, limit) -> count
         self.store_failures = 0
         self.store_reachable = True
         self._warned_at = -math.inf
@@ -181,10 +178,8 @@ class Limiter:
             for (name, limit), check, value, end in zip(named, checks, used, ends, strict=True)
         )
         if failed:
-            count = counts[failed - 1]
-            self.rejections[(subject, count.name)] += 1
-            return self._rejection(count, counts, now)
-        return Admission(subject, counts, now)
+            return self._rejection(counts[failed - 1], counts, now)
+        return Admission(subject, counts)
 
     def _rejection(self, count: Count, counts: tuple[Count, ...], now: float) -> Rejection:
         when = describe_reset(count.resets_at, now)

@@ -72,21 +72,34 @@ async def _rows(app: web.Application, sql: str) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-async def test_openai_sdk_retries_a_rate_limit_after_retry_after(
-    start: Start, fake_upstream: FakeUpstream
+@pytest.mark.parametrize("sdk", ["anthropic", "openai"])
+async def test_sdks_retry_a_rate_limit_after_retry_after(
+    start: Start, fake_upstream: FakeUpstream, sdk: str
 ) -> None:
     shift = [0.0]
     url, app = await start(clock=lambda: time.time() + shift[0], limits_requests_per_minute=1)
     # The proxy's clock now sits 2 s before a minute ends: the SDK's retry lands in the next minute.
     shift[0] = math.floor(time.time() / 60) * 60 + 58 - time.time()
-    async with openai_client(url + "/v1", max_retries=2) as client:
-        first = await client.chat.completions.with_raw_response.create(model="gpt-fake-1", messages=MESSAGE)
-        assert first.headers["x-ratelimit-limit-requests"] == "1"
-        assert first.headers["x-ratelimit-remaining-requests"] == "0"
-        began = time.monotonic()
-        second = await client.chat.completions.create(model="gpt-fake-1", messages=MESSAGE)
-        waited = time.monotonic() - began
-    assert second.choices[0].message.content
+    if sdk == "openai":
+        async with openai_client(url + "/v1", max_retries=2) as client:
+            first = await client.chat.completions.with_raw_response.create(
+                model="gpt-fake-1", messages=MESSAGE
+            )
+            assert first.headers["x-ratelimit-limit-requests"] == "1"
+            assert first.headers["x-ratelimit-remaining-requests"] == "0"
+            began = time.monotonic()
+            second = await client.chat.completions.create(model="gpt-fake-1", messages=MESSAGE)
+            assert second.choices[0].message.content
+    else:
+        async with anthropic_client(url, max_retries=2) as claude:
+            raw = await claude.messages.with_raw_response.create(
+                model="claude-fake-1", max_tokens=16, messages=MESSAGE
+            )
+            assert raw.headers["anthropic-ratelimit-requests-remaining"] == "0"
+            began = time.monotonic()
+            answer = await claude.messages.create(model="claude-fake-1", max_tokens=16, messages=MESSAGE)
+            assert answer.content
+    waited = time.monotonic() - began
     assert waited < 5  # retried after retry-after-ms (the rest of the minute), then admitted
     assert len(fake_upstream.requests) == 2  # the refused attempt never reached upstream
     rows = await _rows(app, "SELECT status, error FROM requests ORDER BY created_at")

@@ -12,14 +12,21 @@ disturbed by other load on the shared machine); req/s is printed beside it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import attrs
 import redis
+
+from proxy.cluster import Cluster
+from proxy.config import ClusterConfig
+from proxy.limits.counters import CounterStore, MemoryCounters, RedisCounters
+from proxy.limits.limiter import Admission, Limiter, Limits, Reservation
 
 from . import wrk
 from .servers import Proxy, Server, cpu_seconds
@@ -67,9 +74,15 @@ class LimitsResult:
     variants: dict[str, Variant]
     rounds: int
     seconds: float
+    alone: dict[str, float]  # CPU microseconds per admission and settlement, by store and way
 
     def describe(self) -> str:
         lines = [
+            "Admission alone (bench/limits.py, in this process): Limiter.admit and settle with all four "
+            f"limits, CPU microseconds per request over {ALONE_REQUESTS:,} requests: "
+            + "; ".join(f"{name} {value:.1f} µs" for name, value in self.alone.items())
+            + ".",
+            "",
             f"Admission cost (bench/limits.py): wrk, Anthropic JSON messages at concurrency {CONNECTIONS}, "
             f"{self.rounds} rounds of {self.seconds:g} s per variant, order rotated; every limit set and "
             "none reached (four counters taken and settled per request).",
@@ -133,7 +146,7 @@ def measure(upstream: str, work: Path, rounds: int = 3, seconds: float = 3.0) ->
                     wrk.run(proxy.url + "/v1/messages", lua, connections=CONNECTIONS, seconds=seconds)
                 )
                 variant.cpu_seconds += cpu_seconds(proxy.pid) - before
-        return LimitsResult(variants, rounds, seconds)
+        return LimitsResult(variants, rounds, seconds, asyncio.run(_alone(prefix)))
     finally:
         for proxy in proxies.values():
             proxy.stop()
@@ -142,6 +155,41 @@ def measure(upstream: str, work: Path, rounds: int = 3, seconds: float = 3.0) ->
         if keys:
             client.delete(*keys)
         client.close()
+
+
+ALONE_REQUESTS = 20_000
+ALL_LIMITS = Limits(10**9, 10**12, 1e9, 1e9)
+
+
+async def _admit_settle(limiter: Limiter, subject: str) -> None:
+    admission = await limiter.admit(subject, ALL_LIMITS, Reservation(40, 0.001))
+    assert isinstance(admission, Admission)
+    limiter.settle(admission, 49, 0.0004)
+
+
+async def _per_request(store: CounterStore, concurrent: int) -> float:
+    """CPU microseconds per admission and settlement, `concurrent` requests at a time."""
+    limiter = Limiter(store, "closed")
+    for _ in range(200):  # connections opened, the script loaded
+        await _admit_settle(limiter, "warm")
+    started = time.process_time()
+    for _ in range(ALONE_REQUESTS // concurrent):
+        await asyncio.gather(*(_admit_settle(limiter, f"t{n}") for n in range(concurrent)))
+    await limiter.drain()
+    return (time.process_time() - started) / (ALONE_REQUESTS // concurrent * concurrent) * 1e6
+
+
+async def _alone(prefix: str) -> dict[str, float]:
+    cluster = Cluster(ClusterConfig(redis_url=REDIS_URL, key_prefix=prefix, timeout=5.0))
+    await cluster.start()
+    try:
+        return {
+            "in process": await _per_request(MemoryCounters(), 1),
+            "Redis, one at a time": await _per_request(RedisCounters(cluster), 1),
+            f"Redis, {CONNECTIONS} at a time": await _per_request(RedisCounters(cluster), CONNECTIONS),
+        }
+    finally:
+        await cluster.close()
 
 
 def main(argv: list[str] | None = None) -> int:

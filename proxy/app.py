@@ -34,7 +34,7 @@ from .keys import (
     UPSTREAM,
     WRITER,
 )
-from .limits.setup import limits_ctx
+from .limits.context import limits_ctx
 from .maintenance import maintain_sessions, restore_sessions
 from .pricing import PriceTable
 from .prom import PromMetrics

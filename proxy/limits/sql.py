@@ -96,8 +96,9 @@ def revoke_key(conn: sqlite3.Connection, name: str, now: float) -> bool:
 def spend_since(conn: sqlite3.Connection, since: float) -> dict[str, float]:
     """US dollars each tenant spent from `since` on, as the requests table recorded it."""
     rows = conn.execute(
-        "SELECT tenant, COALESCE(SUM(cost_usd), 0) FROM requests WHERE created_at >= ? AND tenant IS NOT NULL "
-        "GROUP BY tenant HAVING SUM(cost_usd) > 0",  # SQL both engines speak
+        # SUM, not SQLite's TOTAL: SQL both engines speak.
+        "SELECT tenant, SUM(cost_usd) FROM requests WHERE created_at >= ? AND tenant IS NOT NULL "
+        "GROUP BY tenant HAVING SUM(cost_usd) > 0",
         (since,),
     )
     return {tenant: spend for tenant, spend in rows}

@@ -190,6 +190,17 @@ async def test_exactly_n_of_concurrent_requests_are_forwarded(
     assert len(fake_upstream.requests) == 50
 
 
+async def test_concurrent_requests_cannot_overspend_a_budget(start: Start) -> None:
+    # Each request reserves about $0.0165 (its input estimate and max_tokens 16 at $1,000/M out)
+    # and costs about $0.012: 20 at once against $0.05 admit only what the reservations fit.
+    url, app = await start(limits_budget_usd_per_day="0.05")
+    statuses = await _post_many(url, 20)
+    [(spent, admitted)] = await _rows(app, "SELECT SUM(cost_usd), COUNT(*) FROM requests WHERE status = 200")
+    assert statuses.count(200) == admitted and 2 <= admitted <= 4
+    assert statuses.count(429) == 20 - admitted
+    assert spent <= 0.05
+
+
 async def test_three_instances_on_redis_enforce_one_limit(start: Start, fake_upstream: FakeUpstream) -> None:
     async with shared_redis_prefix() as prefix:
         # Three proxies, their clients and the upstream share this one test process's event loop:

@@ -74,7 +74,11 @@ class KeyRing:
         digest = hash_key(key)
         found = self._keys.get(digest)
         if found is None and time.monotonic() - self._loaded_at >= MISS_RELOAD_S:
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception as exc:  # a locked database: the key stays unknown until the next reload
+                self._loaded_at = time.monotonic()
+                log.warning("limits.keys_reload_failed", error=type(exc).__name__)
             found = self._keys.get(digest)
         return found
 

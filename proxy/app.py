@@ -177,8 +177,11 @@ def create_app(config: Config) -> web.Application:
     return app
 
 
-async def start_server(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Serve `app`; returns the runner (call cleanup() to stop) and the bound port (port 0 picks one)."""
+async def start_server(
+    app: web.Application, host: str, port: int, reuse_port: bool = False
+) -> tuple[web.AppRunner, int]:
+    """Serve `app`; returns the runner (call cleanup() to stop) and the bound port (port 0 picks one).
+    `reuse_port`: one of `[server] workers` processes sharing the port (SO_REUSEPORT)."""
     edges.quiet_parser_errors()
     edges.guard_accept(asyncio.get_running_loop())
     # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream call.
@@ -191,7 +194,7 @@ async def start_server(app: web.Application, host: str, port: int) -> tuple[web.
         keepalive_timeout=app[CONFIG].server.keepalive_timeout,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     await site.start()
     bound: int = runner.addresses[0][1]
     return runner, bound

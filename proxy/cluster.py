@@ -156,6 +156,9 @@ class Cluster:
             self._incident(exc)
             return
         if not self._connected:
+            # Connections pooled before the incident point at the Redis that went away: the first
+            # call on each would fail and open a new incident. Fresh ones are made as needed.
+            await self.redis.connection_pool.disconnect()
             log.warning(
                 "redis reachable again: shared state back in use",
                 down_s=round(time.time() - (self._failing_since or time.time()), 3),

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import attrs
 import pytest
 from redis.asyncio import Redis
@@ -253,3 +254,43 @@ async def fleet(
         group.instances = list(await asyncio.gather(*(group.start(index) for index in range(count))))
         group.url = await stack.enter_async_context(nginx(folder / "nginx", ports))
         yield group
+
+
+@attrs.define
+class Load:
+    """What a load run saw: answered requests by their unique model name (and when), failures."""
+
+    answered: dict[str, float] = attrs.Factory(dict)
+    failures: list[tuple[float, str]] = attrs.Factory(list)  # (when, what)
+
+    def failed_after(self, moment: float) -> list[tuple[float, str]]:
+        return [failure for failure in self.failures if failure[0] > moment]
+
+
+async def load(url: str, seconds: float, clients: int = 16, headers: dict[str, str] | None = None) -> Load:
+    """`clients` connections sending small Messages calls back to back for `seconds` (bounded in
+    time); each request names a model of its own, so its row can be found in the database."""
+    result = Load()
+    deadline = time.monotonic() + seconds
+    headers = headers or {"x-api-key": "sk-ant-load-0123456789", "anthropic-version": "2023-06-01"}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+
+        async def client(index: int) -> None:
+            serial = 0
+            while time.monotonic() < deadline:
+                model = f"load-{index}-{serial}"
+                serial += 1
+                body = {"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+                try:
+                    async with http.post(url + "/v1/messages", json=body, headers=headers) as response:
+                        await response.read()
+                        if response.status == 200:
+                            result.answered[model] = time.monotonic()
+                        else:
+                            result.failures.append((time.monotonic(), f"{response.status}"))
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    result.failures.append((time.monotonic(), type(exc).__name__))
+                    await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(client(i) for i in range(clients)))
+    return result

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import attrs
 import pytest
 
-from tests.cluster_support import SHARED_REDIS_URL, Fleet, fleet, own_redis, shared_redis_prefix
+from tests.cluster_support import SHARED_REDIS_URL, Fleet, fleet, load, own_redis, shared_redis_prefix
 from tests.conftest import ANTHROPIC_KEY, ProxyFactory, anthropic_client
 from tests.fake_upstream import FakeUpstream
 
@@ -112,3 +111,109 @@ async def test_a_conversation_spread_over_instances_is_forwarded_as_one_instance
 
 
 _COMPRESSED = "SELECT detail FROM audit WHERE event = 'compressed' ORDER BY id"
+
+
+async def test_streams_pass_nginx_unbuffered(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
+    async with fleet(tmp_path, fake_upstream, database(tmp_path), **SETTINGS) as group:
+        async with (
+            anthropic_client(group.url) as client,
+            client.messages.stream(
+                model="claude-sonnet-5",
+                max_tokens=64,
+                messages=[{"role": "user", "content": "Stream please"}],
+                # Upstream sends up to the first delta, then holds the rest until the gate opens.
+                extra_headers={"x-fake-scenario": "gated", "x-fake-gate-timeout": "10"},
+            ) as stream,
+        ):
+            kinds = []
+            async for event in stream:
+                kinds.append(event.type)
+                if event.type == "content_block_delta" and not fake_upstream.gate.is_set():
+                    # Here while the stream is still open upstream: nothing in between held it back.
+                    assert "message_stop" not in kinds
+                    fake_upstream.gate.set()
+            assert kinds[-1] == "message_stop"
+            assert (await stream.get_final_message()).usage.output_tokens > 0
+
+
+def rows_by_model(path: str) -> set[str]:
+    return {model for (model,) in rows(path, "SELECT model FROM requests")}
+
+
+async def test_kill_9_of_one_instance_under_load(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
+    async with fleet(tmp_path, fake_upstream, database(tmp_path), **SETTINGS) as group:
+        sending = asyncio.create_task(load(group.url, 9.0))
+        await asyncio.sleep(3.0)
+        victim = group.instances[1]
+        victim.process.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        assert await asyncio.to_thread(victim.process.wait, 10) == -signal.SIGKILL
+        await asyncio.sleep(1.0)
+        # Back on the same port and database while the others serve on (no migration race: the
+        # schema is already there, and a start checks it in one write transaction).
+        rejoined = await group.restart(1)
+        traffic = await sending
+        after = await load(group.url, 1.5, clients=6)
+
+        assert len(traffic.answered) > 200, f"only {len(traffic.answered)} requests answered: not a load"
+        # nginx retries what never reached an instance (connection refused); a POST the victim had
+        # already received fails, once, as it would without a balancer. Nothing fails later.
+        assert len(traffic.failures) <= 16, traffic.failures  # at most one per client in flight
+        assert traffic.failed_after(killed_at + 1.0) == [], traffic.failures
+        assert after.failures == []
+        assert served(group)[1] > 0, "the restarted instance got no requests"
+        assert "Traceback" not in rejoined.log()
+
+        for instance in group.instances:  # a clean stop flushes each one's rows
+            assert await instance.stop() == 0, instance.log()
+        stored = rows_by_model(group.database)
+        lost = {model: at for model, at in traffic.answered.items() if model not in stored}
+        # Only the killed instance's last second can be missing.
+        assert all(killed_at - 1.0 <= at <= killed_at + 0.1 for at in lost.values()), lost
+        assert set(after.answered) <= stored
+        assert rows(group.database, "PRAGMA integrity_check") == [("ok",)]
+
+
+def metric(text: str, name: str) -> float:
+    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+async def test_redis_lost_mid_run_degrades_health_and_service_goes_on(
+    fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    async with (
+        own_redis(tmp_path) as redis,
+        fleet(tmp_path, fake_upstream, database(tmp_path), cluster_redis_url=redis.url, **SETTINGS) as group,
+        aiohttp.ClientSession() as http,
+    ):
+
+        async def healths() -> list[dict[str, Any]]:
+            return [await get_json(instance.url + "/health") for instance in group.instances]
+
+        assert {h["status"] for h in await healths()} == {"ok"}
+        sending = asyncio.create_task(load(group.url, 6.0, clients=8))
+        await asyncio.sleep(1.5)
+        await redis.kill()
+        await asyncio.sleep(1.5)
+        for health in await healths():
+            assert health["status"] == "degraded"
+            assert health["cluster"]["connected"] is False and health["cluster"]["failing_since"]
+            assert "Connection" in health["cluster"]["last_error"]
+        async with http.get(group.instances[0].url + "/metrics") as response:
+            text = await response.text()
+        assert metric(text, "vidurai_redis_up") == 0 and metric(text, "vidurai_redis_incidents_total") == 1
+
+        await redis.start()
+        deadline = time.monotonic() + 5
+        while {h["status"] for h in await healths()} != {"ok"}:
+            assert time.monotonic() < deadline, await healths()
+            await asyncio.sleep(0.1)
+        traffic = await sending
+        assert traffic.failures == [] and len(traffic.answered) > 100
+        for instance in group.instances:  # one line when lost, one when back: not one per request
+            events = [json.loads(line)["event"] for line in instance.log().splitlines() if "redis" in line]
+            assert [e.split(":")[0] for e in events if e.startswith("redis")] == [
+                "redis connected",
+                "redis unreachable",
+                "redis reachable again",
+            ]

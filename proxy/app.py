@@ -95,7 +95,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     cluster = app[CLUSTER]
-    await cluster.start()
+    await cluster.start(app[CALIBRATION])
     try:
         yield
     finally:
@@ -149,7 +149,7 @@ def create_app(config: Config) -> web.Application:
     app[OPENAI] = OpenAI(config.upstream.openai_base_url)
     app[PRICES] = PriceTable(config.pricing)
     app[PROM] = PromMetrics()
-    app[CALIBRATION] = Calibration()
+    app[CALIBRATION] = Calibration(shared=bool(config.cluster.redis_url))
     app[CLUSTER] = Cluster(config.cluster)
     app[PROM].watch_cluster(app[CLUSTER].health)
     setup_cors(app, config.server.allowed_origins)

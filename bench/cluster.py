@@ -58,8 +58,9 @@ class Row:
 
     def line(self) -> str:
         r = self.result
+        errors = r.errors + r.status_errors
         return (
-            f"| {self.layout} | {r.rps:,.0f} | {r.p50_ms:.1f} / {r.p99_ms:.1f} | {r.errors + r.status_errors} "
+            f"| {self.layout} | {r.rps:,.0f} | {r.p50_ms:.1f} / {r.p99_ms:.1f} | {errors} "
             f"| {self.proxy_cpu_ms:.2f} | {self.other_cpu_ms:.2f} |"
         )
 
@@ -96,7 +97,17 @@ def nginx(folder: Path, ports: list[int]) -> Iterator[tuple[str, int]]:
     port = free_port()
     conf = folder / "nginx.conf"
     conf.write_text(nginx_conf(folder, port, ports))
-    command = [NGINX, "-p", str(folder), "-c", str(conf), "-e", str(folder / "error.log"), "-g", "daemon off;"]
+    command = [
+        NGINX,
+        "-p",
+        str(folder),
+        "-c",
+        str(conf),
+        "-e",
+        str(folder / "error.log"),
+        "-g",
+        "daemon off;",
+    ]
     process = spawn(command, folder, folder / "output.log")
     time.sleep(0.5)
     assert process.poll() is None, (folder / "error.log").read_text()
@@ -154,11 +165,16 @@ def main() -> None:
             others = [upstream.pid]
             with proxies(upstream.url, folder / "sqlite", 1) as (one,):
                 rows.append(measure("1 process, SQLite", one.url, [one.pid], others, lua, args.seconds))
-            with postgres_database() as url, proxies(upstream.url, folder / "pg", 1, storage_database=url) as (one,):
+            with (
+                postgres_database() as url,
+                proxies(upstream.url, folder / "pg", 1, storage_database=url) as (one,),
+            ):
                 pg = [*others, *postgres_pids()]
                 rows.append(measure("1 process, PostgreSQL", one.url, [one.pid], pg, lua, args.seconds))
             with proxies(upstream.url, folder / "workers", 1, server_workers="2") as (parent,):
-                rows.append(measure("workers = 2, SQLite", parent.url, [parent.pid], others, lua, args.seconds))
+                rows.append(
+                    measure("workers = 2, SQLite", parent.url, [parent.pid], others, lua, args.seconds)
+                )
             with (
                 postgres_database() as url,
                 redis_prefix() as prefix,
@@ -174,13 +190,17 @@ def main() -> None:
             ):
                 pg = [*others, nginx_pid, *postgres_pids(), *redis_pids()]
                 pids = [p.pid for p in fleet]
-                rows.append(measure("3 instances + nginx, PostgreSQL, Redis", url_, pids, pg, lua, args.seconds))
+                rows.append(
+                    measure("3 instances + nginx, PostgreSQL, Redis", url_, pids, pg, lua, args.seconds)
+                )
             with postgres_database() as url:
                 print("\n" + asyncio.run(writer_rows_per_second(url, folder)))
     finally:
         upstream.stop()
     base = rows[0].result.rps or 1
-    print("\nRatios to one SQLite process: " + ", ".join(f"{r.layout} {r.result.rps / base:.2f}x" for r in rows))
+    print(
+        "\nRatios to one SQLite process: " + ", ".join(f"{r.layout} {r.result.rps / base:.2f}x" for r in rows)
+    )
 
 
 async def writer_rows_per_second(url: str, folder: Path) -> str:

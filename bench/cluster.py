@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import platform
 import subprocess
@@ -45,8 +46,15 @@ def family(pid: int) -> list[int]:
     return found
 
 
-def cpu_of(pids: list[int]) -> float:
-    return sum(cpu_seconds(pid) for root in pids for pid in family(root))
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    """CPU seconds so far of each process (and descendant); one that is gone is left out."""
+    times = {pid: cpu_seconds(pid) for root in pids for pid in family(root)}
+    return {pid: t for pid, t in times.items() if not math.isnan(t)}
+
+
+def spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds between two readings, of the processes alive at both."""
+    return sum(after[pid] - before[pid] for pid in before.keys() & after.keys())
 
 
 @attrs.frozen
@@ -84,8 +92,8 @@ def measure(layout: str, url: str, proxies: list[int], others: list[int], lua: P
     row = Row(
         layout,
         result,
-        (cpu_of(proxies) - proxy_before) * 1000 / requests,
-        (cpu_of(others) - other_before) * 1000 / requests,
+        spent(proxy_before, cpu_of(proxies)) * 1000 / requests,
+        spent(other_before, cpu_of(others)) * 1000 / requests,
     )
     print(row.line(), flush=True)
     return row
@@ -166,6 +174,19 @@ def main() -> None:
             with proxies(upstream.url, folder / "sqlite", 1) as (one,):
                 rows.append(measure("1 process, SQLite", one.url, [one.pid], others, lua, args.seconds))
             with (
+                redis_prefix() as prefix,
+                proxies(
+                    upstream.url,
+                    folder / "sqlite-redis",
+                    1,
+                    cluster_redis_url=SHARED_REDIS_URL,
+                    cluster_key_prefix=prefix,
+                ) as (one,),
+            ):
+                with_redis = [*others, *redis_pids()]
+                layout = "1 process, SQLite, Redis"
+                rows.append(measure(layout, one.url, [one.pid], with_redis, lua, args.seconds))
+            with (
                 postgres_database() as url,
                 proxies(upstream.url, folder / "pg", 1, storage_database=url) as (one,),
             ):
@@ -193,13 +214,38 @@ def main() -> None:
                 rows.append(
                     measure("3 instances + nginx, PostgreSQL, Redis", url_, pids, pg, lua, args.seconds)
                 )
+            print("\n" + asyncio.run(redis_call_cost()))
             with postgres_database() as url:
-                print("\n" + asyncio.run(writer_rows_per_second(url, folder)))
+                print(asyncio.run(writer_rows_per_second(url, folder)))
     finally:
         upstream.stop()
     base = rows[0].result.rps or 1
     print(
         "\nRatios to one SQLite process: " + ", ".join(f"{r.layout} {r.result.rps / base:.2f}x" for r in rows)
+    )
+
+
+async def redis_call_cost(calls: int = 5000) -> str:
+    """CPU of the one Redis call a request about to fold makes (SET ... GET), in this process."""
+    from proxy.cluster import Cluster
+    from proxy.config import ClusterConfig
+
+    with redis_prefix() as prefix:
+        cluster = Cluster(ClusterConfig(redis_url=SHARED_REDIS_URL, key_prefix=prefix, timeout=1.0))
+        await cluster.start()
+        started, cpu = time.perf_counter(), time.process_time()
+
+        async def client(n: int) -> None:
+            for k in range(calls // HIGH):
+                await cluster.previous_request_at(f"bench-{n}-{k % 50}", time.time(), None)
+
+        await asyncio.gather(*(client(n) for n in range(HIGH)))
+        per_call_cpu = (time.process_time() - cpu) / calls * 1e6
+        per_call_wall = (time.perf_counter() - started) / calls * 1e6
+        await cluster.close()
+    return (
+        f"Redis: one session-time call (SET GET EX) costs {per_call_cpu:.0f} us of the proxy's CPU "
+        f"({per_call_wall:.0f} us wall, {HIGH} at once), redis-py's asyncio client"
     )
 
 

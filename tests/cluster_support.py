@@ -267,12 +267,13 @@ class Load:
         return [failure for failure in self.failures if failure[0] > moment]
 
 
-async def load(url: str, seconds: float, clients: int = 16, headers: dict[str, str] | None = None) -> Load:
+async def load(url: str, seconds: float, clients: int = 16, messages: int = 1) -> Load:
     """`clients` connections sending small Messages calls back to back for `seconds` (bounded in
-    time); each request names a model of its own, so its row can be found in the database."""
+    time); each request names a model of its own, so its row can be found in the database.
+    `messages` > 1: conversations that long (short texts: counted, never worth folding)."""
     result = Load()
     deadline = time.monotonic() + seconds
-    headers = headers or {"x-api-key": "sk-ant-load-0123456789", "anthropic-version": "2023-06-01"}
+    headers = {"x-api-key": "sk-ant-load-0123456789", "anthropic-version": "2023-06-01"}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
 
         async def client(index: int) -> None:
@@ -280,7 +281,12 @@ async def load(url: str, seconds: float, clients: int = 16, headers: dict[str, s
             while time.monotonic() < deadline:
                 model = f"load-{index}-{serial}"
                 serial += 1
-                body = {"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+                history = [
+                    {"role": "assistant" if n % 2 else "user", "content": f"client {index} turn {n}"}
+                    for n in range(messages - 1)
+                ]
+                history.append({"role": "user", "content": f"request {serial}"})
+                body = {"model": model, "max_tokens": 16, "messages": history}
                 try:
                     async with http.post(url + "/v1/messages", json=body, headers=headers) as response:
                         await response.read()

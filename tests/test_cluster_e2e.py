@@ -191,7 +191,8 @@ async def test_redis_lost_mid_run_degrades_health_and_service_goes_on(
             return [await get_json(instance.url + "/health") for instance in group.instances]
 
         assert {h["status"] for h in await healths()} == {"ok"}
-        sending = asyncio.create_task(load(group.url, 6.0, clients=8))
+        # Conversations long enough to ask Redis when their previous turn was, on every request.
+        sending = asyncio.create_task(load(group.url, 6.0, clients=8, messages=11))
         await asyncio.sleep(1.5)
         await redis.kill()
         await asyncio.sleep(1.5)
@@ -199,6 +200,7 @@ async def test_redis_lost_mid_run_degrades_health_and_service_goes_on(
             assert health["status"] == "degraded"
             assert health["cluster"]["connected"] is False and health["cluster"]["failing_since"]
             assert "Connection" in health["cluster"]["last_error"]
+            assert health["cluster"]["failed_calls"] > 0  # requests went on with local state
         async with http.get(group.instances[0].url + "/metrics") as response:
             text = await response.text()
         assert metric(text, "vidurai_redis_up") == 0 and metric(text, "vidurai_redis_incidents_total") == 1

@@ -29,9 +29,6 @@ from .config import Config, LoggingConfig
 log = structlog.get_logger("proxy")
 
 STARTUP_TIMEOUT = 120.0  # a cold start loads the tokenizer and the sentence-vector table
-# A worker that dies within this long of its start is failing to start, not crashing under load:
-# restarting it in a loop would only fill the log.
-MIN_LIFETIME = 5.0
 RESTART_DELAY = 1.0
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -96,8 +93,9 @@ class Supervisor:
         self.config = config  # its port is the one reserved, never 0
         self.logging_config = logging_config
         self.console = console
-        self._ready: Any = _SPAWN.Queue()
-        self._workers: dict[int, tuple[BaseProcess, float]] = {}
+        self._ready: Any = _SPAWN.Queue()  # each worker puts its index there once listening
+        self._workers: dict[int, BaseProcess] = {}
+        self._listening: set[int] = set()
 
     def _start(self, index: int) -> None:
         process = _SPAWN.Process(
@@ -106,20 +104,25 @@ class Supervisor:
             name=f"vidurai-worker-{index}",
         )
         process.start()
-        self._workers[index] = (process, time.monotonic())
+        self._workers[index] = process
+        self._listening.discard(index)
+
+    def _drain_ready(self) -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._listening.add(self._ready.get_nowait())
 
     async def start_all(self) -> None:
         """Start every worker and wait until each is listening."""
         for index in range(self.config.server.workers):
             self._start(index)
-        waiting = set(self._workers)
         deadline = time.monotonic() + STARTUP_TIMEOUT
-        while waiting:
+        while waiting := set(self._workers) - self._listening:
             with contextlib.suppress(queue.Empty):
-                waiting.discard(await asyncio.to_thread(self._ready.get, True, 0.2))
+                self._listening.add(await asyncio.to_thread(self._ready.get, True, 0.2))
                 continue
             for index in waiting:
-                process = self._workers[index][0]
+                process = self._workers[index]
                 if not process.is_alive():
                     raise WorkerStartError(
                         f"worker {index} exited with code {process.exitcode} while starting"
@@ -128,17 +131,18 @@ class Supervisor:
                 raise WorkerStartError(f"workers {sorted(waiting)} did not start in {STARTUP_TIMEOUT:.0f} s")
 
     async def watch(self, stop: asyncio.Event) -> None:
-        """Until `stop`: restart a worker that died (killed, crashed), unless it died starting."""
+        """Until `stop`: restart a worker that died (killed, crashed) after it was listening; one
+        that dies before is failing to start, and restarting it in a loop would only fill the log."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), RESTART_DELAY)
             if stop.is_set():
                 return
-            for index, (process, started) in list(self._workers.items()):
-                if process.is_alive():
-                    continue
-                lived = time.monotonic() - started
-                if lived < MIN_LIFETIME:
+            dead = [index for index, process in self._workers.items() if not process.is_alive()]
+            self._drain_ready()
+            for index in dead:
+                process = self._workers[index]
+                if index not in self._listening:
                     log.error("worker died starting; not restarted", worker=index, exitcode=process.exitcode)
                     del self._workers[index]
                     continue
@@ -150,7 +154,7 @@ class Supervisor:
 
     async def stop_all(self) -> None:
         """SIGTERM to each worker (each flushes its rows and snapshots), then wait for them."""
-        processes = [process for process, _ in self._workers.values() if process.is_alive()]
+        processes = [process for process in self._workers.values() if process.is_alive()]
         for process in processes:
             process.terminate()
         # A worker waits up to shutdown_timeout for an unwritable database, then gives up its rows.
@@ -162,7 +166,3 @@ class Supervisor:
                 process.kill()
                 await asyncio.to_thread(process.join, 5)
         self._ready.close()
-
-    @property
-    def pids(self) -> list[int]:
-        return [process.pid for process, _ in self._workers.values() if process.pid is not None]

@@ -96,7 +96,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     cluster = app[CLUSTER]
-    await cluster.start()
+    await cluster.start(app[CALIBRATION])
     try:
         yield
     finally:
@@ -151,7 +151,7 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
     app[OPENAI] = OpenAI(config.upstream.openai_base_url)
     app[PRICES] = PriceTable(config.pricing)
     app[PROM] = PromMetrics()
-    app[CALIBRATION] = Calibration()
+    app[CALIBRATION] = Calibration(shared=bool(config.cluster.redis_url))
     app[CLUSTER] = Cluster(config.cluster)
     app[PROM].watch_cluster(app[CLUSTER].health)
     setup_cors(app, config.server.allowed_origins)
@@ -180,8 +180,11 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
     return app
 
 
-async def start_server(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Serve `app`; returns the runner (call cleanup() to stop) and the bound port (port 0 picks one)."""
+async def start_server(
+    app: web.Application, host: str, port: int, reuse_port: bool = False
+) -> tuple[web.AppRunner, int]:
+    """Serve `app`; returns the runner (call cleanup() to stop) and the bound port (port 0 picks one).
+    `reuse_port`: one of `[server] workers` processes sharing the port (SO_REUSEPORT)."""
     edges.quiet_parser_errors()
     edges.guard_accept(asyncio.get_running_loop())
     # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream call.
@@ -194,7 +197,7 @@ async def start_server(app: web.Application, host: str, port: int) -> tuple[web.
         keepalive_timeout=app[CONFIG].server.keepalive_timeout,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     await site.start()
     bound: int = runner.addresses[0][1]
     return runner, bound

@@ -24,6 +24,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from .config import ClusterConfig
+from .tokens import Calibration
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +38,26 @@ PROBE_INTERVAL = 1.0
 SESSION_TIME_TTL = 86400
 # Error text kept for /health and the log: enough to name the cause, never a whole dump.
 ERROR_CHARS = 200
+# Token calibration is pooled in one hash: a ratio per model, kept a week past its last update,
+# for at most this many models (names come from clients).
+CALIBRATION_TTL = 7 * 86400
+CALIBRATION_MODELS = 1000
+# Folds a batch of samples into the shared ratios with Calibration's own smoothing, atomically
+# (instances sync at once), and answers every ratio: one round trip a second per instance.
+_POOL_CALIBRATION = """
+local key, smoothing = KEYS[1], tonumber(ARGV[1])
+for i = 4, #ARGV, 2 do
+  local model, sample = ARGV[i], tonumber(ARGV[i + 1])
+  local previous = tonumber(redis.call('HGET', key, model))
+  if previous then
+    redis.call('HSET', key, model, tostring(previous + smoothing * (sample - previous)))
+  elseif redis.call('HLEN', key) < tonumber(ARGV[3]) then
+    redis.call('HSET', key, model, tostring(sample))
+  end
+end
+if #ARGV >= 4 then redis.call('EXPIRE', key, ARGV[2]) end
+return redis.call('HGETALL', key)
+"""
 
 
 @attrs.frozen
@@ -124,15 +145,16 @@ class Cluster:
         """Redis is configured and not answering: instances are each on their own state."""
         return self.redis is not None and not self._connected
 
-    async def start(self) -> None:
+    async def start(self, calibration: Calibration | None = None) -> None:
         """Check Redis once (a failure opens an incident; the proxy starts all the same) and start
-        the probe that notices losses and recoveries."""
+        the probe that notices losses and recoveries; while Redis answers, the probe pools
+        `calibration` with the other instances' instead of pinging."""
         if self.redis is None:
             return
         await self._ping()
         if self._connected:
             log.info("redis connected", prefix=self.prefix)
-        self._probe = asyncio.create_task(self._probe_forever(), name="vidurai-redis-probe")
+        self._probe = asyncio.create_task(self._probe_forever(calibration), name="vidurai-redis-probe")
 
     async def close(self) -> None:
         if self._probe is not None:
@@ -142,10 +164,27 @@ class Cluster:
         if self.redis is not None:
             await self.redis.aclose()
 
-    async def _probe_forever(self) -> None:
+    async def _probe_forever(self, calibration: Calibration | None) -> None:
         while True:
             await asyncio.sleep(PROBE_INTERVAL)
-            await self._ping()
+            if calibration is not None and self._connected:
+                await self.pool_calibration(calibration)
+            else:
+                await self._ping()
+
+    async def pool_calibration(self, calibration: Calibration) -> None:
+        """Send this instance's new calibration samples and take the fleet's ratios back."""
+        samples = calibration.drain_samples()
+        args: list[str | float | int] = [Calibration.SMOOTHING, CALIBRATION_TTL, CALIBRATION_MODELS]
+        for model, sample in samples:
+            args += [model, sample]
+
+        async def pool(redis: Redis) -> list[str]:
+            result = await redis.eval(_POOL_CALIBRATION, 1, self.key("calibration"), *args)
+            return list(result)
+
+        flat: list[str] = await self.run(pool, [])  # lost with Redis: this instance's own ratios have them
+        calibration.merge({flat[i]: float(flat[i + 1]) for i in range(0, len(flat) - 1, 2)})
 
     async def _ping(self) -> None:
         assert self.redis is not None
@@ -156,6 +195,9 @@ class Cluster:
             self._incident(exc)
             return
         if not self._connected:
+            # Connections pooled before the incident point at the Redis that went away: the first
+            # call on each would fail and open a new incident. Fresh ones are made as needed.
+            await self.redis.connection_pool.disconnect()
             log.warning(
                 "redis reachable again: shared state back in use",
                 down_s=round(time.time() - (self._failing_since or time.time()), 3),

@@ -50,6 +50,8 @@ log = structlog.get_logger(__name__)
 
 # Endpoints whose conversation the proxy reads, remembers and may compress.
 CONVERSATION_ENDPOINTS = frozenset({"messages", "chat_completions"})
+# Messages a conversation's turn adds: the reply, and the next user message or tool result.
+TURN_MESSAGES = 2
 
 
 def error_response(provider: Provider, status: int, message: str) -> web.Response:
@@ -86,12 +88,16 @@ async def _remember_and_compress(
     messages = provider.messages(body)
     now = time.time()
     session = app[SESSIONS].touch(session_id, tenant, len(messages), now, label)
-    # The previous turn may have gone to another instance: Redis knows, when there is one.
-    previous_at = await app[CLUSTER].previous_request_at(session_id, now, session.previous_request_at)
     call.record.session_id = session_id
     structlog.contextvars.bind_contextvars(session_id=session_id)
     settings = app[CONFIG].compression
     foldable = settings.enabled and len(messages) >= settings.threshold_messages
+    # The previous turn may have gone to another instance: Redis knows, when there is one. Only a
+    # fold asks about the cache, so only conversations a turn away from folding ask Redis (80 us of
+    # CPU a call, by bench/cluster.py), and short requests cost no round trip.
+    previous_at = session.previous_request_at
+    if settings.enabled and len(messages) >= settings.threshold_messages - TURN_MESSAGES:
+        previous_at = await app[CLUSTER].previous_request_at(session_id, now, previous_at)
     # Only a fold has a recall block to hold to the cache reads it replaces.
     warm = None
     prices = UNCACHED

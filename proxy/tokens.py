@@ -137,13 +137,24 @@ def estimate_request(body: dict[str, Any]) -> int:
     return sum(per_message) + fixed
 
 
+# Samples kept for the fleet between two syncs (a second apart), so a lost Redis cannot make them grow.
+MAX_PENDING_SAMPLES = 10_000
+
+
 class Calibration:
-    """Ratio of reported to estimated input tokens per model, smoothed so one odd request moves it little."""
+    """Ratio of reported to estimated input tokens per model, smoothed so one odd request moves it little.
+
+    `shared`: instances pool what they learn (proxy/cluster.py sends `drain_samples()` to Redis and
+    `merge`s the fleet's ratios back every second), so they report the same estimates. It never
+    changes what is forwarded: compression counts tokens uncalibrated.
+    """
 
     SMOOTHING = 0.2
 
-    def __init__(self) -> None:
+    def __init__(self, shared: bool = False) -> None:
         self._ratio: dict[str, float] = {}
+        self._shared = shared
+        self._samples: list[tuple[str, float]] = []
 
     def ratio(self, model: str | None) -> float:
         return self._ratio.get(model or "", 1.0)
@@ -163,3 +174,14 @@ class Calibration:
             return
         previous = self._ratio.get(model)
         self._ratio[model] = sample if previous is None else previous + self.SMOOTHING * (sample - previous)
+        if self._shared and len(self._samples) < MAX_PENDING_SAMPLES:
+            self._samples.append((model, sample))
+
+    def drain_samples(self) -> list[tuple[str, float]]:
+        """The samples learned since the last call, for the fleet's shared ratios."""
+        samples, self._samples = self._samples, []
+        return samples
+
+    def merge(self, ratios: dict[str, float]) -> None:
+        """Take the fleet's ratios (each already smoothed over every instance's samples)."""
+        self._ratio.update(ratios)

@@ -12,8 +12,9 @@ import pytest
 import structlog
 from redis.asyncio import Redis
 
-from proxy.cluster import PROBE_INTERVAL, SESSION_TIME_TTL, Cluster
+from proxy.cluster import CALIBRATION_TTL, PROBE_INTERVAL, SESSION_TIME_TTL, Cluster
 from proxy.config import ClusterConfig
+from proxy.tokens import Calibration
 from tests.cluster_support import SHARED_REDIS_URL, own_redis, shared_redis_prefix
 
 
@@ -112,3 +113,29 @@ async def test_a_proxy_starts_while_redis_is_down(tmp_path: Path) -> None:
             await _wait_for(lambda: not cluster.degraded)
         finally:
             await cluster.close()
+
+
+async def test_instances_pool_token_calibration(prefix: str) -> None:
+    one, two = Calibration(shared=True), Calibration(shared=True)
+    alone = Calibration()  # one instance that saw every sample itself
+    first, second = Cluster(_config(SHARED_REDIS_URL, prefix)), Cluster(_config(SHARED_REDIS_URL, prefix))
+    try:
+        one.observe("claude-x", 100, 150)
+        alone.observe("claude-x", 100, 150)
+        await first.pool_calibration(one)
+        await second.pool_calibration(two)
+        assert two.ratio("claude-x") == 1.5  # learned from the other instance's request
+
+        two.observe("claude-x", 100, 200)
+        alone.observe("claude-x", 100, 200)
+        await second.pool_calibration(two)
+        await first.pool_calibration(one)
+        # Both report what one instance would have: the samples smoothed in the order they came.
+        assert one.ratio("claude-x") == two.ratio("claude-x") == pytest.approx(alone.ratio("claude-x"))
+        assert one.adjust("claude-x", 1000) == alone.adjust("claude-x", 1000) == 1600
+        client = Redis.from_url(SHARED_REDIS_URL)
+        assert 0 < await client.ttl(prefix + "calibration") <= CALIBRATION_TTL
+        await client.aclose()
+    finally:
+        await first.close()
+        await second.close()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
+import structlog
 from aiohttp import web
 
 from ..keys import CLUSTER, CONFIG, LIMITS, PRICES, PROM, WRITER
@@ -14,6 +15,8 @@ from .counters import Clock, CounterStore, MemoryCounters, RedisCounters
 from .gate import Gate
 from .keyring import KeyRing, VirtualKey
 from .limiter import Limiter, Limits
+
+log = structlog.get_logger(__name__)
 
 
 def limits_ctx(clock: Clock) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -43,6 +46,14 @@ def limits_ctx(clock: Clock) -> Callable[[web.Application], AsyncIterator[None]]
         keys = KeyRing(load)
         await keys.reload()
         gate = Gate(limiter, keys, Limits.defaults(config.limits), app[PRICES], app[WRITER], prom, database)
+        limited = gate.defaults.any or any(key.limits.any for key in keys.keys)
+        if limited and cluster.redis is None and config.server.workers > 1:
+            log.warning(
+                "limits.counted_per_worker",
+                workers=config.server.workers,
+                hint="each worker counts on its own, so a limit admits up to `workers` times its value; "
+                "set [cluster] redis_url for one count",
+            )
         await gate.seed_spend()
         app[LIMITS] = gate
         refresh = asyncio.create_task(keys.refresh_forever(), name="vidurai-virtual-keys")

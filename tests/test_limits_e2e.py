@@ -40,12 +40,19 @@ Start = Callable[..., Awaitable[tuple[str, web.Application]]]
 
 @pytest.fixture
 async def start(fake_upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[Start]:
-    """Start a proxy in process: `await start(clock=..., limits_requests_per_minute=5)`."""
+    """Start a proxy in process: `await start(clock=..., limits_requests_per_minute=5)`.
+
+    The default clock stands still at the test's start: no minute may end between two requests
+    that a test expects in one window.
+    """
     runners: list[web.AppRunner] = []
     ini = tmp_path / "vidurai.ini"
     ini.write_text(PRICING, encoding="utf-8")
+    frozen = time.time()
 
-    async def run(clock: Callable[[], float] = time.time, **overrides: Any) -> tuple[str, web.Application]:
+    async def run(
+        clock: Callable[[], float] = lambda: frozen, **overrides: Any
+    ) -> tuple[str, web.Application]:
         settings = {
             "upstream_anthropic_base_url": fake_upstream.anthropic_base_url,
             "upstream_openai_base_url": fake_upstream.openai_base_url,
@@ -216,8 +223,7 @@ async def test_three_instances_on_redis_enforce_one_limit(start: Start, fake_ups
 
 
 async def test_a_streamed_request_s_cost_and_tokens_are_counted(start: Start) -> None:
-    now = time.time()  # the clock stands still: no minute ends between the request and the check
-    url, app = await start(lambda: now, limits_budget_usd_per_day=100, limits_tokens_per_minute=100000)
+    url, app = await start(limits_budget_usd_per_day=100, limits_tokens_per_minute=100000)
     async with anthropic_client(url, default_headers={"x-fake-cache-read": "40"}) as client:
         async with client.messages.stream(model="claude-fake-1", max_tokens=16, messages=MESSAGE) as stream:
             final = await stream.get_final_message()

@@ -6,7 +6,7 @@ import asyncio
 import math
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
@@ -17,7 +17,6 @@ from ..prom import PromMetrics
 from ..providers import Provider
 from ..records import RequestRecord
 from ..sessions import client_key
-from ..storage.writer import Writer
 from . import sql
 from .keyring import KEY_PREFIX, KeyRing, VirtualKey
 from .limiter import Admission, Count, Limiter, Limits, Rejection, Reservation
@@ -33,6 +32,12 @@ MAX_REPORTED_TENANTS = 200
 _HEADER_UNITS = {"requests_per_minute": "requests", "tokens_per_minute": "tokens"}
 
 
+class AuditSink(Protocol):
+    """Where rejections are recorded: the writer today, the store (app[STORE]) once ported."""
+
+    def add_audit(self, session_id: str | None, event: str, detail: dict[str, Any], at: float) -> None: ...
+
+
 class Gate:
     """What the request path asks of the limits: may this request go, and what did it cost."""
 
@@ -42,7 +47,7 @@ class Gate:
         keys: KeyRing,
         defaults: Limits,
         prices: PriceTable,
-        writer: Writer,
+        audit: AuditSink,
         prom: PromMetrics,
         database: str,
     ) -> None:
@@ -50,7 +55,7 @@ class Gate:
         self.keys = keys
         self.defaults = defaults
         self._prices = prices
-        self._writer = writer
+        self._audit = audit
         self._prom = prom
         self._database = database
         self._tenants: OrderedDict[str, Limits] = OrderedDict()
@@ -94,7 +99,7 @@ class Gate:
         record = call.record
         record.status, record.error = rejection.status, sql.REJECTED_PREFIX + rejection.name
         self._prom.limit_rejections.labels(limit=rejection.name).inc()
-        self._writer.add_audit(
+        self._audit.add_audit(
             record.session_id,
             "limit_rejected",
             {"limit": rejection.name, "tenant": call.tenant, "status": rejection.status},

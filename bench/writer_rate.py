@@ -20,7 +20,7 @@ from pathlib import Path
 import attrs
 
 from proxy.records import RequestRecord, Usage
-from proxy.storage import Writer
+from proxy.storage.sqlite import SqliteStore as Writer
 
 SESSIONS = 1000
 ENQUEUE_CHUNK = 500  # records queued per event-loop turn

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from proxy.export import NO_MATCH, main, parse_date
-from proxy.storage.migrations import migrate_path
+from proxy.storage.sqlite.migrations import migrate_path
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from proxy.records import MemoryRow
-from proxy.storage import Writer
+from proxy.storage.sqlite import SqliteStore as Writer
 from tests.conftest import ProxyFactory
 from tests.test_metrics_e2e import FLUSH_INTERVAL, query, wait_rows
 from tests.test_storage_writer import request

@@ -16,8 +16,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from proxy.records import MemoryRow, RequestRecord, SessionRecord, Usage
-from proxy.storage import Writer
-from proxy.storage.statements import SNAPSHOTS_KEPT
+from proxy.storage.rows import SNAPSHOTS_KEPT
+from proxy.storage.sqlite import SqliteStore as Writer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -392,7 +392,7 @@ async def test_enqueue_after_close_is_dropped_with_a_warning(db: Path) -> None:
 CRASH_SCRIPT = """
 import asyncio, sys, time
 from proxy.records import RequestRecord
-from proxy.storage import Writer
+from proxy.storage.sqlite import SqliteStore as Writer
 
 async def main():
     w = Writer(sys.argv[1], flush_interval=float(sys.argv[2]))

@@ -8,8 +8,10 @@ nothing else on the server is touched. VIDURAI_TEST_POSTGRES names the server's 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -78,3 +80,17 @@ def execute(database: str, sql: str, params: tuple[Any, ...] = ()) -> None:
             conn.execute(sql, params)
     finally:
         conn.close()
+
+
+async def wait_rows(
+    database: str, sql: str, params: tuple[Any, ...] = (), count: int = 1, within: float = 5.0
+) -> list[dict[str, Any]]:
+    """Poll until the query returns at least `count` rows (the writer commits in the background)."""
+    deadline = time.monotonic() + within
+    while True:
+        rows = query(database, sql, params)
+        if len(rows) >= count:
+            return rows
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(rows)} rows after {within}s, expected {count}: {sql}")
+        await asyncio.sleep(0.02)

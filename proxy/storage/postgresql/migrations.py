@@ -5,6 +5,8 @@ instances starting at once apply each migration exactly once and the others wait
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import structlog
@@ -24,7 +26,7 @@ CREATE TABLE IF NOT EXISTS vidurai_schema (
 """
 
 
-def schema_version(conn: psycopg.Connection) -> int:
+def schema_version(conn: psycopg.Connection[Any]) -> int:
     """The number of the last migration applied (0 for an empty database)."""
     exists = conn.execute("SELECT to_regclass('vidurai_schema') IS NOT NULL").fetchone()
     if not exists or not exists[0]:
@@ -33,12 +35,12 @@ def schema_version(conn: psycopg.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def migrate(conn: psycopg.Connection) -> int:
+def migrate(conn: psycopg.Connection[Any], directory: Path | None = None) -> int:
     """Apply the pending migrations, each in one transaction with its version row; the schema version.
 
     `conn` must be in autocommit mode, so that each migration is a transaction of its own.
     """
-    migrations = load_migrations(migrations_dir("postgresql"))
+    migrations = load_migrations(migrations_dir("postgresql") if directory is None else directory)
     latest = migrations[-1].version
     for migration in migrations:
         with conn.transaction():

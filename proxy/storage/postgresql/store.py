@@ -211,14 +211,14 @@ class PostgresStore(Writer):
                 )
             sql, params = reader.export_query(table, EXPORT_TABLES[table], since, until, where)
             # A named cursor lives on the server: rows arrive in chunks, never all in memory.
-            cursor = conn.cursor(name="vidurai_export")
-            try:
-                cursor.execute(sql, params)
-                first = cursor.fetchmany(1)  # the description is known once the first rows came
-            except psycopg.Error as exc:
-                raise StoreError(f"cannot read {self.describe()}: {exc}") from None
-            columns = [column.name for column in cursor.description or ()]
-            yield ExportRows(columns, _stepping(first, cursor, self.describe()))
+            with conn.cursor(name="vidurai_export") as cursor:
+                try:
+                    cursor.execute(sql, params)
+                    first = cursor.fetchmany(1)  # the description is known once the first rows came
+                except psycopg.Error as exc:
+                    raise StoreError(f"cannot read {self.describe()}: {exc}") from None
+                columns = [column.name for column in cursor.description or ()]
+                yield ExportRows(columns, _stepping(first, cursor, self.describe()))
         finally:
             conn.close()
 

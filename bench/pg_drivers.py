@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                     batches.write(conn, Tables(requests=batch))
         psycopg_ms, asyncpg_ms = asyncio.run(_metrics_ms(url, args.rounds))
     print(
-        f"### PostgreSQL drivers (`python -m bench.pg_drivers`)\n\n{args.rows:,} `requests` rows in batches of "
-        f"{BATCH} over {SESSIONS} sessions, each batch one transaction with the session rollup; local "
+        "### PostgreSQL drivers (`python -m bench.pg_drivers`)\n\n"
+        f"{args.rows:,} `requests` rows in batches of {BATCH} over {SESSIONS} sessions, each batch one transaction with the session rollup; local "
         f"PostgreSQL over loopback, psycopg {psycopg.__version__}, asyncpg {asyncpg.__version__}.\n\n"
         "| Write path | rows/s | client CPU ms per 1,000 rows |\n|---|---:|---:|"
     )

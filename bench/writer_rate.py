@@ -49,8 +49,8 @@ class WriterRate:
         if self.postgres_busy_rows_per_s is None or self.postgres_idle_rows_per_s is None:
             return text + " PostgreSQL: no server answered, not measured."
         return text + (
-            f" Into PostgreSQL (local server, loopback): **{self.postgres_busy_rows_per_s:,.0f} rows/s** with "
-            f"the loop busy, {self.postgres_idle_rows_per_s:,.0f} rows/s idle."
+            " Into PostgreSQL (local server, loopback): "
+            f"**{self.postgres_busy_rows_per_s:,.0f} rows/s** with the loop busy, {self.postgres_idle_rows_per_s:,.0f} rows/s idle."
         )
 
 

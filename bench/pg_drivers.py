@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         psycopg_ms, asyncpg_ms = asyncio.run(_metrics_ms(url, args.rounds))
     print(
         "### PostgreSQL drivers (`python -m bench.pg_drivers`)\n\n"
-        f"{args.rows:,} `requests` rows in batches of {BATCH} over {SESSIONS} sessions, each batch one transaction with the session rollup; local "
+        f"{args.rows:,} `requests` rows in batches of {BATCH} over {SESSIONS} sessions, each batch one "
+        "transaction with the session rollup; local "
         f"PostgreSQL over loopback, psycopg {psycopg.__version__}, asyncpg {asyncpg.__version__}.\n\n"
         "| Write path | rows/s | client CPU ms per 1,000 rows |\n|---|---:|---:|"
     )

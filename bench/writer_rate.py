@@ -50,7 +50,8 @@ class WriterRate:
             return text + " PostgreSQL: no server answered, not measured."
         return text + (
             " Into PostgreSQL (local server, loopback): "
-            f"**{self.postgres_busy_rows_per_s:,.0f} rows/s** with the loop busy, {self.postgres_idle_rows_per_s:,.0f} rows/s idle."
+            f"**{self.postgres_busy_rows_per_s:,.0f} rows/s** with the loop busy, "
+            f"{self.postgres_idle_rows_per_s:,.0f} rows/s idle."
         )
 
 

@@ -284,7 +284,7 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
         "a positive integer",
         "Most sessions whose compression memory is held in RAM (about 100 KiB each for a 60-message "
-        "conversation). The least recently used beyond this are snapshotted to SQLite and released, and "
+        "conversation). The least recently used beyond this are snapshotted to the database and released, and "
         "reloaded on their next request.",
     ),
     Setting(
@@ -293,7 +293,7 @@ SETTINGS: tuple[Setting, ...] = (
         "60",
         _positive_int,
         "a positive integer (seconds)",
-        "How often the Vidurai memory of active sessions is snapshotted to SQLite.",
+        "How often the Vidurai memory of active sessions is snapshotted to the database.",
     ),
     Setting("compression", "enabled", "true", _bool, "true or false", "Compress long conversations."),
     Setting(

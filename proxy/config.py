@@ -284,8 +284,8 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
         "a positive integer",
         "Most sessions whose compression memory is held in RAM (about 100 KiB each for a 60-message "
-        "conversation). The least recently used beyond this are snapshotted to the database and released, and "
-        "reloaded on their next request.",
+        "conversation). The least recently used beyond this are snapshotted to the database and released, "
+        "and reloaded on their next request.",
     ),
     Setting(
         "sessions",

@@ -33,9 +33,18 @@ CONNECT_TIMEOUT = 5
 # Idle read connections kept open: a session's first request here, /health and the dashboards read
 # at once without each paying for a new connection (a few ms against a local server).
 READ_CONNECTIONS = 4
-# Errors a row's values cause (a NUL byte in text, a number out of range, a constraint); any other
-# error is the server's (unreachable, read-only, out of space) and keeps the batch for a retry.
+# Errors a row's values cause (a NUL byte in text, a number out of range, a constraint, a value
+# psycopg cannot send); any other error is the server's (unreachable, read-only, out of space, a
+# table missing) and keeps the batch for a retry.
 ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError, OverflowError, TypeError, ValueError)
+
+
+def _rows_at_fault(exc: Exception) -> bool:
+    # psycopg raises ProgrammingError without an SQLSTATE for a Python value it cannot adapt (the
+    # row's fault); with one (42xxx: a missing column or table) the fault is the database's.
+    if isinstance(exc, psycopg.ProgrammingError):
+        return exc.sqlstate is None
+    return isinstance(exc, ROW_ERRORS)
 
 
 def without_password(url: str) -> str:
@@ -134,18 +143,22 @@ class PostgresStore(Writer):
                 with conn.transaction():
                     batches.write(conn, rows.split(batch))
                 return 0
-            except ROW_ERRORS:
-                break
             except psycopg.errors.DeadlockDetected:
                 if attempt == 2:
                     raise
+            except Exception as exc:
+                if not _rows_at_fault(exc):
+                    raise
+                break
         failed = 0
         with conn.transaction():
             for record in batch:
                 try:
                     with conn.transaction():
                         batches.write(conn, rows.split([record]))
-                except ROW_ERRORS as exc:
+                except Exception as exc:
+                    if not _rows_at_fault(exc):
+                        raise
                     log_rejected(record, exc)
                     failed += 1
         return failed

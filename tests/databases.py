@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -55,9 +56,10 @@ def postgres_database() -> Iterator[str]:
         drop_database(url)
 
 
-def query(database: str, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    """Rows as dicts, from a SQLite file or a PostgreSQL URL (write `?` for parameters in both)."""
-    if is_postgresql(database):
+def query(database: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """Rows as dicts, as a user's `sqlite3 vidurai.db` or `psql` sees them, from a SQLite file or a
+    PostgreSQL URL (write `?` for parameters in both)."""
+    if isinstance(database, str) and is_postgresql(database):
         with psycopg.connect(database, row_factory=dict_row) as conn:
             return conn.execute(sql.replace("?", "%s"), params).fetchall()  # type: ignore[arg-type]
     conn = sqlite3.connect(database)
@@ -83,7 +85,7 @@ def execute(database: str, sql: str, params: tuple[Any, ...] = ()) -> None:
 
 
 async def wait_rows(
-    database: str, sql: str, params: tuple[Any, ...] = (), count: int = 1, within: float = 5.0
+    database: str | Path, sql: str, params: tuple[Any, ...] = (), count: int = 1, within: float = 5.0
 ) -> list[dict[str, Any]]:
     """Poll until the query returns at least `count` rows (the writer commits in the background)."""
     deadline = time.monotonic() + within

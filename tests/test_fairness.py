@@ -15,7 +15,8 @@ import aiohttp
 from proxy.records import MemoryRow
 from proxy.storage.sqlite import SqliteStore
 from tests.conftest import ProxyFactory
-from tests.test_metrics_e2e import FLUSH_INTERVAL, query, wait_rows
+from tests.databases import query, wait_rows
+from tests.test_metrics_e2e import FLUSH_INTERVAL
 from tests.test_storage_writer import request
 
 BIG = 150_001

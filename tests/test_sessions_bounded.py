@@ -12,9 +12,10 @@ from proxy.app import create_app, start_server
 from proxy.config import load_config
 from proxy.sessions import RECORDS_PER_ACTIVE
 from tests.conftest import ANTHROPIC_KEY, ProxyFactory
+from tests.databases import query, wait_rows
 from tests.fake_upstream import FakeUpstream
 from tests.test_audit import conversation
-from tests.test_metrics_e2e import FLUSH_INTERVAL, query, wait_rows
+from tests.test_metrics_e2e import FLUSH_INTERVAL
 
 HEADERS = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}
 # min_tokens 0: every conversation of at least threshold_messages is folded.

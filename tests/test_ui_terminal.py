@@ -116,8 +116,8 @@ def known_records(now: float) -> tuple[list[SessionRecord], list[RequestRecord]]
     return sessions, requests
 
 
-async def write_db(path: Path, sessions: list[SessionRecord], requests: list[RequestRecord]) -> str:
-    """The records written through the production writer into a fresh database."""
+async def write_db(path: Path | str, sessions: list[SessionRecord], requests: list[RequestRecord]) -> str:
+    """The records written through the production store into a fresh database (a file or a URL)."""
     writer = open_store(str(path), flush_interval=0.05)
     await writer.start()
     for session in sessions:
@@ -221,6 +221,25 @@ async def test_unreadable_database_is_reported_in_the_header(tmp_path: Path) -> 
     assert await ui.fetch() == {}
     console.print(ui.render({}))
     assert "database unreadable: OperationalError" in console.export_text()
+
+
+async def test_a_postgresql_store_is_drawn_the_same_and_named_without_its_password(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    now = time.time()
+    sessions, requests = known_records(now)
+    sqlite_ui = TerminalUI(
+        open_store(await write_db(tmp_path / "ui.db", sessions, requests)), console=headless()
+    )
+    await write_db(postgres_url, sessions, requests)
+    with_password = postgres_url.replace("postgres@", "postgres:hunter2@")  # trust auth ignores it
+    postgres_ui = TerminalUI(open_store(with_password), console=headless())
+    metrics = await postgres_ui.fetch()
+    assert metrics["totals"] == (await sqlite_ui.fetch())["totals"]
+    postgres_ui.console.print(postgres_ui.render(metrics))
+    screen = postgres_ui.console.export_text()
+    assert "74,000" in screen and "hunter2" not in screen and "postgres:***@" in screen
+    await postgres_ui.store.close()
 
 
 async def test_run_redraws_until_stopped(tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ class Session:
 
 # A session without memory is little more than its record (0.5 KiB held, 1.1 KiB of RSS, by
 # bench/memory.py): this many per memory slot are kept, so RAM stays bounded for short conversations
-# too; past it the least recently seen are expired early.
+# too; past it the least recently seen are forgotten here early (not expired: the database keeps them).
 RECORDS_PER_ACTIVE = 50
 
 # A session this instance last saw longer ago than this is looked up in the database on its next
@@ -261,8 +261,8 @@ class SessionRegistry:
 
     async def expire_idle(self, now: float | None = None) -> list[str]:
         """Expire, in the database, the sessions no instance has served for the timeout (with their
-        "expired" audit rows), and release
-        here those this instance has not served for that long (expired, or served elsewhere since)."""
+        "expired" audit rows), and release here those this instance has not served for that long
+        (expired, or served by another instance since: they come back on their next request here)."""
         now = time.time() if now is None else now
         cutoff = now - self._timeout
         expired = await self._store.expire_idle(cutoff, now)  # their audit rows written with them

@@ -72,11 +72,11 @@ class Writer(abc.ABC):
         self.last_error: str | None = None
         self.failing_since: float | None = None
 
-    # --- what an engine supplies (each called in a thread, with the connection lock held) ---
-
     @abc.abstractmethod
     def describe(self) -> str:
         """The database for logs: a path, or a URL without its password."""
+
+    # --- what an engine supplies (each called in a thread, with the connection lock held) ---
 
     @abc.abstractmethod
     def _open(self) -> None:

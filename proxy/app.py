@@ -31,16 +31,15 @@ from .keys import (
     PROM,
     SESSIONS,
     STARTED_AT,
+    STORE,
     UPSTREAM,
-    WRITER,
 )
-from .maintenance import maintain_sessions, restore_sessions
+from .maintenance import expire_idle, maintain_sessions
 from .pricing import PriceTable
 from .prom import PromMetrics
 from .providers import Anthropic, OpenAI
 from .sessions import SessionRegistry
-from .storage.reader import latest_snapshot
-from .storage.writer import Writer
+from .storage import open_store
 from .tokens import Calibration, warm_up
 from .upstream import client_session
 from .views import metrics_json, metrics_text
@@ -104,25 +103,13 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    storage = config.storage
-    writer = Writer(
-        storage.database,
-        storage.flush_interval,
-        shutdown_timeout=storage.shutdown_timeout,
-        max_queued=storage.max_queued_rows,
-        store_text=storage.store_text,
-    )
-    await writer.start()
-    app[WRITER] = writer
-    app[PROM].watch_storage(writer.health)
-
-    async def load_snapshot(session_id: str) -> str | None:
-        await writer.flush()  # an eviction moments ago may have its snapshot still queued
-        return await latest_snapshot(config.storage.database, session_id)
-
-    registry = SessionRegistry(writer, config.sessions.timeout, config.sessions.max_active, load_snapshot)
+    store = open_store(config.storage)
+    await store.start()
+    app[STORE] = store
+    app[PROM].watch_storage(store.health)
+    registry = SessionRegistry(store, config.sessions.timeout, config.sessions.max_active)
     app[SESSIONS] = registry
-    await restore_sessions(config, registry)
+    await expire_idle(registry)  # sessions that timed out while no instance was running
     task = asyncio.create_task(maintain_sessions(config.sessions, registry), name="vidurai-sessions")
     try:
         yield
@@ -131,7 +118,7 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await registry.close()
-        await writer.close()
+        await store.close()
 
 
 def create_app(config: Config) -> web.Application:

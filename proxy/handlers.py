@@ -34,14 +34,13 @@ from .keys import (
     PROM,
     SESSIONS,
     STARTED_AT,
-    WRITER,
+    STORE,
 )
 from .prompt_cache import prompt_cache
 from .providers import Provider
 from .records import MemoryRow
 from .relay import relay
 from .sessions import SESSION_HEADER, session_id_for
-from .storage.reader import totals
 from .tags import TAGS_HEADER, parse_tags
 from .upstream import UpstreamFailure
 
@@ -86,7 +85,7 @@ async def _remember_and_compress(
     session_id = await in_thread_if(large, session_id_for, *identity)  # hashes the start: huge in a huge body
     messages = provider.messages(body)
     now = time.time()
-    session = app[SESSIONS].touch(session_id, tenant, len(messages), now, label)
+    session = await app[SESSIONS].touch(session_id, tenant, len(messages), now, label)
     call.record.session_id = session_id
     structlog.contextvars.bind_contextvars(session_id=session_id)
     settings = app[CONFIG].compression
@@ -112,15 +111,15 @@ async def _remember_and_compress(
             rows = memory.drain_memory_rows()
     else:  # nothing to fold, only to count (even with compression off)
         result = await in_thread_if(large, compress, provider.name, body, None, settings, warm, prices)
-    writer = app[WRITER]
+    store = app[STORE]
     if rows:
-        writer.add_memories(rows)
+        store.add_memories(rows)
     call.set_estimates(result.tokens_original_est, result.tokens_forwarded_est, app[CALIBRATION])
     record = call.record
     record.messages_original = result.messages_original
     record.messages_forwarded = result.messages_forwarded
     if result.body is not None:
-        writer.add_audit(
+        store.add_audit(
             session_id,
             "compressed",
             {
@@ -134,7 +133,7 @@ async def _remember_and_compress(
             time.time(),
         )
     elif result.reason.startswith(("failed_open", "invalid", "input")):
-        writer.add_audit(session_id, "compression_failed_open", {"reason": result.reason}, time.time())
+        store.add_audit(session_id, "compression_failed_open", {"reason": result.reason}, time.time())
     return result.body
 
 
@@ -216,7 +215,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
 
 
 def _finish(app: web.Application, call: Call) -> None:
-    """Price the call and hand its one metrics row to the writer; never raises into the response."""
+    """Price the call and hand its one metrics row to the store; never raises into the response."""
     record = call.close()
     try:
         prices = app[PRICES]
@@ -227,13 +226,13 @@ def _finish(app: web.Application, call: Call) -> None:
         app[PROM].observe(record)
     except Exception:  # a pricing or metrics bug must not lose the row
         log.exception("metrics bookkeeping failed")
-    app[WRITER].add_request(record)
+    app[STORE].add_request(record)
 
 
 async def health(request: web.Request) -> web.Response:
     """The proxy's own status; usage totals only for whoever may read the admin routes."""
     app = request.app
-    storage = app[WRITER].health()
+    storage = app[STORE].health()
     cluster = app[CLUSTER]
     body: dict[str, Any] = {
         "status": "ok" if storage.writable and not cluster.degraded else "degraded",
@@ -248,7 +247,7 @@ async def health(request: web.Request) -> web.Response:
     if not app[ADMIN].allows(request):
         return web.json_response(body)
     try:
-        body["totals"] = await totals(app[CONFIG].storage.database)
+        body["totals"] = await app[STORE].totals()
     except Exception as exc:  # health must answer even if the database is unreadable
         body["status"] = "degraded"
         body["totals"] = None

@@ -91,8 +91,8 @@ async def _remember_and_compress(
     settings = app[CONFIG].compression
     foldable = settings.enabled and len(messages) >= settings.threshold_messages
     # The previous turn may have gone to another instance: Redis knows, when there is one. Only a
-    # fold asks about the cache, so only conversations a turn away from folding ask Redis (80 us of
-    # CPU a call, by bench/cluster.py), and short requests cost no round trip.
+    # fold asks about the cache, so only conversations a turn away from folding ask Redis (100 to
+    # 150 us of CPU a call, bench/cluster.py), and short requests cost no round trip.
     previous_at = session.previous_request_at
     if settings.enabled and len(messages) >= settings.threshold_messages - TURN_MESSAGES:
         previous_at = await app[CLUSTER].previous_request_at(session_id, now, previous_at)

@@ -18,7 +18,7 @@ import pytest
 
 from tests.cluster_support import SHARED_REDIS_URL, Fleet, fleet, load, own_redis, shared_redis_prefix
 from tests.conftest import ANTHROPIC_KEY, ProxyFactory, anthropic_client
-from tests.databases import query
+from tests.databases import query, wait_rows
 from tests.fake_upstream import FakeUpstream
 
 HEADERS = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}
@@ -92,16 +92,19 @@ async def test_a_conversation_spread_over_instances_is_forwarded_as_one_instance
         for turn, (one, many) in enumerate(zip(alone, spread, strict=True)):
             assert many == one, f"turn {turn} forwarded differently across instances"
         assert all(len(json.loads(sent)["messages"]) < HISTORY for sent in spread)  # each turn folded
-        await asyncio.sleep(0.5)  # two writer flushes
-        assert query(group.database, "SELECT COUNT(*) AS n FROM requests") == [{"n": TURNS}]
-        warm = [json.loads(row["detail"])["cache_warm"] for row in query(group.database, _COMPRESSED)]
+        # Every instance's rows, in one database (each writer commits on its own clock).
+        await wait_rows(group.database, "SELECT id FROM requests", count=TURNS)
+        compressed = await wait_rows(group.database, _COMPRESSED, count=TURNS)
+        assert len(query(group.database, "SELECT id FROM requests")) == TURNS
+        warm = [json.loads(row["detail"])["cache_warm"] for row in compressed]
         assert warm and all(warm[1:])
         # Every instance reads the one database: the same fleet totals whichever answers.
         totals = [(await get_json(i.url + "/metrics.json"))["totals"] for i in group.instances]
         assert totals[0]["requests"] == TURNS and totals[1:] == totals[:-1]
 
 
-_COMPRESSED = "SELECT detail FROM audit WHERE event = 'compressed' ORDER BY id"
+# By time: ids are handed out as each instance's writer commits, not in the order of the turns.
+_COMPRESSED = "SELECT detail FROM audit WHERE event = 'compressed' ORDER BY created_at"
 
 
 async def test_streams_pass_nginx_unbuffered(

@@ -29,6 +29,7 @@ from .keys import (
     PROM,
     SESSIONS,
     STARTED_AT,
+    SUMMARIZER,
     UPSTREAM,
     WRITER,
 )
@@ -38,7 +39,9 @@ from .prom import PromMetrics
 from .providers import Anthropic, OpenAI
 from .sessions import SessionRegistry
 from .storage.reader import latest_snapshot
+from .storage.summaries import SummaryStore
 from .storage.writer import Writer
+from .summarizer import Summarizer
 from .tokens import Calibration, warm_up
 from .upstream import client_session
 from .views import metrics_json, metrics_text
@@ -123,6 +126,36 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
         await writer.close()
 
 
+async def _summaries_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Model-written digests (summarizer = model): their table, and the calls that write them."""
+    config = app[CONFIG]
+    store = SummaryStore(config.storage.database)
+    model = config.compression.summarizer == "model"
+    if model and not config.storage.store_text:
+        log.warning(
+            "summarizer = model needs [storage] store_text (a summary is conversation text); "
+            "digests stay extractive"
+        )
+    if not config.storage.store_text:
+        await asyncio.to_thread(store.forget)
+    providers = {"anthropic": app[ANTHROPIC], "openai": app[OPENAI]}
+    app[SUMMARIZER] = Summarizer(
+        app[UPSTREAM],
+        providers,
+        store,
+        app[WRITER],
+        app[PRICES],
+        app[PROM],
+        config.compression,
+        enabled=model and config.storage.store_text,
+    )
+    try:
+        yield
+    finally:
+        await app[SUMMARIZER].close()
+        await asyncio.to_thread(store.close)
+
+
 def create_app(config: Config) -> web.Application:
     """The proxy as an aiohttp application, for `python -m proxy` and for tests."""
     route_vidurai_logs(debug=config.logging.level.lower() == "debug")
@@ -143,6 +176,7 @@ def create_app(config: Config) -> web.Application:
     app.on_response_prepare.append(no_buffering_for_streams)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_storage_ctx)
+    app.cleanup_ctx.append(_summaries_ctx)
 
     # Routes are admin routes (admin hosts, and the token when set) unless declared otherwise here.
     router = app.router

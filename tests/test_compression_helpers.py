@@ -26,6 +26,10 @@ SETTINGS = CompressionConfig(
     recall_share=0.08,
     cache_aware_recall=True,
     tool_result_max_tokens=400,
+    summarizer="extractive",
+    summary_model_anthropic="claude-haiku-4-5",
+    summary_model_openai="gpt-4o-mini",
+    summary_timeout=30.0,
 )
 TOPICS = ["sailing", "pottery", "chess", "violin", "gardening", "astronomy", "baking", "climbing"]
 LINE = "We talked again about {topic} and the plans for the weekend, which keep changing every week. "

@@ -1,0 +1,107 @@
+"""Model-written digests in compress(): which fold uses a summary, the same on every instance and restart.
+
+The summaries table is a real SQLite file, migrated as the proxy migrates it; the summaries are the
+fake upstream's scripted ones, written as the summarizer writes them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from proxy.compression import CompressionResult, SessionMemory, compress
+from proxy.compression.compressor import DIGEST_INTRO
+from proxy.compression.summaries import MODEL_DIGEST_INTRO
+from proxy.storage.migrations import migrate_path
+from proxy.storage.summaries import SummaryStore
+from tests.fake_upstream import scripted_summary
+from tests.test_compression_helpers import CLAUDE_CACHE, anthropic_chat, settings
+
+MODEL = settings(summarizer="model")
+
+
+def _prefix(result: CompressionResult) -> str:
+    """The task and the digests after it: the part of the request the provider caches."""
+    assert result.body is not None
+    return json.dumps(result.body["messages"][0], sort_keys=True, ensure_ascii=False)
+
+
+def _store(tmp_path: Path) -> SummaryStore:
+    path = str(tmp_path / "vidurai.db")
+    migrate_path(path)
+    return SummaryStore(path)
+
+
+def _summarize(store: SummaryStore, result: CompressionResult) -> None:
+    for job in result.to_summarize:
+        store.add_summary(job.key, "s", "claude-haiku-4-5", scripted_summary(str(job.lines)), 0.0)
+
+
+def _turn(memory: SessionMemory, store: SummaryStore, turns: int) -> CompressionResult:
+    return compress("anthropic", anthropic_chat(turns), memory, MODEL, 0.1, CLAUDE_CACHE, store)
+
+
+def test_a_fold_keeps_its_digests_when_summaries_arrive_and_the_next_fold_uses_them(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    memory = SessionMemory("s")
+    turns, held = 30, []
+    while True:  # to the first fold; its chunks' summaries are asked for ahead of it, not yet written
+        result = _turn(memory, store, turns)
+        held.append(result)
+        if result.messages_folded:
+            break
+        turns += 2
+    first = result
+    assert first.summarizers and set(first.summarizers) == {"extractive"}
+    assert sum(len(r.to_summarize) for r in held) == len(first.summarizers)  # each whole chunk once
+    assert MODEL_DIGEST_INTRO in _prefix(first) and DIGEST_INTRO not in _prefix(first)
+    for result in held:  # the summarizer answers now, after the fold went out
+        _summarize(store, result)
+
+    # The same fold on the next turn: the cached prefix is not rewritten for the summaries.
+    again = _turn(memory, store, turns + 2)
+    assert again.messages_folded == first.messages_folded
+    assert _prefix(again) == _prefix(first) and set(again.summarizers) == {"extractive"}
+    # Nor after a restart (the memory from its snapshot, a new connection), nor on another instance.
+    restored = SessionMemory.restore("s", memory.snapshot())
+    assert _prefix(_turn(restored, _store(tmp_path), turns + 2)) == _prefix(first)
+    assert _prefix(_turn(SessionMemory("s"), _store(tmp_path), turns + 2)) == _prefix(first)
+
+    # The next fold rewrites the prefix anyway: every chunk with a stored summary uses it from then on.
+    turns += 2
+    while True:
+        result = _turn(memory, store, turns)
+        if result.messages_folded > first.messages_folded:
+            break
+        _summarize(store, result)
+        turns += 2
+    assert result.summarizers[: len(first.summarizers)] == ("model",) * len(first.summarizers)
+    assert result.summarizers[-1] == "extractive"  # whole at this very request: its summary comes later
+    text = _prefix(result)
+    for job in held[0].to_summarize:
+        assert scripted_summary(str(job.lines)) in text  # exactly what the model returned
+    elsewhere = _turn(SessionMemory("s"), _store(tmp_path), turns)
+    assert _prefix(elsewhere) == text and elsewhere.summarizers == result.summarizers
+
+
+def test_without_a_prompt_cache_a_stored_summary_is_used_at_once(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    memory = SessionMemory("s")
+    body: dict[str, Any] = anthropic_chat(81)
+    first = compress("anthropic", body, memory, MODEL, None, summaries=store)
+    assert first.summarizers[0] == "extractive" and first.to_summarize
+    _summarize(store, first)
+    second = compress("anthropic", body, memory, MODEL, None, summaries=store)
+    whole = len(first.to_summarize)
+    assert second.summarizers[:whole] == ("model",) * whole
+    assert second.to_summarize == ()  # asked for once
+
+
+def test_extractive_ignores_stored_summaries(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    memory = SessionMemory("s")
+    body = anthropic_chat(81)
+    first = compress("anthropic", body, memory, settings(), None, summaries=store)
+    assert first.to_summarize == () and set(first.summarizers) == {"extractive"}
+    assert DIGEST_INTRO in _prefix(first)

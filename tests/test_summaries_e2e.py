@@ -13,11 +13,11 @@ from typing import Any
 import aiohttp
 import structlog
 
-from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ProxyFactory
-from tests.fake_upstream import FakeUpstream
 from proxy.compression import SessionMemory, compress
 from proxy.storage.migrations import migrate_path
 from proxy.storage.summaries import SummaryStore
+from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ProxyFactory
+from tests.fake_upstream import FakeUpstream
 from tests.test_compression_helpers import anthropic_chat, settings
 
 SETTINGS = settings(summarizer="model", recall_budget_tokens=6000, recall_share=0.3)
@@ -63,7 +63,7 @@ def _chunks(body: dict[str, Any], provider: str = "anthropic") -> int:
 
 async def _until(check: Any, timeout: float = 10.0) -> None:  # noqa: ASYNC109
     async with asyncio.timeout(timeout):
-        while not check():
+        while not check():  # noqa: ASYNC110  # rows written by another thread, polled
             await asyncio.sleep(0.02)
 
 
@@ -100,7 +100,8 @@ async def test_first_fold_goes_out_extractive_and_the_next_uses_the_stored_summa
     await _until(lambda: len(_rows(database, "SELECT * FROM requests")) == 2 + len(asked))
     calls = _rows(
         database,
-        "SELECT session_id, tenant, cost_usd, cost_saved_usd, status FROM requests WHERE endpoint = 'summary'",
+        "SELECT session_id, tenant, cost_usd, cost_saved_usd, status FROM requests "
+        "WHERE endpoint = 'summary'",
     )
     conversation = _rows(database, "SELECT session_id, tenant FROM requests WHERE endpoint = 'messages'")[0]
     assert len(calls) == len(asked)

@@ -29,7 +29,9 @@ SESSION: "id", "label" (the X-Vidurai-Session header as sent, null without), "te
 "created_at", "last_seen_at", "expired_at" (null while active),
 "messages", "requests", "input_tokens", "output_tokens", "cache_read_tokens",
 "cache_write_tokens", "tokens_original_est", "tokens_saved", "savings_pct", "cost_usd"
-(null when no request of the session was priced), "cost_saved_usd".
+(null when no request of the session was priced), "cost_saved_usd", "summary_calls" and
+"summary_cost_usd" (its summary requests with summarizer = model, counted in cost_usd and taken off
+cost_saved_usd).
 
 REQUEST: every column of the `requests` table ("stream" as a boolean; "cost_usd" null for an
 unpriced model; "tags" an object, null without).
@@ -70,6 +72,16 @@ _AGGREGATES = """
         AS unpriced_requests,
     AVG(duration_ms) AS avg_duration_ms,
     AVG(overhead_ms) AS avg_overhead_ms
+"""
+
+
+# A session's summary calls (summarizer = model): how many, and what they cost (already in its
+# cost_usd, and taken off its cost_saved_usd).
+_SUMMARY_CALLS = """
+    (SELECT COUNT(*) FROM requests r WHERE r.session_id = sessions.id AND r.endpoint = 'summary')
+        AS summary_calls,
+    (SELECT TOTAL(cost_usd) FROM requests r WHERE r.session_id = sessions.id AND r.endpoint = 'summary')
+        AS summary_cost_usd
 """
 
 
@@ -203,7 +215,8 @@ async def metrics_json(path: str, now: float | None = None, where: Filter | None
         rows = await conn.execute_fetchall(
             "SELECT id, label, tenant, created_at, last_seen_at, expired_at, messages, requests, "
             "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
-            "tokens_original_est, tokens_saved, cost_usd, cost_saved_usd FROM sessions "
+            "tokens_original_est, tokens_saved, cost_usd, cost_saved_usd, "
+            f"{_SUMMARY_CALLS} FROM sessions "
             f"WHERE {session_condition} ORDER BY tokens_saved DESC, last_seen_at DESC LIMIT ?",
             (*session_params, TOP_SESSIONS),
         )

@@ -14,6 +14,7 @@ import aiohttp
 import structlog
 
 from proxy.compression import SessionMemory, compress
+from proxy.compression.summaries import MODEL_DIGEST_INTRO
 from proxy.storage.migrations import migrate_path
 from proxy.storage.summaries import SummaryStore
 from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ProxyFactory
@@ -168,3 +169,51 @@ async def test_openai_summary_uses_the_clients_key_and_the_openai_model(
     await _until(lambda: len(_rows(database, "SELECT * FROM summaries")) == len(asked))
     (model, summary_text), *_ = _rows(database, "SELECT model, summary FROM summaries")
     assert model == "gpt-4o-mini" and summary_text.startswith("Summary: scripted summary")
+
+
+def _cached_chat(turns: int) -> dict[str, Any]:
+    """A chat as Claude Code sends it: a cache marker on the system prompt, so Claude caches it."""
+    body = anthropic_chat(turns)
+    system = [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
+    return {**body, "model": "claude-sonnet-4-5", "system": system}
+
+
+def _prefix(fake: FakeUpstream) -> str:
+    """The task and the digests after it, as upstream got them: what Claude caches."""
+    latest = [r for r in fake.requests if r.scenario != "summary"][-1]
+    return json.dumps(latest.json["messages"][0], ensure_ascii=False)
+
+
+async def test_a_cached_fold_is_byte_identical_on_another_instance_and_summaries_wait_for_the_next_fold(
+    make_proxy: ProxyFactory, fake_upstream: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    database = tmp_path / "shared.db"
+    first = await make_proxy(**MODEL, storage_database=database)
+    fake_upstream.summary_gate = asyncio.Event()
+    turns = 30
+    while MODEL_DIGEST_INTRO not in _prefix_or_empty(fake_upstream) and turns < 200:  # the first fold
+        turns += 2
+        await _send(http, first, _cached_chat(turns), ANTHROPIC_HEADERS)
+    folded = _prefix(fake_upstream)
+    assert "scripted summary" not in folded
+    fake_upstream.summary_gate.set()  # the summaries arrive after the fold went out
+    await _until(lambda: len(_rows(database, "SELECT * FROM summaries")) == len(fake_upstream.summaries()))
+
+    turns += 2
+    await _send(http, first, _cached_chat(turns), ANTHROPIC_HEADERS)
+    assert _prefix(fake_upstream) == folded  # the cached prefix is not rewritten for them
+    second = await make_proxy(**MODEL, storage_database=database)  # another instance, or a restart
+    await _send(http, second, _cached_chat(turns), ANTHROPIC_HEADERS)
+    assert _prefix(fake_upstream) == folded
+
+    while _prefix(fake_upstream).startswith(folded[:-2]) and turns < 200:  # the next fold uses them
+        turns += 2
+        await _send(http, first, _cached_chat(turns), ANTHROPIC_HEADERS)
+    refolded = _prefix(fake_upstream)
+    assert "scripted summary" in refolded
+    await _send(http, second, _cached_chat(turns), ANTHROPIC_HEADERS)
+    assert _prefix(fake_upstream) == refolded
+
+
+def _prefix_or_empty(fake: FakeUpstream) -> str:
+    return _prefix(fake) if any(r.scenario != "summary" for r in fake.requests) else ""

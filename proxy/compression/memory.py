@@ -82,8 +82,9 @@ class SessionMemory:
 
     What it holds is what compress() reads: the folded chunks (digest, units), the recall index over
     their units, and with summarizer = model the summaries Vidurai's SemanticCompressor wrote of its
-    chunks and the fold decisions read from the database. (Until vidurai 1.5's ViduraiMemory held a
-    copy of every unit in three layers that nothing read: 30% of a long session's memory, bench/memory.py.)
+    chunks and the fold decisions read from the database. It used to wrap vidurai 1.5's ViduraiMemory
+    too, a copy of every unit in three layers that nothing read: LoCoMo conv-41 played turn by turn
+    held 1.29 MiB with it and 0.99 MiB without, its snapshot 302 KiB and now 143 KiB (tracemalloc).
     """
 
     def __init__(self, session_id: str) -> None:

@@ -217,3 +217,15 @@ async def test_a_cached_fold_is_byte_identical_on_another_instance_and_summaries
 
 def _prefix_or_empty(fake: FakeUpstream) -> str:
     return _prefix(fake) if any(r.scenario != "summary" for r in fake.requests) else ""
+
+
+async def test_without_stored_text_there_are_no_summaries(
+    make_proxy: ProxyFactory, fake_upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    with structlog.testing.capture_logs() as logs:
+        url = await make_proxy(**MODEL, storage_store_text="false")
+    assert any("needs [storage] store_text" in e["event"] for e in logs)  # said once, at startup
+    await _send(http, url, anthropic_chat(81), ANTHROPIC_HEADERS)
+    await _send(http, url, anthropic_chat(83), ANTHROPIC_HEADERS)
+    assert fake_upstream.summaries() == []  # a summary is conversation text: none is written
+    assert "scripted summary" not in _forwarded(fake_upstream)

@@ -253,7 +253,7 @@ class Summarizer:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
 
     async def drain(self) -> None:
         """Wait for the summaries under way (tests and the benchmark)."""

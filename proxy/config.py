@@ -292,7 +292,7 @@ SETTINGS: tuple[Setting, ...] = (
         "60",
         _positive_int,
         "a positive integer (seconds)",
-        "How often the Vidurai memory of active sessions is snapshotted to SQLite.",
+        "How often the compression memory of active sessions is snapshotted to SQLite.",
     ),
     Setting("compression", "enabled", "true", _bool, "true or false", "Compress long conversations."),
     Setting(

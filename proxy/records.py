@@ -98,7 +98,7 @@ class MemoryRows:
 
 @attrs.frozen
 class SnapshotRecord:
-    """One row of `snapshots`: a session's serialized Vidurai state."""
+    """One row of `snapshots`: a session's serialized compression memory (its folded chunks)."""
 
     session_id: str
     state: str

@@ -17,12 +17,21 @@ import uvloop
 from .admin import exposure_warning
 from .app import create_app, start_server
 from .config import Config, ConfigError, load_config
+from .keys import STORE
 from .logs import configure_logging
+from .storage import is_postgresql, open_store
 from .ui.terminal import TerminalUI, WarningBuffer, should_show
 
 # Where logs go while the live dashboard owns the terminal and [logging] file is empty: beside
 # the database, which is where the config put this instance's files.
 UI_LOG_FILE = "vidurai.log"
+
+
+def _files_folder(config: Config) -> Path:
+    """Beside the SQLite database; the configuration file's folder when the database is a server."""
+    if is_postgresql(config.storage.database):
+        return Path(config.source).parent if config.source and Path(config.source).is_file() else Path.cwd()
+    return Path(config.storage.database).parent
 
 
 async def serve(config: Config, ui: TerminalUI | None) -> None:
@@ -38,7 +47,7 @@ async def serve(config: Config, ui: TerminalUI | None) -> None:
         config=config.source,
         anthropic=config.upstream.anthropic_base_url,
         openai=config.upstream.openai_base_url,
-        database=config.storage.database,
+        database=app[STORE].describe() if STORE in app else config.storage.database,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -89,12 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         logging_config = (
             config.logging
             if config.logging.file
-            else attrs.evolve(config.logging, file=str(Path(config.storage.database).parent / UI_LOG_FILE))
+            else attrs.evolve(config.logging, file=str(_files_folder(config) / UI_LOG_FILE))
         )
         configure_logging(logging_config, console=False)
         warnings = WarningBuffer()
         logging.getLogger().addHandler(warnings)
-        ui = TerminalUI(config.storage.database, warnings=warnings, log_file=logging_config.file)
+        ui = TerminalUI(open_store(config.storage), warnings=warnings, log_file=logging_config.file)
     else:
         configure_logging(config.logging)
     try:

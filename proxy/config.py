@@ -227,8 +227,9 @@ SETTINGS: tuple[Setting, ...] = (
         "database",
         "vidurai.db",
         _text,
-        "a file path",
-        "SQLite database file; a relative path is relative to this file's folder.",
+        "a file path or a postgresql:// URL",
+        "SQLite database file (a relative path is relative to this file's folder), or a PostgreSQL "
+        "database shared by several instances: postgresql://user:password@host:5432/dbname.",
         is_path=True,
     ),
     Setting(
@@ -283,8 +284,8 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
         "a positive integer",
         "Most sessions whose compression memory is held in RAM (about 100 KiB each for a 60-message "
-        "conversation). The least recently used beyond this are snapshotted to SQLite and released, and "
-        "reloaded on their next request.",
+        "conversation). The least recently used beyond this are snapshotted to the database and released, "
+        "and reloaded on their next request.",
     ),
     Setting(
         "sessions",
@@ -292,7 +293,7 @@ SETTINGS: tuple[Setting, ...] = (
         "60",
         _positive_int,
         "a positive integer (seconds)",
-        "How often the compression memory of active sessions is snapshotted to SQLite.",
+        "How often the compression memory of active sessions is snapshotted to the database.",
     ),
     Setting("compression", "enabled", "true", _bool, "true or false", "Compress long conversations."),
     Setting(
@@ -600,7 +601,7 @@ def load_config(
             raw, origin = str(overrides.pop(override_name)), "override"
         try:
             value = setting.parse(raw)
-            if setting.is_path and value:
+            if setting.is_path and value and not _is_url(value):
                 value = os.path.abspath(_base_folder(origin, path) / Path(value).expanduser())
             values[setting.section][setting.key] = value
         except ValueError:
@@ -617,6 +618,11 @@ def load_config(
     pricing.sort(key=lambda item: len(item[0]), reverse=True)
     sections = {name: cls(**values[name]) for name, cls in _SECTION_CLASSES.items()}
     return Config(**sections, pricing=tuple(pricing), source=str(path) if path.exists() else NO_FILE)
+
+
+def _is_url(value: str) -> bool:
+    """A value such as postgresql://... names a server, not a file: it is not made absolute."""
+    return "://" in value
 
 
 def _base_folder(origin: str, path: Path) -> Path:

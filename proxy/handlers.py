@@ -33,15 +33,14 @@ from .keys import (
     PROM,
     SESSIONS,
     STARTED_AT,
+    STORE,
     SUMMARIZER,
-    WRITER,
 )
 from .prompt_cache import prompt_cache
 from .providers import Provider
 from .records import MemoryRow
 from .relay import relay
 from .sessions import SESSION_HEADER, session_id_for
-from .storage.reader import totals
 from .tags import TAGS_HEADER, parse_tags
 from .upstream import UpstreamFailure
 
@@ -83,7 +82,7 @@ async def _remember_and_compress(
     large = body_size > INLINE_BODY_LIMIT
     session_id = await in_thread_if(large, session_id_for, *identity)  # hashes the start: huge in a huge body
     messages = provider.messages(body)
-    session = app[SESSIONS].touch(session_id, tenant, len(messages), label=label)
+    session = await app[SESSIONS].touch(session_id, tenant, len(messages), label=label)
     call.record.session_id = session_id
     structlog.contextvars.bind_contextvars(session_id=session_id)
     settings = app[CONFIG].compression
@@ -109,15 +108,15 @@ async def _remember_and_compress(
             summarizer.submit(result.to_summarize, request.headers, session_id, tenant)
     else:  # nothing to fold, only to count (even with compression off)
         result = await in_thread_if(large, compress, provider.name, body, None, settings, warm, prices)
-    writer = app[WRITER]
+    store = app[STORE]
     if rows:
-        writer.add_memories(rows)
+        store.add_memories(rows)
     call.set_estimates(result.tokens_original_est, result.tokens_forwarded_est, app[CALIBRATION])
     record = call.record
     record.messages_original = result.messages_original
     record.messages_forwarded = result.messages_forwarded
     if result.body is not None:
-        writer.add_audit(
+        store.add_audit(
             session_id,
             "compressed",
             {
@@ -132,7 +131,7 @@ async def _remember_and_compress(
             time.time(),
         )
     elif result.reason.startswith(("failed_open", "invalid", "input")):
-        writer.add_audit(session_id, "compression_failed_open", {"reason": result.reason}, time.time())
+        store.add_audit(session_id, "compression_failed_open", {"reason": result.reason}, time.time())
     return result.body
 
 
@@ -214,7 +213,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
 
 
 def _finish(app: web.Application, call: Call) -> None:
-    """Price the call and hand its one metrics row to the writer; never raises into the response."""
+    """Price the call and hand its one metrics row to the store; never raises into the response."""
     record = call.close()
     try:
         prices = app[PRICES]
@@ -225,13 +224,13 @@ def _finish(app: web.Application, call: Call) -> None:
         app[PROM].observe(record)
     except Exception:  # a pricing or metrics bug must not lose the row
         log.exception("metrics bookkeeping failed")
-    app[WRITER].add_request(record)
+    app[STORE].add_request(record)
 
 
 async def health(request: web.Request) -> web.Response:
     """The proxy's own status; usage totals only for whoever may read the admin routes."""
     app = request.app
-    storage = app[WRITER].health()
+    storage = app[STORE].health()
     body: dict[str, Any] = {
         "status": "ok" if storage.writable else "degraded",
         "version": __version__,
@@ -244,7 +243,7 @@ async def health(request: web.Request) -> web.Response:
     if not app[ADMIN].allows(request):
         return web.json_response(body)
     try:
-        body["totals"] = await totals(app[CONFIG].storage.database)
+        body["totals"] = await app[STORE].totals()
     except Exception as exc:  # health must answer even if the database is unreadable
         body["status"] = "degraded"
         body["totals"] = None

@@ -11,7 +11,7 @@ from .pricing import PriceTable
 from .prom import PromMetrics
 from .providers import Anthropic, OpenAI
 from .sessions import SessionRegistry
-from .storage.writer import Writer
+from .storage import Store
 from .summarizer import Summarizer
 from .tokens import Calibration
 
@@ -20,7 +20,7 @@ ADMIN = web.AppKey("admin", AdminGuard)
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 ANTHROPIC = web.AppKey("anthropic", Anthropic)
 OPENAI = web.AppKey("openai", OpenAI)
-WRITER = web.AppKey("writer", Writer)
+STORE = web.AppKey("store", Store)
 SESSIONS = web.AppKey("sessions", SessionRegistry)
 PRICES = web.AppKey("prices", PriceTable)
 PROM = web.AppKey("prom", PromMetrics)

@@ -12,7 +12,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.registry import Collector
 
 from proxy.records import RequestRecord
-from proxy.storage.writer import StorageHealth
+from proxy.storage import StorageHealth
 
 # Model names come from clients; past this many distinct ones the rest share the label "other"
 # so that a misbehaving client cannot blow up the series count.

@@ -30,8 +30,7 @@ from .pricing import PriceTable
 from .prom import PromMetrics
 from .providers import Provider
 from .records import RequestRecord
-from .storage.summaries import SummaryStore
-from .storage.writer import Writer
+from .storage import Store, SummaryStore
 from .tokens import count_text
 
 log = structlog.get_logger(__name__)
@@ -74,15 +73,15 @@ class Summarizer:
         self,
         http: aiohttp.ClientSession,
         providers: Mapping[str, Provider],
-        store: SummaryStore,
-        writer: Writer,
+        store: Store,
         prices: PriceTable,
         prom: PromMetrics,
         settings: CompressionConfig,
         enabled: bool,
     ) -> None:
-        self._http, self._providers, self._store = http, providers, store
-        self._writer, self._prices, self._prom = writer, prices, prom
+        self._http, self._providers = http, providers
+        self._store, self._book = store, store.summaries()
+        self._prices, self._prom = prices, prom
         self._settings = settings
         self.enabled = enabled
         self._pool = concurrent.futures.ThreadPoolExecutor(MAX_CALLS, thread_name_prefix="vidurai-summary")
@@ -94,7 +93,7 @@ class Summarizer:
     @property
     def book(self) -> SummaryStore | None:
         """Where compress() reads summaries, None when digests are extractive only."""
-        return self._store if self.enabled else None
+        return self._book if self.enabled else None
 
     def submit(
         self, jobs: tuple[SummaryJob, ...], headers: Mapping[str, str], session_id: str, tenant: str
@@ -117,7 +116,7 @@ class Summarizer:
         loop = asyncio.get_running_loop()
         try:
             async with self._slots:
-                if await loop.run_in_executor(self._pool, self._store.summaries, [job.key]):
+                if await loop.run_in_executor(self._pool, self._book.summaries, [job.key]):
                     return  # another instance, or this one for another memory, wrote it meanwhile
                 model = self._model(job)
                 result = await loop.run_in_executor(
@@ -134,7 +133,7 @@ class Summarizer:
                 summary = result.compressed_memory.content.strip()
                 at = time.time()
                 await loop.run_in_executor(
-                    self._pool, self._store.add_summary, job.key, session_id, model, summary, at
+                    self._pool, self._book.add_summary, job.key, session_id, model, summary, at
                 )
         except Exception:  # a database error costs the summary only
             log.exception("summary not stored", chunk=job.key[:12])
@@ -244,7 +243,7 @@ class Summarizer:
             self._prom.observe(record)
         except Exception:  # a pricing or metrics bug must not lose the row
             log.exception("summary bookkeeping failed")
-        self._writer.add_request(record)
+        self._store.add_request(record)
 
     async def close(self) -> None:
         """Stop the calls under way (their chunks keep the extractive digest) and the pool."""

@@ -64,8 +64,8 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_wheel_holds_the_package_data_and_the_command(venv: Path, tmp_path: Path) -> None:
     code = (
         "import proxy, importlib.metadata as m;"
-        "from proxy.storage.migrations import load_migrations;"
-        "print(proxy.__file__); print(load_migrations()[0].name);"
+        "from proxy.storage.migrations import load_migrations, migrations_dir;"
+        "print(proxy.__file__); print(load_migrations(migrations_dir('postgresql'))[0].name);"
         "print(m.entry_points(group='console_scripts')['vidurai-proxy'].value)"
     )
     location, first, entry = _run(venv / "python", "-c", code, cwd=tmp_path).split()

@@ -1,20 +1,23 @@
 """Model-written digests in compress(): which fold uses a summary, the same on every instance and restart.
 
-The summaries table is a real SQLite file, migrated as the proxy migrates it; the summaries are the
-fake upstream's scripted ones, written as the summarizer writes them.
+On both engines (the `database` fixture: a SQLite file, then a PostgreSQL database of the test's
+own), each instance a store of its own, migrated and started as the proxy starts it; the summaries
+are the fake upstream's scripted ones, written as the summarizer writes them.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+
+import pytest
 
 from proxy.compression import CompressionResult, SessionMemory, compress
 from proxy.compression.compressor import DIGEST_INTRO
 from proxy.compression.summaries import MODEL_DIGEST_INTRO
-from proxy.storage.migrations import migrate_path
-from proxy.storage.summaries import SummaryStore
+from proxy.storage import Store, SummaryStore, open_store
+from tests.databases import query
 from tests.fake_upstream import scripted_summary
 from tests.test_compression_helpers import CLAUDE_CACHE, anthropic_chat, settings
 
@@ -27,10 +30,23 @@ def _prefix(result: CompressionResult) -> str:
     return json.dumps(result.body["messages"][0], sort_keys=True, ensure_ascii=False)
 
 
-def _store(tmp_path: Path) -> SummaryStore:
-    path = str(tmp_path / "vidurai.db")
-    migrate_path(path)
-    return SummaryStore(path)
+Instance = Callable[..., Awaitable[SummaryStore]]
+
+
+@pytest.fixture
+async def instance(database: str) -> AsyncIterator[Instance]:
+    """Start another proxy instance's store on the test's database; its summaries."""
+    started: list[Store] = []
+
+    async def start(**settings: Any) -> SummaryStore:
+        store = open_store(database, **settings)
+        await store.start()
+        started.append(store)
+        return store.summaries()
+
+    yield start
+    for store in started:
+        await store.close()
 
 
 def _summarize(store: SummaryStore, result: CompressionResult) -> None:
@@ -42,8 +58,10 @@ def _turn(memory: SessionMemory, store: SummaryStore, turns: int) -> Compression
     return compress("anthropic", anthropic_chat(turns), memory, MODEL, 0.1, CLAUDE_CACHE, store)
 
 
-def test_a_fold_keeps_its_digests_when_summaries_arrive_and_the_next_fold_uses_them(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+async def test_a_fold_keeps_its_digests_when_summaries_arrive_and_the_next_fold_uses_them(
+    instance: Instance,
+) -> None:
+    store = await instance()
     memory = SessionMemory("s")
     turns, held = 30, []
     while True:  # to the first fold; its chunks' summaries are asked for ahead of it, not yet written
@@ -65,8 +83,8 @@ def test_a_fold_keeps_its_digests_when_summaries_arrive_and_the_next_fold_uses_t
     assert _prefix(again) == _prefix(first) and set(again.summarizers) == {"extractive"}
     # Nor after a restart (the memory from its snapshot, a new connection), nor on another instance.
     restored = SessionMemory.restore("s", memory.snapshot())
-    assert _prefix(_turn(restored, _store(tmp_path), turns + 2)) == _prefix(first)
-    assert _prefix(_turn(SessionMemory("s"), _store(tmp_path), turns + 2)) == _prefix(first)
+    assert _prefix(_turn(restored, await instance(), turns + 2)) == _prefix(first)
+    assert _prefix(_turn(SessionMemory("s"), await instance(), turns + 2)) == _prefix(first)
 
     # The next fold rewrites the prefix anyway: every chunk with a stored summary uses it from then on.
     turns += 2
@@ -81,12 +99,12 @@ def test_a_fold_keeps_its_digests_when_summaries_arrive_and_the_next_fold_uses_t
     text = _prefix(result)
     for job in held[0].to_summarize:
         assert scripted_summary(str(job.lines)) in text  # exactly what the model returned
-    elsewhere = _turn(SessionMemory("s"), _store(tmp_path), turns)
+    elsewhere = _turn(SessionMemory("s"), await instance(), turns)
     assert _prefix(elsewhere) == text and elsewhere.summarizers == result.summarizers
 
 
-def test_without_a_prompt_cache_a_stored_summary_is_used_at_once(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+async def test_without_a_prompt_cache_a_stored_summary_is_used_at_once(instance: Instance) -> None:
+    store = await instance()
     memory = SessionMemory("s")
     body: dict[str, Any] = anthropic_chat(81)
     first = compress("anthropic", body, memory, MODEL, None, summaries=store)
@@ -98,10 +116,38 @@ def test_without_a_prompt_cache_a_stored_summary_is_used_at_once(tmp_path: Path)
     assert second.to_summarize == ()  # asked for once
 
 
-def test_extractive_ignores_stored_summaries(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+async def test_extractive_ignores_stored_summaries(instance: Instance) -> None:
+    store = await instance()
     memory = SessionMemory("s")
     body = anthropic_chat(81)
     first = compress("anthropic", body, memory, settings(), None, summaries=store)
     assert first.to_summarize == () and set(first.summarizers) == {"extractive"}
     assert DIGEST_INTRO in _prefix(first)
+
+
+async def test_two_instances_deciding_one_fold_both_keep_the_first_decision(instance: Instance) -> None:
+    first, second = await instance(), await instance()
+    first.add_summary("chunk-a", "s", "claude-haiku-4-5", "first", 1.0)
+    second.add_summary("chunk-a", "s", "claude-haiku-4-5", "second", 2.0)  # a race lost: kept out
+    assert first.summaries(["chunk-a", "chunk-b"]) == second.summaries(["chunk-a"]) == {"chunk-a": "first"}
+    assert second.fold("fold") is None
+    assert first.decide_fold("fold", ["chunk-a"], 1.0) == ("chunk-a",)
+    assert second.decide_fold("fold", [], 2.0) == ("chunk-a",)  # it forwards what the first did
+    assert second.fold("fold") == ("chunk-a",)
+
+
+async def test_many_keys_are_read_at_once(instance: Instance) -> None:
+    store = await instance()
+    keys = [f"chunk-{i}" for i in range(1200)]  # more than SQLite binds in one query here
+    for key in keys[::3]:
+        store.add_summary(key, None, "gpt-4o-mini", key.upper(), 0.0)
+    assert store.summaries(keys) == {key: key.upper() for key in keys[::3]}
+
+
+async def test_without_stored_text_stored_summaries_are_deleted(database: str, instance: Instance) -> None:
+    store = await instance()
+    store.add_summary("chunk-a", "s", "claude-haiku-4-5", "a summary", 0.0)
+    store.decide_fold("fold", ["chunk-a"], 0.0)
+    again = await instance(store_text=False)  # restarted with [storage] store_text = false
+    assert again.summaries(["chunk-a"]) == {} and again.fold("fold") is None
+    assert query(database, "SELECT * FROM summaries") == query(database, "SELECT * FROM fold_digests") == []

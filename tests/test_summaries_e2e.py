@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,9 @@ import structlog
 
 from proxy.compression import SessionMemory, compress
 from proxy.compression.summaries import MODEL_DIGEST_INTRO
-from proxy.storage.migrations import migrate_path
-from proxy.storage.summaries import SummaryStore
+from proxy.storage import open_store
 from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ProxyFactory
+from tests.databases import query
 from tests.fake_upstream import FakeUpstream
 from tests.test_compression_helpers import anthropic_chat, settings
 
@@ -40,25 +39,21 @@ def _forwarded(fake: FakeUpstream) -> str:
     return json.dumps(latest.json, ensure_ascii=False)
 
 
-def _rows(database: Path, sql: str) -> list[Any]:
-    conn = sqlite3.connect(database)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+def _rows(database: Path | str, sql: str) -> list[tuple[Any, ...]]:
+    return [tuple(row.values()) for row in query(database, sql)]
 
 
-def _chunks(body: dict[str, Any], provider: str = "anthropic") -> int:
+async def _chunks(body: dict[str, Any], provider: str = "anthropic") -> int:
     """How many whole chunks the proxy asks summaries of for this request: compress() in-process,
     on an empty summaries table as the first request finds it."""
     with tempfile.TemporaryDirectory() as folder:
-        path = str(Path(folder) / "empty.db")
-        migrate_path(path)
-        store = SummaryStore(path)
+        store = open_store(str(Path(folder) / "empty.db"))
+        await store.start()
         try:
-            result = compress(provider, body, SessionMemory("s"), SETTINGS, None, summaries=store)  # type: ignore[arg-type]
+            book = store.summaries()
+            result = compress(provider, body, SessionMemory("s"), SETTINGS, None, summaries=book)  # type: ignore[arg-type]
         finally:
-            store.close()
+            await store.close()
     return len(result.to_summarize)
 
 
@@ -76,7 +71,8 @@ async def test_first_fold_goes_out_extractive_and_the_next_uses_the_stored_summa
     fake_upstream.summary_gate = asyncio.Event()  # summaries are held back until the test says so
     await _send(http, url, anthropic_chat(61), ANTHROPIC_HEADERS)
     # The client was answered while the summary calls still wait: it did not wait for them.
-    await _until(lambda: len(fake_upstream.summaries()) == _chunks(anthropic_chat(61)))
+    chunks = await _chunks(anthropic_chat(61))
+    await _until(lambda: len(fake_upstream.summaries()) == chunks)
     asked = fake_upstream.summaries()
     assert asked and "scripted summary" not in _forwarded(fake_upstream)
     for summary in asked:  # the client's own key, the configured model and upstream
@@ -126,14 +122,14 @@ async def test_a_failed_or_slow_summary_leaves_the_extractive_digest(
     fake_upstream.summary_status = 500
     with structlog.testing.capture_logs() as logs:
         await _send(http, url, anthropic_chat(61), ANTHROPIC_HEADERS)
-        failed = _chunks(anthropic_chat(61))
+        failed = await _chunks(anthropic_chat(61))
         await _until(
             lambda: len(_rows(database, "SELECT * FROM requests WHERE endpoint = 'summary'")) == failed
         )
         fake_upstream.summary_status = 200
         fake_upstream.summary_gate = asyncio.Event()  # never set: every call times out
         await _send(http, url, anthropic_chat(101), ANTHROPIC_HEADERS)
-        slow = _chunks(anthropic_chat(101)) - failed  # the failed ones are not asked for again
+        slow = await _chunks(anthropic_chat(101)) - failed  # the failed ones are not asked for again
         assert slow > 0
         await _until(
             lambda: len(_rows(database, "SELECT * FROM requests WHERE endpoint = 'summary'")) == failed + slow
@@ -158,7 +154,8 @@ async def test_openai_summary_uses_the_clients_key_and_the_openai_model(
     body = anthropic_chat(61)
     chat = {"model": "gpt-4o", "messages": [{"role": "system", "content": "Be brief."}, *body["messages"]]}
     await _send(http, url, chat, {"authorization": f"Bearer {OPENAI_KEY}"})
-    await _until(lambda: len(fake_upstream.summaries()) == _chunks(chat, "openai"))
+    chunks = await _chunks(chat, "openai")
+    await _until(lambda: len(fake_upstream.summaries()) == chunks)
     asked = fake_upstream.summaries()
     assert asked
     for summary in asked:
@@ -185,9 +182,9 @@ def _prefix(fake: FakeUpstream) -> str:
 
 
 async def test_a_cached_fold_is_byte_identical_on_another_instance_and_summaries_wait_for_the_next_fold(
-    make_proxy: ProxyFactory, fake_upstream: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
+    make_proxy: ProxyFactory, fake_upstream: FakeUpstream, http: aiohttp.ClientSession, database: str
 ) -> None:
-    database = tmp_path / "shared.db"
+    """Two instances on one database (a SQLite file, then PostgreSQL as a fleet shares it)."""
     first = await make_proxy(**MODEL, storage_database=database)
     fake_upstream.summary_gate = asyncio.Event()
     turns = 30

@@ -41,7 +41,7 @@ MODEL = "model"
 
 
 class SummaryBook(Protocol):
-    """Where summaries and fold decisions are kept (proxy/storage/summaries.py)."""
+    """Where summaries and fold decisions are kept (the store's SummaryStore, proxy/storage/store.py)."""
 
     def summaries(self, keys: Sequence[str]) -> dict[str, str]: ...
 

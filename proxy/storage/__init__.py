@@ -1,17 +1,18 @@
-"""SQLite persistence: migrations, the single writer and the read queries."""
+"""Storage: one store object (proxy/storage/store.py), two engines (sqlite/, postgresql/)."""
 
-from proxy.storage.migrations import MigrationError, migrate, migrate_path
-from proxy.storage.reader import ActiveSession, active_sessions, metrics_json, session_memories, totals
-from proxy.storage.writer import Writer
+from proxy.storage.metrics import ActiveSession, Filter, StoredSession
+from proxy.storage.migrations import MigrationError
+from proxy.storage.store import StorageHealth, Store, StoreError, SummaryStore, is_postgresql, open_store
 
 __all__ = [
     "ActiveSession",
+    "Filter",
     "MigrationError",
-    "Writer",
-    "active_sessions",
-    "metrics_json",
-    "migrate",
-    "migrate_path",
-    "session_memories",
-    "totals",
+    "StorageHealth",
+    "Store",
+    "StoreError",
+    "StoredSession",
+    "SummaryStore",
+    "is_postgresql",
+    "open_store",
 ]

@@ -1,6 +1,7 @@
-"""Chunk summaries and fold decisions in SQLite: read and written at once, visible to every instance.
+"""Chunk summaries and fold decisions in SQLite: read and written at once, visible to every process
+sharing the file (the SummaryStore protocol of proxy/storage/store.py).
 
-Not through the Writer's queue: a fold decision must be in the database before the next request of
+Not through the writer's queue: a fold decision must be in the database before the next request of
 its conversation (on this instance or another) asks for it, and both kinds of row are rare (one per
 chunk, one per fold). Each thread keeps its own connection: compress() reads from the worker threads,
 the summarizer writes from its own.
@@ -12,8 +13,6 @@ import json
 import sqlite3
 import threading
 from collections.abc import Sequence
-
-from proxy.storage.writer import BUSY_TIMEOUT_MS
 
 SELECT_SUMMARIES = "SELECT chunk_key, summary FROM summaries WHERE chunk_key IN ({})"
 INSERT_SUMMARY = (
@@ -29,11 +28,12 @@ INSERT_FOLD = (
 KEYS_PER_QUERY = 500
 
 
-class SummaryStore:
-    """The `summaries` and `fold_digests` tables of one database file (migrated by the Writer)."""
+class SqliteSummaryStore:
+    """The `summaries` and `fold_digests` tables of one database file (migrated by its store)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, busy_timeout_ms: int) -> None:
         self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         self._opened: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -42,7 +42,7 @@ class SummaryStore:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             self._local.conn = conn
             with self._lock:
                 self._opened.append(conn)
@@ -76,11 +76,21 @@ class SummaryStore:
         row = conn.execute(SELECT_FOLD, (fold_key,)).fetchone()
         return tuple(json.loads(row[0]))
 
-    def forget(self) -> None:
-        """[storage] store_text is off: summaries are conversation text, so none is kept."""
+    def forget(self) -> int:
+        """[storage] store_text is off: summaries are conversation text, so none is kept (their
+        pages zeroed, as the store's own forgetting does); how many summaries went."""
         conn = self._conn()
-        conn.execute("DELETE FROM summaries")
-        conn.execute("DELETE FROM fold_digests")
+        conn.execute("PRAGMA secure_delete = ON")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            summaries = conn.execute("DELETE FROM summaries").rowcount
+            conn.execute("DELETE FROM fold_digests")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return summaries
 
     def close(self) -> None:
         """Close every thread's connection (once nothing reads or writes any more)."""

@@ -11,13 +11,14 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import psycopg
 import pytest
 
 from proxy.compression import CompressionResult, SessionMemory, compress
 from proxy.compression.compressor import DIGEST_INTRO
 from proxy.compression.summaries import MODEL_DIGEST_INTRO
 from proxy.storage import Store, SummaryStore, open_store
-from tests.databases import query
+from tests.databases import execute, query
 from tests.fake_upstream import scripted_summary
 from tests.test_compression_helpers import CLAUDE_CACHE, anthropic_chat, settings
 
@@ -151,3 +152,22 @@ async def test_without_stored_text_stored_summaries_are_deleted(database: str, i
     again = await instance(store_text=False)  # restarted with [storage] store_text = false
     assert again.summaries(["chunk-a"]) == {} and again.fold("fold") is None
     assert query(database, "SELECT * FROM summaries") == query(database, "SELECT * FROM fold_digests") == []
+
+
+async def test_postgresql_a_lost_connection_fails_one_read_and_the_next_reconnects(postgres_url: str) -> None:
+    store = open_store(postgres_url)
+    await store.start()
+    try:
+        book = store.summaries()
+        book.add_summary("chunk-a", "s", "claude-haiku-4-5", "kept", 0.0)
+        # The server drops every connection to this test's database (a restart, a failover).
+        execute(
+            postgres_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        with pytest.raises(psycopg.OperationalError):
+            book.summaries(["chunk-a"])  # compress() fails open on this one request
+        assert book.summaries(["chunk-a"]) == {"chunk-a": "kept"}
+    finally:
+        await store.close()

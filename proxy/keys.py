@@ -12,6 +12,7 @@ from .prom import PromMetrics
 from .providers import Anthropic, OpenAI
 from .sessions import SessionRegistry
 from .storage import Store
+from .summarizer import Summarizer
 from .tokens import Calibration
 
 CONFIG = web.AppKey("config", Config)
@@ -24,4 +25,5 @@ SESSIONS = web.AppKey("sessions", SessionRegistry)
 PRICES = web.AppKey("prices", PriceTable)
 PROM = web.AppKey("prom", PromMetrics)
 CALIBRATION = web.AppKey("calibration", Calibration)
+SUMMARIZER = web.AppKey("summarizer", Summarizer)
 STARTED_AT = web.AppKey("started_at", float)

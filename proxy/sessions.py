@@ -1,4 +1,4 @@
-"""Sessions: who is talking (tenant) and which conversation (session), with its Vidurai memory."""
+"""Sessions: who is talking (tenant) and which conversation (session), with its compression memory."""
 
 from __future__ import annotations
 
@@ -287,7 +287,7 @@ class SessionRegistry:
         self._resident.pop(session.id, None)
 
     async def snapshot(self, force: bool = False) -> int:
-        """Queue the Vidurai state of sessions that changed since their last snapshot."""
+        """Queue the compression memory of sessions that changed since their last snapshot."""
         if not self._store.store_text:
             return 0  # a snapshot is conversation text throughout: none is kept
         count = 0

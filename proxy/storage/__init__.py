@@ -2,7 +2,7 @@
 
 from proxy.storage.metrics import ActiveSession, Filter, StoredSession
 from proxy.storage.migrations import MigrationError
-from proxy.storage.store import StorageHealth, Store, StoreError, is_postgresql, open_store
+from proxy.storage.store import StorageHealth, Store, StoreError, SummaryStore, is_postgresql, open_store
 
 __all__ = [
     "ActiveSession",
@@ -12,6 +12,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredSession",
+    "SummaryStore",
     "is_postgresql",
     "open_store",
 ]

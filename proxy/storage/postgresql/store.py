@@ -6,6 +6,7 @@ README say why this driver).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -21,6 +22,7 @@ from proxy.storage.metrics import ActiveSession, Filter, StoredSession
 from proxy.storage.postgresql import batches, reader
 from proxy.storage.postgresql.migrations import migrate
 from proxy.storage.postgresql.statements import EXPIRE_IDLE, INSERT_AUDIT
+from proxy.storage.postgresql.summaries import PostgresSummaryStore
 from proxy.storage.rows import Record
 from proxy.storage.store import EXPORT_TABLES, ExportRows, StoreError
 from proxy.storage.writer import Writer, log_rejected
@@ -67,9 +69,13 @@ class PostgresStore(Writer):
         self._conn: psycopg.Connection[Any] | None = None
         self._idle: list[psycopg.AsyncConnection[dict[str, Any]]] = []
         self._pooling = True
+        self._summaries = PostgresSummaryStore(url, CONNECT_TIMEOUT)
 
     def describe(self) -> str:
         return without_password(self.url)
+
+    def summaries(self) -> PostgresSummaryStore:
+        return self._summaries
 
     async def start(self) -> None:
         try:
@@ -86,6 +92,7 @@ class PostgresStore(Writer):
         idle, self._idle = self._idle, []
         for conn in idle:
             await conn.close()
+        await asyncio.to_thread(self._summaries.close)
 
     # --- writes (the writer thread, with the connection lock held) --------------------------------
 
@@ -121,10 +128,11 @@ class PostgresStore(Writer):
         with conn.transaction():
             memories = conn.execute("UPDATE memories SET content = '' WHERE content != ''").rowcount
             snapshots = conn.execute("DELETE FROM snapshots").rowcount
-        if memories or snapshots:
+        summaries = self._summaries.forget()
+        if memories or snapshots or summaries:
             # The old row versions stay in the table files until a vacuum reclaims them.
-            conn.execute("VACUUM memories, snapshots")
-            log.info("storage.text_forgotten", memories=memories, snapshots=snapshots)
+            conn.execute("VACUUM memories, snapshots, summaries, fold_digests")
+            log.info("storage.text_forgotten", memories=memories, snapshots=snapshots, summaries=summaries)
 
     def _expire(self, cutoff: float, now: float) -> list[tuple[str, float]]:
         conn = self._connection()

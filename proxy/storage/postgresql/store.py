@@ -7,8 +7,8 @@ README say why this driver).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -26,6 +26,7 @@ from proxy.storage.store import EXPORT_TABLES, ExportRows, StoreError
 from proxy.storage.writer import Writer, log_rejected
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 # Seconds to wait for the server before a write (or a read) counts as failed: an unreachable
 # server must not hold the writer thread, or a dashboard's read, for the OS's TCP timeout.
@@ -136,7 +137,9 @@ class PostgresStore(Writer):
 
     def _commit(self, batch: list[Record]) -> int:
         """One transaction for the batch; a row at fault has it redone row by row, each in a
-        savepoint, so only that row is lost. A deadlock with another instance is retried once."""
+        savepoint, so only that row is lost. A deadlock with another instance is retried once, and
+        so is a connection the server dropped since the last batch (a restart, a failover)."""
+        reused = self._conn is not None
         conn = self._connection()
         for attempt in (1, 2):
             try:
@@ -146,6 +149,10 @@ class PostgresStore(Writer):
             except psycopg.errors.DeadlockDetected:
                 if attempt == 2:
                     raise
+            except psycopg.OperationalError:
+                if attempt == 2 or not (reused and conn.broken):
+                    raise
+                conn = self._connection()  # a new connection: the batch was rolled back with the old
             except Exception as exc:
                 if not _rows_at_fault(exc):
                     raise
@@ -165,46 +172,54 @@ class PostgresStore(Writer):
 
     # --- reads --------------------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _read(self) -> AsyncIterator[reader.Conn]:
-        conn = self._idle.pop() if self._idle else None
-        if conn is None or conn.closed:
-            conn = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT
-            )
-        try:
-            yield conn
-        finally:
-            if conn.broken or conn.closed or not self._pooling or len(self._idle) >= READ_CONNECTIONS:
+    async def _reading(self, read: Callable[[reader.Conn], Awaitable[T]]) -> T:
+        """Run one read on an idle connection, or a new one; a kept connection the server dropped
+        meanwhile (a restart) is replaced and the read tried once more."""
+        if self._idle:
+            conn = self._idle.pop()
+            try:
+                result = await read(conn)
+            except psycopg.OperationalError:
+                dropped = conn.broken
                 await conn.close()
+                if not dropped:
+                    raise
             else:
-                self._idle.append(conn)
+                await self._release(conn)
+                return result
+        conn = await psycopg.AsyncConnection.connect(
+            self.url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT
+        )
+        try:
+            return await read(conn)
+        finally:
+            await self._release(conn)
+
+    async def _release(self, conn: reader.Conn) -> None:
+        if conn.broken or conn.closed or not self._pooling or len(self._idle) >= READ_CONNECTIONS:
+            await conn.close()
+        else:
+            self._idle.append(conn)
 
     async def metrics_json(self, now: float | None = None, where: Filter | None = None) -> dict[str, Any]:
-        async with self._read() as conn:
-            return await reader.metrics_json(conn, now, where)
+        return await self._reading(lambda conn: reader.metrics_json(conn, now, where))
 
     async def totals(self) -> dict[str, Any]:
-        async with self._read() as conn:
-            return await reader.totals(conn)
+        return await self._reading(reader.totals)
 
     async def stored_session(self, session_id: str) -> StoredSession | None:
-        async with self._read() as conn:
-            return await reader.stored_session(conn, session_id)
+        return await self._reading(lambda conn: reader.stored_session(conn, session_id))
 
     async def latest_snapshot(self, session_id: str) -> str | None:
-        async with self._read() as conn:
-            return await reader.latest_snapshot(conn, session_id)
+        return await self._reading(lambda conn: reader.latest_snapshot(conn, session_id))
 
     async def session_memories(self, session_id: str) -> list[MemoryRow]:
-        async with self._read() as conn:
-            return await reader.session_memories(conn, session_id)
+        return await self._reading(lambda conn: reader.session_memories(conn, session_id))
 
     async def active_sessions(
         self, since: float | None = None, *, states: bool = True
     ) -> list[ActiveSession]:
-        async with self._read() as conn:
-            return await reader.active_sessions(conn, since, states=states)
+        return await self._reading(lambda conn: reader.active_sessions(conn, since, states=states))
 
     @contextlib.contextmanager
     def export_rows(

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import structlog
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from proxy.records import MemoryRow
@@ -28,9 +29,18 @@ from proxy.storage.writer import Writer, log_rejected
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-# Seconds to wait for the server before a write (or a read) counts as failed: an unreachable
-# server must not hold the writer thread, or a dashboard's read, for the OS's TCP timeout.
-CONNECT_TIMEOUT = 5
+# libpq connection parameters: an unreachable server must not hold the writer thread, or a
+# dashboard's read, for the OS's TCP timeouts (minutes). connect_timeout bounds the connection in
+# seconds; tcp_user_timeout (ms) and the keepalives bound a connection whose server went silent
+# mid-query (its host gone, a network cut) to about 10 s, after which it counts as failed.
+CONNECTION: dict[str, Any] = {
+    "connect_timeout": 5,
+    "tcp_user_timeout": 10_000,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 2,
+}
 # Idle read connections kept open: a session's first request here, /health and the dashboards read
 # at once without each paying for a new connection (a few ms against a local server).
 READ_CONNECTIONS = 4
@@ -65,6 +75,7 @@ class PostgresStore(Writer):
     def __init__(self, url: str, flush_interval: float = 0.5, **writer: Any) -> None:
         super().__init__(flush_interval, **writer)
         self.url = url
+        self._conninfo = make_conninfo(url, **CONNECTION)
         self._conn: psycopg.Connection[Any] | None = None
         self._idle: list[psycopg.AsyncConnection[dict[str, Any]]] = []
         self._pooling = True
@@ -92,7 +103,7 @@ class PostgresStore(Writer):
 
     def _connect(self) -> psycopg.Connection[Any]:
         # autocommit: each batch is one explicit transaction (conn.transaction()), nothing left open.
-        return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        return psycopg.connect(self._conninfo, autocommit=True)
 
     def _open(self) -> None:
         conn = self._connect()
@@ -187,9 +198,7 @@ class PostgresStore(Writer):
             else:
                 await self._release(conn)
                 return result
-        conn = await psycopg.AsyncConnection.connect(
-            self.url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT
-        )
+        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True, row_factory=dict_row)
         try:
             return await read(conn)
         finally:
@@ -226,7 +235,7 @@ class PostgresStore(Writer):
         self, table: str, since: float | None, until: float | None, where: Filter
     ) -> Iterator[ExportRows]:
         try:
-            conn = psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT)
+            conn = psycopg.connect(self._conninfo)
         except psycopg.Error as exc:
             raise StoreError(f"cannot read {self.describe()}: {exc}".strip()) from None
         try:

@@ -47,7 +47,7 @@ async def serve(config: Config, ui: TerminalUI | None) -> None:
         config=config.source,
         anthropic=config.upstream.anthropic_base_url,
         openai=config.upstream.openai_base_url,
-        database=app[STORE].describe() if STORE in app else config.storage.database,
+        database=app[STORE].describe(),  # a URL without its password
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

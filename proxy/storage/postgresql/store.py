@@ -81,7 +81,7 @@ class PostgresStore(Writer):
         self._conn: psycopg.Connection[Any] | None = None
         self._idle: list[psycopg.AsyncConnection[dict[str, Any]]] = []
         self._pooling = True
-        self._summaries = PostgresSummaryStore(url, CONNECT_TIMEOUT)
+        self._summaries = PostgresSummaryStore(self._conninfo)
 
     def describe(self) -> str:
         return without_password(self.url)

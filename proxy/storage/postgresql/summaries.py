@@ -30,14 +30,13 @@ class PostgresSummaryStore(ThreadSummaryStore):
         "ON CONFLICT (fold_key) DO NOTHING"
     )
 
-    def __init__(self, url: str, connect_timeout: int) -> None:
+    def __init__(self, conninfo: str) -> None:
         super().__init__()
-        self.url = url
-        self.connect_timeout = connect_timeout
+        self.conninfo = conninfo  # the store's, with its connect and TCP timeouts
 
     def _connect(self) -> psycopg.Connection[Any]:
         # autocommit: each statement is its own transaction, nothing is left open between calls.
-        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=self.connect_timeout)
+        conn = psycopg.connect(self.conninfo, autocommit=True)
         conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
         return conn
 

@@ -32,6 +32,7 @@ from .keys import (
     SESSIONS,
     STARTED_AT,
     STORE,
+    SUMMARIZER,
     UPSTREAM,
 )
 from .maintenance import expire_idle, maintain_sessions
@@ -40,6 +41,7 @@ from .prom import PromMetrics
 from .providers import Anthropic, OpenAI
 from .sessions import SessionRegistry
 from .storage import open_store
+from .summarizer import Summarizer
 from .tokens import Calibration, warm_up
 from .upstream import client_session
 from .views import metrics_json, metrics_text
@@ -121,6 +123,32 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
+async def _summaries_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Model-written digests (summarizer = model): the calls that write them into the store (which
+    forgets them itself when store_text is off)."""
+    config = app[CONFIG]
+    model = config.compression.summarizer == "model"
+    if model and not config.storage.store_text:
+        log.warning(
+            "summarizer = model needs [storage] store_text (a summary is conversation text); "
+            "digests stay extractive"
+        )
+    providers = {"anthropic": app[ANTHROPIC], "openai": app[OPENAI]}
+    app[SUMMARIZER] = Summarizer(
+        app[UPSTREAM],
+        providers,
+        app[STORE],
+        app[PRICES],
+        app[PROM],
+        config.compression,
+        enabled=model and config.storage.store_text,
+    )
+    try:
+        yield
+    finally:
+        await app[SUMMARIZER].close()
+
+
 def create_app(config: Config) -> web.Application:
     """The proxy as an aiohttp application, for `python -m proxy` and for tests."""
     route_vidurai_logs(debug=config.logging.level.lower() == "debug")
@@ -144,6 +172,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_cluster_ctx)
     app.cleanup_ctx.append(_storage_ctx)
+    app.cleanup_ctx.append(_summaries_ctx)
 
     # Routes are admin routes (admin hosts, and the token when set) unless declared otherwise here.
     router = app.router

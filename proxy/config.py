@@ -310,7 +310,7 @@ SETTINGS: tuple[Setting, ...] = (
         "60",
         _positive_int,
         "a positive integer (seconds)",
-        "How often the Vidurai memory of active sessions is snapshotted to the database.",
+        "How often the compression memory of active sessions is snapshotted to the database.",
     ),
     Setting("compression", "enabled", "true", _bool, "true or false", "Compress long conversations."),
     Setting(
@@ -380,6 +380,41 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
         "a positive integer",
         "Old tool results longer than this are cut to head and tail.",
+    ),
+    Setting(
+        "compression",
+        "summarizer",
+        "extractive",
+        _choice("extractive", "model"),
+        "extractive | model",
+        "Who writes the digest of a folded chunk: extractive quotes its telling lines verbatim; model has "
+        "Vidurai's SemanticCompressor summarise it once, in the background, with summary_model and the "
+        "client's own key (an extra upstream request per chunk, recorded and priced as endpoint summary), "
+        "used from the next fold on. Needs [storage] store_text.",
+    ),
+    Setting(
+        "compression",
+        "summary_model_anthropic",
+        "claude-haiku-4-5",
+        _text,
+        "a model name",
+        "The model that writes chunk summaries of Anthropic conversations (summarizer = model).",
+    ),
+    Setting(
+        "compression",
+        "summary_model_openai",
+        "gpt-4o-mini",
+        _text,
+        "a model name",
+        "The model that writes chunk summaries of OpenAI conversations (summarizer = model).",
+    ),
+    Setting(
+        "compression",
+        "summary_timeout",
+        "30",
+        _positive_float,
+        "a positive number (seconds)",
+        "A summary call not answered within this leaves the chunk's extractive digest in place.",
     ),
     Setting(
         "cluster",
@@ -497,6 +532,10 @@ class CompressionConfig:
     recall_share: float
     cache_aware_recall: bool
     tool_result_max_tokens: int
+    summarizer: str
+    summary_model_anthropic: str
+    summary_model_openai: str
+    summary_timeout: float
 
 
 @attrs.frozen

@@ -35,6 +35,7 @@ from .keys import (
     SESSIONS,
     STARTED_AT,
     STORE,
+    SUMMARIZER,
 )
 from .prompt_cache import prompt_cache
 from .providers import Provider
@@ -103,12 +104,18 @@ async def _remember_and_compress(
         ask = (provider, body, previous_at, now, app[PRICES])
         prices, warm = await in_thread_if(large, prompt_cache, *ask)  # walks the whole body for markers
     rows: list[MemoryRow] = []
+    summarizer = app[SUMMARIZER]
     if foldable:
         async with session.lock:
             memory = await app[SESSIONS].memory_for(session)
             # In a thread: a cold session with a long history takes longer than other streams should wait.
-            result = await asyncio.to_thread(compress, provider.name, body, memory, settings, warm, prices)
+            book = summarizer.book
+            result = await asyncio.to_thread(
+                compress, provider.name, body, memory, settings, warm, prices, book
+            )
             rows = memory.drain_memory_rows()
+        if result.to_summarize:  # in the background: this request goes out with what it has
+            summarizer.submit(result.to_summarize, request.headers, session_id, tenant)
     else:  # nothing to fold, only to count (even with compression off)
         result = await in_thread_if(large, compress, provider.name, body, None, settings, warm, prices)
     store = app[STORE]
@@ -129,6 +136,7 @@ async def _remember_and_compress(
                 "tokens_before_est": record.tokens_original_est,
                 "tokens_after_est": record.tokens_forwarded_est,
                 "cache_warm": warm is not None,  # recall held to the cache reads it replaces
+                "digests": list(result.summarizers),  # who wrote each folded chunk's digest, in order
             },
             time.time(),
         )

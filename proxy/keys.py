@@ -13,6 +13,7 @@ from .prom import PromMetrics
 from .providers import Anthropic, OpenAI
 from .sessions import SessionRegistry
 from .storage import Store
+from .summarizer import Summarizer
 from .tokens import Calibration
 
 CONFIG = web.AppKey("config", Config)
@@ -26,4 +27,5 @@ PRICES = web.AppKey("prices", PriceTable)
 PROM = web.AppKey("prom", PromMetrics)
 CALIBRATION = web.AppKey("calibration", Calibration)
 CLUSTER = web.AppKey("cluster", Cluster)
+SUMMARIZER = web.AppKey("summarizer", Summarizer)
 STARTED_AT = web.AppKey("started_at", float)

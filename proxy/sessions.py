@@ -1,4 +1,4 @@
-"""Sessions: who is talking (tenant) and which conversation (session), with its Vidurai memory."""
+"""Sessions: who is talking (tenant) and which conversation (session), with its compression memory."""
 
 from __future__ import annotations
 
@@ -89,6 +89,9 @@ RECORDS_PER_ACTIVE = 50
 # whether the provider's prompt cache is still warm: 300 s at the least, Anthropic's default TTL),
 # and the request's liveness is written at once, so a fleet-mate's expiry sees it within one flush.
 REFRESH_AFTER = 60.0
+# The longest a request waits for that look-up: a database that does not answer (a server whose
+# host is unreachable) costs the session's history, not the request's latency.
+LOOKUP_TIMEOUT = 1.0
 
 
 class SessionRegistry:
@@ -161,7 +164,7 @@ class SessionRegistry:
 
     async def _lookup(self, session_id: str) -> StoredSession | None:
         try:
-            return await self._store.stored_session(session_id)
+            return await asyncio.wait_for(self._store.stored_session(session_id), LOOKUP_TIMEOUT)
         except Exception as exc:  # an unreadable database costs the session's history, not the request
             log.warning(
                 "session lookup failed, treated as new", session_id=session_id, error=type(exc).__name__
@@ -287,7 +290,7 @@ class SessionRegistry:
         self._resident.pop(session.id, None)
 
     async def snapshot(self, force: bool = False) -> int:
-        """Queue the Vidurai state of sessions that changed since their last snapshot."""
+        """Queue the compression memory of sessions that changed since their last snapshot."""
         if not self._store.store_text:
             return 0  # a snapshot is conversation text throughout: none is kept
         count = 0

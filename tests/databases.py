@@ -1,5 +1,5 @@
-"""Test support for both storage engines: a PostgreSQL database of the test's own, and reading any
-engine's tables from a test.
+"""Test support for both storage engines: a PostgreSQL database of the test's own, reading any
+engine's tables from a test, and a relay that takes the PostgreSQL server away and brings it back.
 
 Several people run the suite at once against the same PostgreSQL server: every test gets a database
 with a random name (vidurai_t_<hex>), created through the `postgres` database and dropped after it;
@@ -9,6 +9,7 @@ nothing else on the server is touched. VIDURAI_TEST_POSTGRES names the server's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import time
@@ -96,3 +97,37 @@ async def wait_rows(
         if time.monotonic() > deadline:
             raise AssertionError(f"{len(rows)} rows after {within}s, expected {count}: {sql}")
         await asyncio.sleep(0.02)
+
+
+class Relay:
+    """A TCP relay to the PostgreSQL server that can be cut and restored: the server "goes away"."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5432)
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}

@@ -94,7 +94,7 @@ def _non_default_sample(setting: Setting) -> str:
         except ValueError:
             pass
     candidates += ["0.5", "http://example.test:1234", "redis://127.0.0.1:6379/0", "false", "true"]
-    candidates += ["debug", "off", "on", "sample"]
+    candidates += ["debug", "off", "on", "model", "sample"]
     for raw in candidates:
         try:
             if setting.parse(raw) != default:

@@ -10,6 +10,9 @@ from typing import Any
 
 import aiohttp
 
+from proxy.records import RequestRecord
+from proxy.sessions import SessionRegistry
+from proxy.storage import open_store
 from tests.conftest import ANTHROPIC_KEY, ProxyFactory
 from tests.databases import query, wait_rows
 from tests.fake_upstream import FakeUpstream
@@ -126,3 +129,39 @@ async def test_nothing_is_restored_at_startup_and_a_session_comes_back_on_its_ne
     assert (await health(http, second))["active_sessions"] == 1
     await wait_rows(database, "SELECT * FROM audit WHERE event = 'restored'")
     assert events(database, row["session_id"]).count("created") == 1
+
+
+async def test_the_previous_request_is_the_fleets_not_this_instances(database: str) -> None:
+    """Whether the provider's cache is warm depends on when the conversation's previous request was,
+    on whichever instance: an instance that has not seen it for a while asks the database."""
+    stores = [open_store(database, flush_interval=30) for _ in range(2)]
+    for store in stores:
+        await store.start()
+    here, there = (SessionRegistry(store, timeout=3600, max_active=10) for store in stores)
+    start = time.time() - 1000
+    first = await here.touch("conv", "tenant", 1, now=start)
+    assert first.previous_request_at is None
+    assert await stores[0].flush()
+    elsewhere = await there.touch("conv", "tenant", 3, now=start + 400)
+    assert elsewhere.previous_request_at == start  # read from the database on its first request there
+    stores[1].add_request(request_of("conv", start + 400))
+    assert await stores[1].flush()
+    back = await here.touch("conv", "tenant", 5, now=start + 500)
+    assert back.previous_request_at == start + 400  # not start: the other instance served it since
+    soon = await here.touch("conv", "tenant", 7, now=start + 510)
+    assert soon.previous_request_at == start + 500  # seen here moments ago: no read
+    for store in stores:
+        await store.close()
+
+
+def request_of(session_id: str, at: float) -> RequestRecord:
+    return RequestRecord(
+        id=f"req-{at}",
+        created_at=at,
+        provider="anthropic",
+        endpoint="messages",
+        method="POST",
+        path="/v1/messages",
+        session_id=session_id,
+        tenant="tenant",
+    )

@@ -1,10 +1,10 @@
-"""The PostgreSQL engine against a real server: migrations under concurrent starts, the same schema
-and the same answers as SQLite, expiry shared by instances, and the writer through an outage."""
+"""The PostgreSQL engine against a real server: migrations under concurrent starts (SQLite's too),
+the same schema and the same answers as SQLite, expiry shared by instances, the writer through an
+outage."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import sqlite3
 import subprocess
@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psycopg
 import pytest
 from structlog.testing import capture_logs
@@ -22,7 +23,8 @@ from proxy.records import MemoryRow, RequestRecord, SessionRecord, Usage
 from proxy.storage import Filter, MigrationError, Store, open_store
 from proxy.storage.migrations import load_migrations, migrations_dir
 from proxy.storage.postgresql.migrations import migrate
-from tests.databases import query
+from tests.conftest import ANTHROPIC_KEY, ProxyFactory
+from tests.databases import Relay, query, wait_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = 1_767_225_630.0  # 2026-01-01 00:00:30 UTC
@@ -171,10 +173,10 @@ asyncio.run(main())
 """
 
 
-def test_three_instances_started_at_once_on_an_empty_database_migrate_once(postgres_url: str) -> None:
+def test_three_instances_started_at_once_on_an_empty_database_migrate_once(database: str) -> None:
     starts = [
         subprocess.Popen(
-            [sys.executable, "-c", START_AND_STOP, postgres_url],
+            [sys.executable, "-c", START_AND_STOP, database],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -185,8 +187,11 @@ def test_three_instances_started_at_once_on_an_empty_database_migrate_once(postg
     outputs = [start.communicate(timeout=60)[0] for start in starts]
     assert [start.returncode for start in starts] == [0, 0, 0], outputs
     assert not any("Traceback" in output or "error" in output.lower() for output in outputs), outputs
-    applied = query(postgres_url, "SELECT version, name FROM vidurai_schema ORDER BY version")
-    assert [row["version"] for row in applied] == list(range(1, LATEST + 1))
+    if database.startswith("postgresql://"):
+        applied = query(database, "SELECT version FROM vidurai_schema ORDER BY version")
+        assert [row["version"] for row in applied] == list(range(1, LATEST + 1))
+    else:
+        assert query(database, "PRAGMA user_version") == [{"user_version": LATEST}]
     # Each migration ran in exactly one of the three processes.
     assert sum(output.count("storage.migrated") for output in outputs) == LATEST, outputs
 
@@ -233,40 +238,6 @@ async def test_a_session_is_expired_once_whichever_instances_run_the_expiry(post
     ]
     for store in stores:
         await store.close()
-
-
-class Relay:
-    """A TCP relay to the PostgreSQL server that can be cut and restored: the server "goes away"."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5432)
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers -= {writer, up_writer}
 
 
 async def test_an_unreachable_server_keeps_rows_logs_once_and_writes_the_backlog(postgres_url: str) -> None:
@@ -333,3 +304,62 @@ async def test_a_row_the_server_refuses_is_logged_and_the_rest_of_its_batch_kept
         "good-2",
     ]
     assert query(postgres_url, "SELECT requests FROM sessions") == [{"requests": 2}]
+
+
+async def test_the_proxy_keeps_serving_while_the_server_is_away_and_writes_the_backlog(
+    make_proxy: ProxyFactory, http: aiohttp.ClientSession, postgres_url: str
+) -> None:
+    relay = Relay()
+    await relay.start()
+    url = await make_proxy(
+        storage_database=postgres_url.replace(":5432/", f":{relay.port}/"), storage_flush_interval="0.05"
+    )
+    headers = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}
+
+    async def ask(text: str) -> None:
+        body = {"model": "claude-fake-1", "max_tokens": 16, "messages": [{"role": "user", "content": text}]}
+        async with http.post(url + "/v1/messages", json=body, headers=headers) as response:
+            assert response.status == 200, await response.text()
+
+    async def health() -> dict[str, Any]:
+        async with http.get(url + "/health") as response:
+            result: dict[str, Any] = await response.json()
+            return result
+
+    await ask("before")
+    await wait_rows(postgres_url, "SELECT id FROM requests")
+    await relay.cut()
+    await ask("during, a new conversation")  # its look-up fails: served as new, not refused
+    await ask("during, another one")
+    deadline = time.monotonic() + 5.0
+    while (state := await health())["storage"]["writable"] and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)  # polled: the writer's next flush finds the server gone
+    assert state["status"] == "degraded" and state["totals"] is None
+    assert state["storage"]["writable"] is False and state["storage"]["queued"] >= 2
+    await relay.start()
+    await wait_rows(postgres_url, "SELECT id FROM requests", count=3)
+    state = await health()
+    assert state["status"] == "ok" and state["totals"]["requests"] == 3 and state["storage"]["dropped"] == 0
+    await relay.cut()
+
+
+async def test_connections_the_server_dropped_while_idle_are_replaced_without_an_incident(
+    postgres_url: str,
+) -> None:
+    relay = Relay()
+    await relay.start()
+    store = open_store(postgres_url.replace(":5432/", f":{relay.port}/"), flush_interval=30)
+    await store.start()
+    store.add_request(request("first", NOW, "s1"))
+    assert await store.flush()
+    assert (await store.totals())["requests"] == 1  # a read connection is now kept idle
+    await relay.cut()  # the server restarts between two batches: every open connection is gone
+    await relay.start()
+    with capture_logs() as logs:
+        store.add_request(request("second", NOW + 1, "s1"))
+        assert await store.flush()
+        assert (await store.totals())["requests"] == 2
+    assert [e["event"] for e in logs if e["log_level"] in ("error", "warning")] == []
+    assert store.health().writable
+    await store.close()
+    await relay.cut()

@@ -32,7 +32,9 @@ SESSION: "id", "label" (the X-Vidurai-Session header as sent, null without), "te
 "created_at", "last_seen_at", "expired_at" (null while active),
 "messages", "requests", "input_tokens", "output_tokens", "cache_read_tokens",
 "cache_write_tokens", "tokens_original_est", "tokens_saved", "savings_pct", "cost_usd"
-(null when no request of the session was priced), "cost_saved_usd".
+(null when no request of the session was priced), "cost_saved_usd", "summary_calls" and
+"summary_cost_usd" (its summary requests with summarizer = model, counted in cost_usd and taken off
+cost_saved_usd).
 
 REQUEST: every column of the `requests` table ("stream" as a boolean; "cost_usd" null for an
 unpriced model; "tags" an object, null without).
@@ -51,11 +53,17 @@ from proxy.records import SessionRecord
 RECENT_REQUESTS = 50
 TOP_SESSIONS = 10
 MINUTES = 60
-# The `sessions` columns a top_sessions entry shows, in order.
+# What a top_sessions entry shows, in order: `sessions` columns, then its summary calls.
 SESSION_COLUMNS = (
     "id, label, tenant, created_at, last_seen_at, expired_at, messages, requests, "
     "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
-    "tokens_original_est, tokens_saved, cost_usd, cost_saved_usd"
+    "tokens_original_est, tokens_saved, cost_usd, cost_saved_usd, "
+    # A session's summary calls (summarizer = model): how many, and what they cost (already in its
+    # cost_usd, and taken off its cost_saved_usd). The same SQL on both engines.
+    "(SELECT COUNT(*) FROM requests r WHERE r.session_id = sessions.id AND r.endpoint = 'summary') "
+    "AS summary_calls, "
+    "(SELECT COALESCE(SUM(r.cost_usd), 0.0) FROM requests r "
+    "WHERE r.session_id = sessions.id AND r.endpoint = 'summary') AS summary_cost_usd"
 )
 
 

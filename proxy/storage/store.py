@@ -10,7 +10,7 @@ answers reads the same shared tables. SQL dialect stays inside each engine's pac
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -53,6 +53,32 @@ class ExportRows:
     rows: Iterator[tuple[Any, ...]]
 
 
+class SummaryStore(Protocol):
+    """Model-written chunk summaries and fold decisions (summarizer = model): sync, read and written
+    at once on a connection of the calling thread's, so a fold decided on one instance is what every
+    instance forwards from its next request (proxy/compression/summaries.py)."""
+
+    def summaries(self, keys: Sequence[str]) -> dict[str, str]:
+        """The stored summary of each of these chunks that has one."""
+
+    def add_summary(
+        self, chunk_key: str, session_id: str | None, model: str, summary: str, at: float
+    ) -> None:
+        """Keep a chunk's summary; the first one stored for a chunk stays."""
+
+    def fold(self, fold_key: str) -> tuple[str, ...] | None:
+        """The chunks whose digest is their summary in this fold, if the fold was decided."""
+
+    def decide_fold(self, fold_key: str, summarized: Sequence[str], at: float) -> tuple[str, ...]:
+        """Record this fold's choice unless one is recorded already; returns the recorded one."""
+
+    def forget(self) -> int:
+        """Delete every summary and fold decision ([storage] store_text = false); how many summaries."""
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+
+
 class Store(Protocol):
     """What the proxy, its maintenance, the terminal UI and export need from storage."""
 
@@ -83,6 +109,9 @@ class Store(Protocol):
         """Flush, then mark expired (at `now`) every session no instance has seen since `cutoff`, with
         its "expired" audit row in the same transaction; returns (id, last_seen_at) of those this
         call expired (each session is expired by one call, whichever instance makes it)."""
+
+    def summaries(self) -> SummaryStore:
+        """The summaries and fold decisions (usable once started; closed with the store)."""
 
     # --- reads: async, fleet-wide ---
     async def metrics_json(self, now: float | None = None, where: Filter | None = None) -> dict[str, Any]:

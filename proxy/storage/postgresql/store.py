@@ -6,13 +6,15 @@ README say why this driver).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import structlog
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from proxy.records import MemoryRow
@@ -21,15 +23,26 @@ from proxy.storage.metrics import ActiveSession, Filter, StoredSession
 from proxy.storage.postgresql import batches, reader
 from proxy.storage.postgresql.migrations import migrate
 from proxy.storage.postgresql.statements import EXPIRE_IDLE, INSERT_AUDIT
+from proxy.storage.postgresql.summaries import PostgresSummaryStore
 from proxy.storage.rows import Record
 from proxy.storage.store import EXPORT_TABLES, ExportRows, StoreError
 from proxy.storage.writer import Writer, log_rejected
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
-# Seconds to wait for the server before a write (or a read) counts as failed: an unreachable
-# server must not hold the writer thread, or a dashboard's read, for the OS's TCP timeout.
-CONNECT_TIMEOUT = 5
+# libpq connection parameters: an unreachable server must not hold the writer thread, or a
+# dashboard's read, for the OS's TCP timeouts (minutes). connect_timeout bounds the connection in
+# seconds; tcp_user_timeout (ms) and the keepalives bound a connection whose server went silent
+# mid-query (its host gone, a network cut) to about 10 s, after which it counts as failed.
+CONNECTION: dict[str, Any] = {
+    "connect_timeout": 5,
+    "tcp_user_timeout": 10_000,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 2,
+}
 # Idle read connections kept open: a session's first request here, /health and the dashboards read
 # at once without each paying for a new connection (a few ms against a local server).
 READ_CONNECTIONS = 4
@@ -64,12 +77,17 @@ class PostgresStore(Writer):
     def __init__(self, url: str, flush_interval: float = 0.5, **writer: Any) -> None:
         super().__init__(flush_interval, **writer)
         self.url = url
+        self._conninfo = make_conninfo(url, **CONNECTION)
         self._conn: psycopg.Connection[Any] | None = None
         self._idle: list[psycopg.AsyncConnection[dict[str, Any]]] = []
         self._pooling = True
+        self._summaries = PostgresSummaryStore(self._conninfo)
 
     def describe(self) -> str:
         return without_password(self.url)
+
+    def summaries(self) -> PostgresSummaryStore:
+        return self._summaries
 
     async def start(self) -> None:
         try:
@@ -86,12 +104,13 @@ class PostgresStore(Writer):
         idle, self._idle = self._idle, []
         for conn in idle:
             await conn.close()
+        await asyncio.to_thread(self._summaries.close)
 
     # --- writes (the writer thread, with the connection lock held) --------------------------------
 
     def _connect(self) -> psycopg.Connection[Any]:
         # autocommit: each batch is one explicit transaction (conn.transaction()), nothing left open.
-        return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        return psycopg.connect(self._conninfo, autocommit=True)
 
     def _open(self) -> None:
         conn = self._connect()
@@ -121,10 +140,11 @@ class PostgresStore(Writer):
         with conn.transaction():
             memories = conn.execute("UPDATE memories SET content = '' WHERE content != ''").rowcount
             snapshots = conn.execute("DELETE FROM snapshots").rowcount
-        if memories or snapshots:
+        summaries = self._summaries.forget()
+        if memories or snapshots or summaries:
             # The old row versions stay in the table files until a vacuum reclaims them.
-            conn.execute("VACUUM memories, snapshots")
-            log.info("storage.text_forgotten", memories=memories, snapshots=snapshots)
+            conn.execute("VACUUM memories, snapshots, summaries, fold_digests")
+            log.info("storage.text_forgotten", memories=memories, snapshots=snapshots, summaries=summaries)
 
     def _expire(self, cutoff: float, now: float) -> list[tuple[str, float]]:
         conn = self._connection()
@@ -136,7 +156,9 @@ class PostgresStore(Writer):
 
     def _commit(self, batch: list[Record]) -> int:
         """One transaction for the batch; a row at fault has it redone row by row, each in a
-        savepoint, so only that row is lost. A deadlock with another instance is retried once."""
+        savepoint, so only that row is lost. A deadlock with another instance is retried once, and
+        so is a connection the server dropped since the last batch (a restart, a failover)."""
+        reused = self._conn is not None
         conn = self._connection()
         for attempt in (1, 2):
             try:
@@ -146,6 +168,10 @@ class PostgresStore(Writer):
             except psycopg.errors.DeadlockDetected:
                 if attempt == 2:
                     raise
+            except psycopg.OperationalError:
+                if attempt == 2 or not (reused and conn.broken):
+                    raise
+                conn = self._connection()  # a new connection: the batch was rolled back with the old
             except Exception as exc:
                 if not _rows_at_fault(exc):
                     raise
@@ -165,53 +191,59 @@ class PostgresStore(Writer):
 
     # --- reads --------------------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _read(self) -> AsyncIterator[reader.Conn]:
-        conn = self._idle.pop() if self._idle else None
-        if conn is None or conn.closed:
-            conn = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT
-            )
-        try:
-            yield conn
-        finally:
-            if conn.broken or conn.closed or not self._pooling or len(self._idle) >= READ_CONNECTIONS:
+    async def _reading(self, read: Callable[[reader.Conn], Awaitable[T]]) -> T:
+        """Run one read on an idle connection, or a new one; a kept connection the server dropped
+        meanwhile (a restart) is replaced and the read tried once more."""
+        if self._idle:
+            conn = self._idle.pop()
+            try:
+                result = await read(conn)
+            except psycopg.OperationalError:
+                dropped = conn.broken
                 await conn.close()
+                if not dropped:
+                    raise
             else:
-                self._idle.append(conn)
+                await self._release(conn)
+                return result
+        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True, row_factory=dict_row)
+        try:
+            return await read(conn)
+        finally:
+            await self._release(conn)
+
+    async def _release(self, conn: reader.Conn) -> None:
+        if conn.broken or conn.closed or not self._pooling or len(self._idle) >= READ_CONNECTIONS:
+            await conn.close()
+        else:
+            self._idle.append(conn)
 
     async def metrics_json(self, now: float | None = None, where: Filter | None = None) -> dict[str, Any]:
-        async with self._read() as conn:
-            return await reader.metrics_json(conn, now, where)
+        return await self._reading(lambda conn: reader.metrics_json(conn, now, where))
 
     async def totals(self) -> dict[str, Any]:
-        async with self._read() as conn:
-            return await reader.totals(conn)
+        return await self._reading(reader.totals)
 
     async def stored_session(self, session_id: str) -> StoredSession | None:
-        async with self._read() as conn:
-            return await reader.stored_session(conn, session_id)
+        return await self._reading(lambda conn: reader.stored_session(conn, session_id))
 
     async def latest_snapshot(self, session_id: str) -> str | None:
-        async with self._read() as conn:
-            return await reader.latest_snapshot(conn, session_id)
+        return await self._reading(lambda conn: reader.latest_snapshot(conn, session_id))
 
     async def session_memories(self, session_id: str) -> list[MemoryRow]:
-        async with self._read() as conn:
-            return await reader.session_memories(conn, session_id)
+        return await self._reading(lambda conn: reader.session_memories(conn, session_id))
 
     async def active_sessions(
         self, since: float | None = None, *, states: bool = True
     ) -> list[ActiveSession]:
-        async with self._read() as conn:
-            return await reader.active_sessions(conn, since, states=states)
+        return await self._reading(lambda conn: reader.active_sessions(conn, since, states=states))
 
     @contextlib.contextmanager
     def export_rows(
         self, table: str, since: float | None, until: float | None, where: Filter
     ) -> Iterator[ExportRows]:
         try:
-            conn = psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT)
+            conn = psycopg.connect(self._conninfo)
         except psycopg.Error as exc:
             raise StoreError(f"cannot read {self.describe()}: {exc}".strip()) from None
         try:

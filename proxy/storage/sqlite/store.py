@@ -6,6 +6,7 @@ connections for every read (proxy/storage/sqlite/reader.py).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -21,6 +22,7 @@ from proxy.storage.rows import Record
 from proxy.storage.sqlite import batches, reader
 from proxy.storage.sqlite.migrations import migrate_path
 from proxy.storage.sqlite.statements import EXPIRE_IDLE, INSERT_AUDIT
+from proxy.storage.sqlite.summaries import SqliteSummaryStore
 from proxy.storage.store import ExportRows
 from proxy.storage.writer import Writer, log_rejected
 
@@ -58,9 +60,17 @@ class SqliteStore(Writer):
         self.busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file we opened
+        self._summaries = SqliteSummaryStore(path, busy_timeout_ms)
 
     def describe(self) -> str:
         return self.path
+
+    def summaries(self) -> SqliteSummaryStore:
+        return self._summaries
+
+    async def close(self) -> None:
+        await super().close()
+        await asyncio.to_thread(self._summaries.close)
 
     # --- writes (the writer thread, with the connection lock held) --------------------------------
 
@@ -119,10 +129,11 @@ class SqliteStore(Writer):
         memories = conn.execute("UPDATE memories SET content = '' WHERE content != ''").rowcount
         snapshots = conn.execute("DELETE FROM snapshots").rowcount
         conn.execute("COMMIT")
+        summaries = self._summaries.forget()
         # The old pages also sit in the WAL until a checkpoint copies the new ones over them.
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        if memories or snapshots:
-            log.info("storage.text_forgotten", memories=memories, snapshots=snapshots)
+        if memories or snapshots or summaries:
+            log.info("storage.text_forgotten", memories=memories, snapshots=snapshots, summaries=summaries)
 
     def _expire(self, cutoff: float, now: float) -> list[tuple[str, float]]:
         conn = self._connection()

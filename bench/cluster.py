@@ -27,10 +27,12 @@ import redis
 
 from tests.cluster_support import NGINX, SHARED_REDIS_URL, free_port, nginx_conf, spawn
 
-from . import wrk
+from . import writer_rate, wrk
 from .proxy_overhead import HIGH, SCENARIOS
+from .scratch_postgres import scratch_database
 from .servers import Proxy, Server, cpu_seconds
 
+WRITER_ROWS = 20_000
 SCENARIO = SCENARIOS[0]  # Anthropic messages, JSON: one-message conversations, nothing to compress
 
 
@@ -55,6 +57,12 @@ def cpu_of(pids: list[int]) -> dict[int, float]:
 def spent(before: dict[int, float], after: dict[int, float]) -> float:
     """CPU seconds between two readings, of the processes alive at both."""
     return sum(after[pid] - before[pid] for pid in before.keys() & after.keys())
+
+
+HEADER = (
+    "| Layout | req/s | p50 / p99 ms | errors | proxy CPU ms/req | other CPU ms/req |\n"
+    "|---|---|---|---|---|---|"
+)
 
 
 @attrs.frozen
@@ -84,16 +92,17 @@ def redis_pids() -> list[int]:
     return [int(pid) for pid in out.split()]
 
 
-def measure(layout: str, url: str, proxies: list[int], others: list[int], lua: Path, seconds: float) -> Row:
-    wrk.run(url + "/v1/messages", lua, connections=HIGH, seconds=1, threads=2)  # warm: pools, caches
-    proxy_before, other_before = cpu_of(proxies), cpu_of(others)
-    result = wrk.run(url + "/v1/messages", lua, connections=HIGH, seconds=seconds, threads=2)
+def measure(layout: Layout, lua: Path, seconds: float) -> Row:
+    url = layout.url + "/v1/messages"
+    wrk.run(url, lua, connections=HIGH, seconds=1, threads=2)  # warm: pools, caches
+    proxy_before, other_before = cpu_of(layout.proxies), cpu_of(layout.others)
+    result = wrk.run(url, lua, connections=HIGH, seconds=seconds, threads=2)
     requests = max(result.requests, 1)
     row = Row(
-        layout,
+        layout.name,
         result,
-        spent(proxy_before, cpu_of(proxies)) * 1000 / requests,
-        spent(other_before, cpu_of(others)) * 1000 / requests,
+        spent(proxy_before, cpu_of(layout.proxies)) * 1000 / requests,
+        spent(other_before, cpu_of(layout.others)) * 1000 / requests,
     )
     print(row.line(), flush=True)
     return row
@@ -139,6 +148,14 @@ def proxies(upstream: str, folder: Path, count: int, **settings: str) -> Iterato
 
 
 @contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    with scratch_database() as url:
+        if url is None:
+            raise SystemExit("PostgreSQL is not answering at 127.0.0.1:5432: start it (.ci/services)")
+        yield url
+
+
+@contextlib.contextmanager
 def redis_prefix() -> Iterator[str]:
     prefix = f"vidurai-bench-{os.urandom(4).hex()}:"
     client = redis.Redis.from_url(SHARED_REDIS_URL)
@@ -151,77 +168,89 @@ def redis_prefix() -> Iterator[str]:
         client.close()
 
 
+@attrs.frozen
+class Layout:
+    name: str
+    url: str
+    proxies: list[int]  # pids whose CPU is the proxy's (a workers' parent brings its workers)
+    others: list[int]  # everything else the requests go through
+
+
+def start_layouts(stack: contextlib.ExitStack, upstream: Server, folder: Path) -> list[Layout]:
+    """Every layout up at once (idle ones cost nothing), so rounds can alternate between them."""
+    others = [upstream.pid]
+    (sqlite,) = stack.enter_context(proxies(upstream.url, folder / "sqlite", 1))
+    pg_url = stack.enter_context(postgres_database())
+    (pg,) = stack.enter_context(proxies(upstream.url, folder / "pg", 1, storage_database=pg_url))
+    (workers,) = stack.enter_context(proxies(upstream.url, folder / "workers", 1, server_workers="2"))
+    fleet_url = stack.enter_context(postgres_database())
+    prefix = stack.enter_context(redis_prefix())
+    redis_settings = {"cluster_redis_url": SHARED_REDIS_URL, "cluster_key_prefix": prefix}
+    fleet = stack.enter_context(
+        proxies(upstream.url, folder / "fleet", 3, storage_database=fleet_url, **redis_settings)
+    )
+    balancer, nginx_pid = stack.enter_context(
+        nginx(folder / "nginx", [int(p.url.rsplit(":", 1)[1]) for p in fleet])
+    )
+    database = [*postgres_pids()]
+    return [
+        Layout("1 process, SQLite", sqlite.url, [sqlite.pid], others),
+        Layout("1 process, PostgreSQL", pg.url, [pg.pid], [*others, *database]),
+        Layout("workers = 2, SQLite", workers.url, [workers.pid], others),
+        Layout(
+            "3 instances + nginx, PostgreSQL, Redis",
+            balancer,
+            [p.pid for p in fleet],
+            [*others, nginx_pid, *database, *redis_pids()],
+        ),
+    ]
+
+
+def median_row(rows: list[Row]) -> Row:
+    """The round with the median req/s (its CPU and latency with it: one real run, not a blend)."""
+    ordered = sorted(rows, key=lambda row: row.result.rps)
+    return ordered[len(ordered) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per layout")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per layout and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, alternating between layouts")
     args = parser.parse_args()
     wrk.binary()
-    from tests.databases import postgres_database
-
-    rows: list[Row] = []
     upstream = Server.start("upstream")
     try:
-        with tempfile.TemporaryDirectory(prefix="vidurai-bench-cluster-") as tmp:
+        with (
+            tempfile.TemporaryDirectory(prefix="vidurai-bench-cluster-") as tmp,
+            contextlib.ExitStack() as stack,
+        ):
             folder = Path(tmp)
             lua = SCENARIO.script(folder)
+            layouts = start_layouts(stack, upstream, folder)
             print(
-                f"\n{SCENARIO.name} at concurrency {HIGH}, {args.seconds:g} s per layout, "
-                f"{os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}\n"
+                f"\n{SCENARIO.name} at concurrency {HIGH}, "
+                f"{args.rounds} rounds of {args.seconds:g} s per layout, "
+                f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f} at the start), "
+                f"{platform.python_implementation()} {platform.python_version()}\n"
             )
-            print("| Layout | req/s | p50 / p99 ms | errors | proxy CPU ms/req | other CPU ms/req |")
-            print("|---|---|---|---|---|---|")
-            others = [upstream.pid]
-            with proxies(upstream.url, folder / "sqlite", 1) as (one,):
-                rows.append(measure("1 process, SQLite", one.url, [one.pid], others, lua, args.seconds))
-            with (
-                redis_prefix() as prefix,
-                proxies(
-                    upstream.url,
-                    folder / "sqlite-redis",
-                    1,
-                    cluster_redis_url=SHARED_REDIS_URL,
-                    cluster_key_prefix=prefix,
-                ) as (one,),
-            ):
-                with_redis = [*others, *redis_pids()]
-                layout = "1 process, SQLite, Redis"
-                rows.append(measure(layout, one.url, [one.pid], with_redis, lua, args.seconds))
-            with (
-                postgres_database() as url,
-                proxies(upstream.url, folder / "pg", 1, storage_database=url) as (one,),
-            ):
-                pg = [*others, *postgres_pids()]
-                rows.append(measure("1 process, PostgreSQL", one.url, [one.pid], pg, lua, args.seconds))
-            with proxies(upstream.url, folder / "workers", 1, server_workers="2") as (parent,):
-                rows.append(
-                    measure("workers = 2, SQLite", parent.url, [parent.pid], others, lua, args.seconds)
-                )
-            with (
-                postgres_database() as url,
-                redis_prefix() as prefix,
-                proxies(
-                    upstream.url,
-                    folder / "fleet",
-                    3,
-                    storage_database=url,
-                    cluster_redis_url=SHARED_REDIS_URL,
-                    cluster_key_prefix=prefix,
-                ) as fleet,
-                nginx(folder / "nginx", [int(p.url.rsplit(":", 1)[1]) for p in fleet]) as (url_, nginx_pid),
-            ):
-                pg = [*others, nginx_pid, *postgres_pids(), *redis_pids()]
-                pids = [p.pid for p in fleet]
-                rows.append(
-                    measure("3 instances + nginx, PostgreSQL, Redis", url_, pids, pg, lua, args.seconds)
-                )
+            print(HEADER)
+            runs: dict[str, list[Row]] = {layout.name: [] for layout in layouts}
+            for _ in range(args.rounds):
+                for layout in layouts:
+                    runs[layout.name].append(measure(layout, lua, args.seconds))
+            rows = [median_row(runs[layout.name]) for layout in layouts]
+            print("\nMedian of the rounds:\n\n" + HEADER)
+            for row in rows:
+                print(row.line())
+            stack.close()  # the proxies' and databases' CPU is not the writer's
             print("\n" + asyncio.run(redis_call_cost()))
-            with postgres_database() as url:
-                print(asyncio.run(writer_rows_per_second(url, folder)))
+            print(asyncio.run(writer_rate.measure(folder / "writer.db", WRITER_ROWS)).describe())
     finally:
         upstream.stop()
     base = rows[0].result.rps or 1
     print(
-        "\nRatios to one SQLite process: " + ", ".join(f"{r.layout} {r.result.rps / base:.2f}x" for r in rows)
+        "\nreq/s against one SQLite process: "
+        + ", ".join(f"{r.layout} {r.result.rps / base:.2f}x" for r in rows)
     )
 
 
@@ -247,14 +276,6 @@ async def redis_call_cost(calls: int = 5000) -> str:
         f"Redis: one session-time call (SET GET EX) costs {per_call_cpu:.0f} us of the proxy's CPU "
         f"({per_call_wall:.0f} us wall, {HIGH} at once), redis-py's asyncio client"
     )
-
-
-async def writer_rows_per_second(url: str, folder: Path) -> str:
-    """The PostgreSQL writer's sustained rows/s, as bench/writer_rate.py measures SQLite's."""
-    from . import writer_rate
-
-    rate = await writer_rate.measure_database(url, 20_000)
-    return rate.describe().replace("Writer (bench/writer_rate.py)", "PostgreSQL writer")
 
 
 if __name__ == "__main__":

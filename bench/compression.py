@@ -35,7 +35,7 @@ import structlog
 from proxy.compression import route_vidurai_logs
 from proxy.config import ConfigError
 
-from . import agent_bench, frontier, locomo_bench
+from . import agent_bench, frontier, locomo_bench, summary_cost
 from .agent_sessions import DEFAULT_SWE_AGENT, AgentSession, load_sessions
 from .locomo import DEFAULT_LOCOMO, Conversation, load_locomo
 from .parallel import run_all
@@ -68,13 +68,22 @@ class Run:
 
 
 def agent_figures(run: Run, variant: str, sessions: list[AgentSession]) -> dict[str, Any]:
-    """One agent variant's figures."""
-    return agent_bench.tally(sessions, run.forward(agent_bench.requests_of(sessions, variant))).figures()
+    """One agent variant's figures (with summarizer = model, its summary calls' too)."""
+    forwarded = run.forward(agent_bench.requests_of(sessions, variant))
+    figures = agent_bench.tally(sessions, forwarded).figures()
+    if forwarded.summary_calls:
+        figures["summaries"] = summary_cost.figures(forwarded.summary_calls)
+    return figures
 
 
-def locomo_rows(run: Run, plan: locomo_bench.Plan) -> dict[str, locomo_bench.Row]:
-    """The LoCoMo table's rows, compress() times not yet in."""
-    return locomo_bench.tally(plan, run.forward(plan.requests))
+def locomo_rows(
+    run: Run, plan: locomo_bench.Plan
+) -> tuple[dict[str, locomo_bench.Row], dict[str, Any] | None]:
+    """The LoCoMo table's rows, compress() times not yet in; with summarizer = model, the figures of
+    its summary calls."""
+    forwarded = run.forward(plan.requests)
+    calls = summary_cost.figures(forwarded.summary_calls) if forwarded.summary_calls else None
+    return locomo_bench.tally(plan, forwarded), calls
 
 
 def add_timing(
@@ -238,12 +247,21 @@ def main(argv: list[str] | None = None) -> int:
         jobs.append(functools.partial(locomo_rows, run, plan))  # the longest job: first
     jobs += [functools.partial(agent_figures, run, variant, sessions) for variant, sessions in agents.items()]
     results = run_all(jobs, args.jobs)  # side by side: LoCoMo, and the agent variants
-    rows = results.pop(0) if conversations else None
+    rows, locomo_summaries = results.pop(0) if conversations else (None, None)
+    summaries: dict[str, dict[str, Any]] = {}
     if agents:
         figures["agent"] = dict(zip(agents, results, strict=True))
         agent_bench.print_table(figures["agent"], run.mode)
+        summaries = {
+            f"agent, {v}": f.pop("summaries") for v, f in figures["agent"].items() if "summaries" in f
+        }
     if rows is not None:
         figures["locomo"] = print_locomo(rows, add_timing(rows, conversations, overrides), run.mode)
+        if locomo_summaries is not None:
+            summaries["LoCoMo"] = locomo_summaries
+    if summaries:
+        figures["summaries"] = summaries
+        summary_cost.print_table(summaries)
     if args.frontier:
         figures["frontier"] = frontier_figures(args, overrides, agents, conversations)
     met = targets(figures)

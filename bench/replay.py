@@ -43,6 +43,37 @@ class Forwarded:
 
     bodies: list[dict[str, Any]] = attrs.Factory(list)
     times_ms: list[float | None] = attrs.Factory(list)
+    # Through the proxy with summarizer = model: its summary calls and its own requests, per session.
+    summary_calls: list[SessionCalls] = attrs.Factory(list)
+
+
+@attrs.frozen
+class SessionCalls:
+    """What one session's requests cost upstream, its summary calls apart, as the proxy recorded them."""
+
+    session: str
+    requests: int
+    input_tokens: int
+    cost_usd: float
+    summaries: int
+    summary_input_tokens: int
+    summary_output_tokens: int
+    summary_cost_usd: float
+
+
+# Per session label, from the proxy's own `requests` rows.
+SESSION_CALLS = """
+SELECT s.label,
+       SUM(r.endpoint != 'summary'),
+       COALESCE(SUM(CASE WHEN r.endpoint != 'summary' THEN r.input_tokens END), 0),
+       TOTAL(CASE WHEN r.endpoint != 'summary' THEN r.cost_usd END),
+       SUM(r.endpoint = 'summary'),
+       COALESCE(SUM(CASE WHEN r.endpoint = 'summary' THEN r.input_tokens END), 0),
+       COALESCE(SUM(CASE WHEN r.endpoint = 'summary' THEN r.output_tokens END), 0),
+       TOTAL(CASE WHEN r.endpoint = 'summary' THEN r.cost_usd END)
+FROM requests r JOIN sessions s ON s.id = r.session_id
+GROUP BY s.label ORDER BY s.label
+"""
 
 
 def settings_for(overrides: dict[str, str]) -> CompressionConfig:
@@ -83,9 +114,12 @@ def in_process(requests: list[Request], settings: CompressionConfig) -> Forwarde
 
 async def through_proxy(requests: list[Request], overrides: dict[str, str]) -> Forwarded:
     """Every request through the real proxy to the recording fake upstream, one after the other."""
+    import sqlite3
+
     import aiohttp
 
     from proxy.app import create_app, start_server
+    from proxy.keys import SUMMARIZER
     from tests.fake_upstream import running_fake_upstream
 
     out = Forwarded()
@@ -99,7 +133,8 @@ async def through_proxy(requests: list[Request], overrides: dict[str, str]) -> F
                 storage_database=str(Path(folder) / "bench.db"),
                 **overrides,
             )
-            runner, port = await start_server(create_app(config), "127.0.0.1", 0)
+            app = create_app(config)
+            runner, port = await start_server(app, "127.0.0.1", 0)
             try:
                 async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as client:
                     for request in requests:
@@ -110,11 +145,20 @@ async def through_proxy(requests: list[Request], overrides: dict[str, str]) -> F
                             await response.read()
                             if response.status != 200:
                                 raise RuntimeError(f"the proxy answered {response.status}")
-                        forwarded = fake.requests.pop().json  # popped: the run holds no copy it is done with
+                        # Popped: the run holds no copy it is done with; summary calls are counted below.
+                        forwarded = next(r for r in reversed(fake.requests) if r.scenario != "summary").json
+                        fake.requests.clear()
                         if not isinstance(forwarded, dict):
                             raise RuntimeError("the fake upstream recorded no JSON body")
                         out.bodies.append(forwarded)
                         out.times_ms.append(None)
+                await app[SUMMARIZER].drain()  # the last summaries are paid for too
             finally:
                 await runner.cleanup()
+            if config.compression.summarizer == "model":
+                conn = sqlite3.connect(config.storage.database)
+                try:
+                    out.summary_calls = [SessionCalls(*row) for row in conn.execute(SESSION_CALLS)]
+                finally:
+                    conn.close()
     return out

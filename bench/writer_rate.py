@@ -1,4 +1,5 @@
-"""The writer's sustained rows/s: a real Writer on a real file while the event loop stays busy.
+"""The writer's sustained rows/s: a real store on a real SQLite file, and on a real PostgreSQL
+database (scratch, when a server answers), while the event loop stays busy.
 
 The request path only appends records to the writer's queue; what matters is whether the writer
 thread keeps committing while the event loop holds the GIL serving requests. A busy coroutine
@@ -20,7 +21,9 @@ from pathlib import Path
 import attrs
 
 from proxy.records import RequestRecord, Usage
-from proxy.storage import Writer
+from proxy.storage import open_store
+
+from .scratch_postgres import scratch_database
 
 SESSIONS = 1000
 ENQUEUE_CHUNK = 500  # records queued per event-loop turn
@@ -32,13 +35,23 @@ class WriterRate:
     idle_rows_per_s: float
     busy_rows_per_s: float
     busy_loop_share: float  # of the wall time the busy coroutine ran
+    # The same into PostgreSQL (COPY and the session rollup in one transaction); None without a server.
+    postgres_busy_rows_per_s: float | None = None
+    postgres_idle_rows_per_s: float | None = None
 
     def describe(self) -> str:
-        return (
+        text = (
             f"Writer (bench/writer_rate.py): {self.rows:,} `requests` rows (each with its session's running "
             f"totals) committed at **{self.busy_rows_per_s:,.0f} rows/s** while the event loop was busy "
             f"{self.busy_loop_share:.0%} of the time, {self.idle_rows_per_s:,.0f} rows/s with it idle; "
             "flush_interval 0.5 s."
+        )
+        if self.postgres_busy_rows_per_s is None or self.postgres_idle_rows_per_s is None:
+            return text + " PostgreSQL: no server answered, not measured."
+        return text + (
+            " Into PostgreSQL (local server, loopback): "
+            f"**{self.postgres_busy_rows_per_s:,.0f} rows/s** with the loop busy, "
+            f"{self.postgres_idle_rows_per_s:,.0f} rows/s idle."
         )
 
 
@@ -73,9 +86,9 @@ def _records(count: int) -> list[RequestRecord]:
     ]
 
 
-async def _run(path: Path, rows: int, busy: bool) -> tuple[float, float]:
+async def _run(database: str, rows: int, busy: bool) -> tuple[float, float]:
     """Rows per second from the first enqueue to the last commit, and the busy loop's share of it."""
-    writer = Writer(str(path), flush_interval=0.5)
+    writer = open_store(database, flush_interval=0.5)
     await writer.start()
     records = _records(rows)
     stop = asyncio.Event()
@@ -98,7 +111,7 @@ async def _run(path: Path, rows: int, busy: bool) -> tuple[float, float]:
         for record in records[offset : offset + ENQUEUE_CHUNK]:
             writer.add_request(record)
         await asyncio.sleep(0)
-    while writer.rows_written < rows:  # noqa: ASYNC110  # polled: the writer thread has no loop to signal
+    while writer.health().written < rows:  # noqa: ASYNC110  # polled: the writer thread has no loop to signal
         await asyncio.sleep(0.005)
     elapsed = time.perf_counter() - started
     stop.set()
@@ -109,9 +122,14 @@ async def _run(path: Path, rows: int, busy: bool) -> tuple[float, float]:
 
 
 async def measure(path: Path, rows: int) -> WriterRate:
-    idle, _ = await _run(path.with_suffix(".idle.db"), rows, busy=False)
-    busy, share = await _run(path, rows, busy=True)
-    return WriterRate(rows, idle, busy, share)
+    idle, _ = await _run(str(path.with_suffix(".idle.db")), rows, busy=False)
+    busy, share = await _run(str(path), rows, busy=True)
+    with scratch_database() as idle_url, scratch_database() as busy_url:
+        if idle_url is None or busy_url is None:
+            return WriterRate(rows, idle, busy, share)
+        postgres_idle, _ = await _run(idle_url, rows, busy=False)
+        postgres_busy, _ = await _run(busy_url, rows, busy=True)
+    return WriterRate(rows, idle, busy, share, postgres_busy, postgres_idle)
 
 
 def stored_requests(database: Path) -> int:

@@ -19,13 +19,22 @@ import uvloop
 from .admin import exposure_warning
 from .app import create_app, start_server
 from .config import Config, ConfigError, LoggingConfig, load_config
+from .keys import STORE
 from .logs import configure_logging
+from .storage import is_postgresql, open_store
 from .ui.terminal import TerminalUI, WarningBuffer, should_show
 from .workers import Supervisor, WorkerStartError, reserve_port
 
 # Where logs go while the live dashboard owns the terminal and [logging] file is empty: beside
 # the database, which is where the config put this instance's files.
 UI_LOG_FILE = "vidurai.log"
+
+
+def _files_folder(config: Config) -> Path:
+    """Beside the SQLite database; the configuration file's folder when the database is a server."""
+    if is_postgresql(config.storage.database):
+        return Path(config.source).parent if config.source and Path(config.source).is_file() else Path.cwd()
+    return Path(config.storage.database).parent
 
 
 async def serve(config: Config, ui: TerminalUI | None, ready: Callable[[], None] | None = None) -> None:
@@ -37,7 +46,7 @@ async def serve(config: Config, ui: TerminalUI | None, ready: Callable[[], None]
         app, config.server.host, config.server.port, reuse_port=ready is not None
     )
     if ready is None:
-        url = _announce(config, port)
+        url = _announce(config, port, app[STORE].describe())
     else:
         log.info("worker listening", pid=os.getpid())
         ready()
@@ -61,7 +70,7 @@ async def supervise(
     supervisor = Supervisor(config, logging_config, console)
     try:
         await supervisor.start_all()
-        url = _announce(config, port)
+        url = _announce(config, port, open_store(config.storage).describe())
         await _until_stopped(ui, url, supervisor.watch)
     finally:
         log.info("stopping: each worker flushes its metrics and snapshots its sessions")
@@ -70,7 +79,8 @@ async def supervise(
         log.info("stopped")
 
 
-def _announce(config: Config, port: int) -> str:
+def _announce(config: Config, port: int, database: str) -> str:
+    """The `listening` line; `database` as the store describes it (a URL without its password)."""
     log = structlog.get_logger("proxy")
     url = f"http://{config.server.host}:{port}"
     if warning := exposure_warning(config.server):
@@ -81,7 +91,7 @@ def _announce(config: Config, port: int) -> str:
         config=config.source,
         anthropic=config.upstream.anthropic_base_url,
         openai=config.upstream.openai_base_url,
-        database=config.storage.database,
+        database=database,
         workers=config.server.workers,
     )
     return url
@@ -145,12 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         logging_config = (
             config.logging
             if config.logging.file
-            else attrs.evolve(config.logging, file=str(Path(config.storage.database).parent / UI_LOG_FILE))
+            else attrs.evolve(config.logging, file=str(_files_folder(config) / UI_LOG_FILE))
         )
         configure_logging(logging_config, console=False)
         warnings = WarningBuffer()
         logging.getLogger().addHandler(warnings)
-        ui = TerminalUI(config.storage.database, warnings=warnings, log_file=logging_config.file)
+        ui = TerminalUI(open_store(config.storage), warnings=warnings, log_file=logging_config.file)
     else:
         logging_config = config.logging
         configure_logging(logging_config)

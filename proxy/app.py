@@ -31,17 +31,18 @@ from .keys import (
     PROM,
     SESSIONS,
     STARTED_AT,
+    STORE,
+    SUMMARIZER,
     UPSTREAM,
-    WRITER,
 )
 from .limits.context import limits_ctx
-from .maintenance import maintain_sessions, restore_sessions
+from .maintenance import expire_idle, maintain_sessions
 from .pricing import PriceTable
 from .prom import PromMetrics
 from .providers import Anthropic, OpenAI
 from .sessions import SessionRegistry
-from .storage.reader import latest_snapshot
-from .storage.writer import Writer
+from .storage import open_store
+from .summarizer import Summarizer
 from .tokens import Calibration, warm_up
 from .upstream import client_session
 from .views import metrics_json, metrics_text
@@ -105,25 +106,13 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    storage = config.storage
-    writer = Writer(
-        storage.database,
-        storage.flush_interval,
-        shutdown_timeout=storage.shutdown_timeout,
-        max_queued=storage.max_queued_rows,
-        store_text=storage.store_text,
-    )
-    await writer.start()
-    app[WRITER] = writer
-    app[PROM].watch_storage(writer.health)
-
-    async def load_snapshot(session_id: str) -> str | None:
-        await writer.flush()  # an eviction moments ago may have its snapshot still queued
-        return await latest_snapshot(config.storage.database, session_id)
-
-    registry = SessionRegistry(writer, config.sessions.timeout, config.sessions.max_active, load_snapshot)
+    store = open_store(config.storage)
+    await store.start()
+    app[STORE] = store
+    app[PROM].watch_storage(store.health)
+    registry = SessionRegistry(store, config.sessions.timeout, config.sessions.max_active)
     app[SESSIONS] = registry
-    await restore_sessions(config, registry)
+    await expire_idle(registry)  # sessions that timed out while no instance was running
     task = asyncio.create_task(maintain_sessions(config.sessions, registry), name="vidurai-sessions")
     try:
         yield
@@ -132,7 +121,33 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await registry.close()
-        await writer.close()
+        await store.close()
+
+
+async def _summaries_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Model-written digests (summarizer = model): the calls that write them into the store (which
+    forgets them itself when store_text is off)."""
+    config = app[CONFIG]
+    model = config.compression.summarizer == "model"
+    if model and not config.storage.store_text:
+        log.warning(
+            "summarizer = model needs [storage] store_text (a summary is conversation text); "
+            "digests stay extractive"
+        )
+    providers = {"anthropic": app[ANTHROPIC], "openai": app[OPENAI]}
+    app[SUMMARIZER] = Summarizer(
+        app[UPSTREAM],
+        providers,
+        app[STORE],
+        app[PRICES],
+        app[PROM],
+        config.compression,
+        enabled=model and config.storage.store_text,
+    )
+    try:
+        yield
+    finally:
+        await app[SUMMARIZER].close()
 
 
 def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web.Application:
@@ -159,6 +174,7 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_cluster_ctx)
     app.cleanup_ctx.append(_storage_ctx)
+    app.cleanup_ctx.append(_summaries_ctx)
     app.cleanup_ctx.append(limits_ctx(clock))
 
     # Routes are admin routes (admin hosts, and the token when set) unless declared otherwise here.

@@ -4,8 +4,9 @@ Every Redis call goes through `Cluster.run`: bounded by `[cluster] timeout`, and
 answers with the caller's local fallback, so a request never fails or waits long because Redis
 did. A failure opens an incident (one warning line, /health degraded, `vidurai_redis_up` 0);
 while it lasts calls skip Redis at once, and a background probe pings it every PROBE_INTERVAL
-until it answers, which closes the incident (one line again). Keys carry `[cluster] key_prefix`
-and a TTL, so nothing in Redis grows without bound.
+until it answers, which closes the incident (one line again); while Redis answers, the probe's
+call each second is the one that pools token calibration. Keys carry `[cluster] key_prefix` and
+a TTL, so nothing in Redis grows without bound.
 """
 
 from __future__ import annotations

@@ -253,8 +253,9 @@ SETTINGS: tuple[Setting, ...] = (
         "database",
         "vidurai.db",
         _text,
-        "a file path",
-        "SQLite database file; a relative path is relative to this file's folder.",
+        "a file path or a postgresql:// URL",
+        "SQLite database file (a relative path is relative to this file's folder), or a PostgreSQL "
+        "database shared by several instances: postgresql://user:password@host:5432/dbname.",
         is_path=True,
     ),
     Setting(
@@ -309,8 +310,8 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
         "a positive integer",
         "Most sessions whose compression memory is held in RAM (about 100 KiB each for a 60-message "
-        "conversation). The least recently used beyond this are snapshotted to SQLite and released, and "
-        "reloaded on their next request.",
+        "conversation). The least recently used beyond this are snapshotted to the database and released, "
+        "and reloaded on their next request.",
     ),
     Setting(
         "sessions",
@@ -318,7 +319,7 @@ SETTINGS: tuple[Setting, ...] = (
         "60",
         _positive_int,
         "a positive integer (seconds)",
-        "How often the Vidurai memory of active sessions is snapshotted to SQLite.",
+        "How often the compression memory of active sessions is snapshotted to the database.",
     ),
     Setting("compression", "enabled", "true", _bool, "true or false", "Compress long conversations."),
     Setting(
@@ -388,6 +389,41 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
         "a positive integer",
         "Old tool results longer than this are cut to head and tail.",
+    ),
+    Setting(
+        "compression",
+        "summarizer",
+        "extractive",
+        _choice("extractive", "model"),
+        "extractive | model",
+        "Who writes the digest of a folded chunk: extractive quotes its telling lines verbatim; model has "
+        "Vidurai's SemanticCompressor summarise it once, in the background, with summary_model and the "
+        "client's own key (an extra upstream request per chunk, recorded and priced as endpoint summary), "
+        "used from the next fold on. Needs [storage] store_text.",
+    ),
+    Setting(
+        "compression",
+        "summary_model_anthropic",
+        "claude-haiku-4-5",
+        _text,
+        "a model name",
+        "The model that writes chunk summaries of Anthropic conversations (summarizer = model).",
+    ),
+    Setting(
+        "compression",
+        "summary_model_openai",
+        "gpt-4o-mini",
+        _text,
+        "a model name",
+        "The model that writes chunk summaries of OpenAI conversations (summarizer = model).",
+    ),
+    Setting(
+        "compression",
+        "summary_timeout",
+        "30",
+        _positive_float,
+        "a positive number (seconds)",
+        "A summary call not answered within this leaves the chunk's extractive digest in place.",
     ),
     Setting(
         "cluster",
@@ -549,6 +585,10 @@ class CompressionConfig:
     recall_share: float
     cache_aware_recall: bool
     tool_result_max_tokens: int
+    summarizer: str
+    summary_model_anthropic: str
+    summary_model_openai: str
+    summary_timeout: float
 
 
 @attrs.frozen
@@ -680,7 +720,7 @@ def load_config(
             raw, origin = str(overrides.pop(override_name)), "override"
         try:
             value = setting.parse(raw)
-            if setting.is_path and value:
+            if setting.is_path and value and not _is_url(value):
                 value = os.path.abspath(_base_folder(origin, path) / Path(value).expanduser())
             values[setting.section][setting.key] = value
         except ValueError:
@@ -697,6 +737,11 @@ def load_config(
     pricing.sort(key=lambda item: len(item[0]), reverse=True)
     sections = {name: cls(**values[name]) for name, cls in _SECTION_CLASSES.items()}
     return Config(**sections, pricing=tuple(pricing), source=str(path) if path.exists() else NO_FILE)
+
+
+def _is_url(value: str) -> bool:
+    """A value such as postgresql://... names a server, not a file: it is not made absolute."""
+    return "://" in value
 
 
 def _base_folder(origin: str, path: Path) -> Path:

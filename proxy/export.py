@@ -1,4 +1,5 @@
-"""`vidurai-proxy export`: requests or sessions as CSV or JSON, streamed row by row from SQLite.
+"""`vidurai-proxy export`: requests or sessions as CSV or JSON, streamed row by row from the store
+(a SQLite file or a PostgreSQL database).
 
 Times are written as ISO 8601 UTC ("2026-11-26T15:04:05.123Z"), the same form --since accepts, so
 the last exported created_at can start the next incremental export.
@@ -12,16 +13,15 @@ import csv
 import io
 import json
 import os
-import sqlite3
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, NoReturn
-from urllib.parse import quote
 
 from .config import ConfigError, load_config
-from .storage.reader import Filter
+from .storage import Filter, StoreError, open_store
+from .storage.store import ExportRows
 from .tags import parse_filter
 
 PROG = "vidurai-proxy export"
@@ -29,12 +29,6 @@ PROG = "vidurai-proxy export"
 NO_MATCH = 3
 # Columns holding unix seconds; exported as ISO 8601 UTC text.
 TIME_COLUMNS = frozenset({"created_at", "last_seen_at", "expired_at"})
-# Per table: the time column --since/--until filter on.
-TABLES = {
-    "requests": "created_at",
-    # A session belongs to a period if it was active in it, however long ago it started.
-    "sessions": "last_seen_at",
-}
 
 
 class ExportError(Exception):
@@ -99,40 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="export the sessions table (one row per conversation, with totals) instead",
     )
     parser.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
-    parser.add_argument("--database", metavar="PATH", help="SQLite file (default: [storage] database)")
+    parser.add_argument(
+        "--database",
+        metavar="PATH_OR_URL",
+        help="SQLite file or postgresql:// URL (default: [storage] database)",
+    )
     parser.add_argument("--config", metavar="PATH", help="configuration file (default: vidurai.ini)")
     return parser
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    if not Path(path).is_file():
-        raise ExportError(f"database not found: {path}")
-    try:
-        conn = sqlite3.connect(f"file:{quote(str(Path(path).resolve()))}?mode=ro", uri=True)
-        conn.execute("PRAGMA query_only = ON")
-        # A running proxy may be committing; wait for it rather than failing.
-        conn.execute("PRAGMA busy_timeout = 5000")
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.Error as exc:
-        raise ExportError(f"cannot read {path}: {exc}") from None
-    if not set(TABLES) <= tables:
-        conn.close()
-        raise ExportError(f"{path} is not a Vidurai Proxy database (no requests/sessions tables)")
-    return conn
-
-
-def query(table: str, since: float | None, until: float | None, names: Filter) -> tuple[str, list[Any]]:
-    """The SELECT for one export; every filter is a bound parameter."""
-    time_column = TABLES[table]
-    condition, params = names.requests() if table == "requests" else names.sessions()
-    where = [condition]
-    if since is not None:
-        where.append(f"{time_column} >= ?")
-        params.append(since)
-    if until is not None:
-        where.append(f"{time_column} < ?")
-        params.append(until)
-    return f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY {time_column}, rowid", params
 
 
 def _iso(value: Any) -> Any:
@@ -142,11 +109,10 @@ def _iso(value: Any) -> Any:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def rows(cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:
-    """The cursor's rows, one at a time as SQLite steps, with time columns as ISO text."""
-    names = [d[0] for d in cursor.description]
-    times = [i for i, name in enumerate(names) if name in TIME_COLUMNS]
-    for row in cursor:
+def rows(found: ExportRows) -> Iterator[tuple[Any, ...]]:
+    """The rows, one at a time as the database steps through them, with time columns as ISO text."""
+    times = [i for i, name in enumerate(found.columns) if name in TIME_COLUMNS]
+    for row in found.rows:
         if times:
             values = list(row)
             for i in times:
@@ -155,25 +121,24 @@ def rows(cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:
         yield row
 
 
-def write_csv(cursor: sqlite3.Cursor, out: IO[str]) -> int:
+def write_csv(found: ExportRows, out: IO[str]) -> int:
     """Header row then one line per row; NULL is an empty cell. Returns the row count."""
     writer = csv.writer(out)
-    writer.writerow([d[0] for d in cursor.description])
+    writer.writerow(found.columns)
     count = 0
-    for row in rows(cursor):
+    for row in rows(found):
         writer.writerow(row)
         count += 1
     return count
 
 
-def write_json(cursor: sqlite3.Cursor, out: IO[str]) -> int:
+def write_json(found: ExportRows, out: IO[str]) -> int:
     """One JSON array of objects, one object per line, written as rows arrive. Returns the row count."""
-    names = [d[0] for d in cursor.description]
     count = 0
     out.write("[")
-    for row in rows(cursor):
+    for row in rows(found):
         out.write(",\n" if count else "\n")
-        out.write(json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False))
+        out.write(json.dumps(dict(zip(found.columns, row, strict=True)), ensure_ascii=False))
         count += 1
     out.write("\n]\n" if count else "]\n")
     return count
@@ -215,17 +180,14 @@ def export(args: argparse.Namespace) -> int:
             database = load_config(args.config).storage.database
         except ConfigError as exc:
             raise ExportError(f"configuration error: {exc}") from None
-    conn = _connect(database)
+    names = Filter(session=args.session, tag=args.tag)
+    table = "sessions" if args.sessions else "requests"
     try:
-        names = Filter(session=args.session, tag=args.tag)
-        sql, params = query("sessions" if args.sessions else "requests", args.since, args.until, names)
-        cursor = conn.execute(sql, params)
-        with _output(args.output) as out:
-            return (write_csv if args.format == "csv" else write_json)(cursor, out)
-    except sqlite3.Error as exc:
-        raise ExportError(f"cannot read {database}: {exc}") from None
-    finally:
-        conn.close()
+        with open_store(database).export_rows(table, args.since, args.until, names) as found:
+            with _output(args.output) as out:
+                return (write_csv if args.format == "csv" else write_json)(found, out)
+    except StoreError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def main(argv: list[str]) -> int:

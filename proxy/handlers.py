@@ -35,14 +35,14 @@ from .keys import (
     PROM,
     SESSIONS,
     STARTED_AT,
-    WRITER,
+    STORE,
+    SUMMARIZER,
 )
 from .prompt_cache import prompt_cache
 from .providers import Provider
 from .records import MemoryRow
 from .relay import relay
 from .sessions import SESSION_HEADER, session_id_for
-from .storage.reader import totals
 from .tags import TAGS_HEADER, parse_tags
 from .upstream import UpstreamFailure
 
@@ -87,14 +87,14 @@ async def _remember_and_compress(
     session_id = await in_thread_if(large, session_id_for, *identity)  # hashes the start: huge in a huge body
     messages = provider.messages(body)
     now = time.time()
-    session = app[SESSIONS].touch(session_id, tenant, len(messages), now, label)
+    session = await app[SESSIONS].touch(session_id, tenant, len(messages), now, label)
     call.record.session_id = session_id
     structlog.contextvars.bind_contextvars(session_id=session_id)
     settings = app[CONFIG].compression
     foldable = settings.enabled and len(messages) >= settings.threshold_messages
     # The previous turn may have gone to another instance: Redis knows, when there is one. Only a
-    # fold asks about the cache, so only conversations a turn away from folding ask Redis (80 us of
-    # CPU a call, by bench/cluster.py), and short requests cost no round trip.
+    # fold asks about the cache, so only conversations a turn away from folding ask Redis (100 to
+    # 150 us of CPU a call, bench/cluster.py), and short requests cost no round trip.
     previous_at = session.previous_request_at
     if settings.enabled and len(messages) >= settings.threshold_messages - TURN_MESSAGES:
         previous_at = await app[CLUSTER].previous_request_at(session_id, now, previous_at)
@@ -105,23 +105,29 @@ async def _remember_and_compress(
         ask = (provider, body, previous_at, now, app[PRICES])
         prices, warm = await in_thread_if(large, prompt_cache, *ask)  # walks the whole body for markers
     rows: list[MemoryRow] = []
+    summarizer = app[SUMMARIZER]
     if foldable:
         async with session.lock:
             memory = await app[SESSIONS].memory_for(session)
             # In a thread: a cold session with a long history takes longer than other streams should wait.
-            result = await asyncio.to_thread(compress, provider.name, body, memory, settings, warm, prices)
+            book = summarizer.book
+            result = await asyncio.to_thread(
+                compress, provider.name, body, memory, settings, warm, prices, book
+            )
             rows = memory.drain_memory_rows()
+        if result.to_summarize:  # in the background: this request goes out with what it has
+            summarizer.submit(result.to_summarize, request.headers, session_id, tenant)
     else:  # nothing to fold, only to count (even with compression off)
         result = await in_thread_if(large, compress, provider.name, body, None, settings, warm, prices)
-    writer = app[WRITER]
+    store = app[STORE]
     if rows:
-        writer.add_memories(rows)
+        store.add_memories(rows)
     call.set_estimates(result.tokens_original_est, result.tokens_forwarded_est, app[CALIBRATION])
     record = call.record
     record.messages_original = result.messages_original
     record.messages_forwarded = result.messages_forwarded
     if result.body is not None:
-        writer.add_audit(
+        store.add_audit(
             session_id,
             "compressed",
             {
@@ -131,11 +137,12 @@ async def _remember_and_compress(
                 "tokens_before_est": record.tokens_original_est,
                 "tokens_after_est": record.tokens_forwarded_est,
                 "cache_warm": warm is not None,  # recall held to the cache reads it replaces
+                "digests": list(result.summarizers),  # who wrote each folded chunk's digest, in order
             },
             time.time(),
         )
     elif result.reason.startswith(("failed_open", "invalid", "input")):
-        writer.add_audit(session_id, "compression_failed_open", {"reason": result.reason}, time.time())
+        store.add_audit(session_id, "compression_failed_open", {"reason": result.reason}, time.time())
     return result.body
 
 
@@ -224,7 +231,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
 
 
 def _finish(app: web.Application, call: Call) -> None:
-    """Price the call and hand its one metrics row to the writer; never raises into the response."""
+    """Price the call and hand its one metrics row to the store; never raises into the response."""
     record = call.close()
     try:
         prices = app[PRICES]
@@ -236,13 +243,13 @@ def _finish(app: web.Application, call: Call) -> None:
         app[LIMITS].settle(call, record)
     except Exception:  # a pricing or metrics bug must not lose the row
         log.exception("metrics bookkeeping failed")
-    app[WRITER].add_request(record)
+    app[STORE].add_request(record)
 
 
 async def health(request: web.Request) -> web.Response:
     """The proxy's own status; usage totals only for whoever may read the admin routes."""
     app = request.app
-    storage = app[WRITER].health()
+    storage = app[STORE].health()
     cluster = app[CLUSTER]
     body: dict[str, Any] = {
         "status": "ok" if storage.writable and not cluster.degraded else "degraded",
@@ -260,7 +267,7 @@ async def health(request: web.Request) -> web.Response:
     if not app[ADMIN].allows(request):
         return web.json_response(body)
     try:
-        body["totals"] = await totals(app[CONFIG].storage.database)
+        body["totals"] = await app[STORE].totals()
     except Exception as exc:  # health must answer even if the database is unreadable
         body["status"] = "degraded"
         body["totals"] = None

@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector
 
 from proxy.cluster import ClusterHealth
 from proxy.records import RequestRecord
-from proxy.storage.writer import StorageHealth
+from proxy.storage import StorageHealth
 
 # Model names come from clients; past this many distinct ones the rest share the label "other"
 # so that a misbehaving client cannot blow up the series count.

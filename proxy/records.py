@@ -37,7 +37,8 @@ class RequestRecord:
     id: str
     created_at: float  # unix seconds
     provider: str  # "anthropic" | "openai"
-    endpoint: str  # "messages" | "count_tokens" | "chat_completions" | "passthrough"
+    # "messages" | "count_tokens" | "chat_completions" | "passthrough", or "summary": the proxy's own call
+    endpoint: str
     method: str
     path: str
     session_id: str | None = None
@@ -97,7 +98,7 @@ class MemoryRows:
 
 @attrs.frozen
 class SnapshotRecord:
-    """One row of `snapshots`: a session's serialized Vidurai state."""
+    """One row of `snapshots`: a session's serialized compression memory (its folded chunks)."""
 
     session_id: str
     state: str

@@ -1,4 +1,4 @@
-"""Sessions: who is talking (tenant) and which conversation (session), with its Vidurai memory."""
+"""Sessions: who is talking (tenant) and which conversation (session), with its compression memory."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -15,7 +15,7 @@ import structlog
 
 from .compression import SessionMemory
 from .records import SessionRecord
-from .storage.writer import Writer
+from .storage import Store, StoredSession
 
 log = structlog.get_logger(__name__)
 
@@ -69,7 +69,7 @@ def session_id_for(tenant: str, provider: str, explicit: str | None, conversatio
 class Session:
     record: SessionRecord
     # Made on the first request with something to fold: a short conversation never needs one. None
-    # again once evicted; `stored` then says whether a snapshot in SQLite can bring it back.
+    # again once evicted; `stored` then says whether a snapshot in the database can bring it back.
     memory: SessionMemory | None = None
     stored: bool = False
     evicted: bool = False  # released for room (not by a restart), so its return is worth an audit row
@@ -86,14 +86,25 @@ class Session:
 
 # A session without memory is little more than its record (0.5 KiB held, 1.1 KiB of RSS, by
 # bench/memory.py): this many per memory slot are kept, so RAM stays bounded for short conversations
-# too; past it the least recently seen are expired early.
+# too; past it the least recently seen are forgotten here early (not expired: the database keeps them).
 RECORDS_PER_ACTIVE = 50
 
-SnapshotLoader = Callable[[str], Awaitable[str | None]]
+# A session this instance last saw longer ago than this is looked up in the database on its next
+# request here: another instance may have served it since (its last_seen_at says when, which decides
+# whether the provider's prompt cache is still warm: 300 s at the least, Anthropic's default TTL),
+# and the request's liveness is written at once, so a fleet-mate's expiry sees it within one flush.
+REFRESH_AFTER = 60.0
+# The longest a request waits for that look-up: a database that does not answer (a server whose
+# host is unreachable) costs the session's history, not the request's latency.
+LOOKUP_TIMEOUT = 1.0
 
 
 class SessionRegistry:
-    """The live sessions of this process; SQLite holds their history and snapshots.
+    """The sessions this process serves; the database holds them for every instance.
+
+    No session belongs to an instance: one unknown here is looked up in the store on its first
+    request here (its record, whether a snapshot exists) and its memory reloaded lazily from the
+    snapshot; expiry is decided in the database from the shared last_seen_at (`expire_idle`).
 
     At most `max_active` of them hold a compression memory (the costly part: 85 KiB held for a
     60-message conversation, by bench/memory.py); the least recently used beyond that are
@@ -102,12 +113,11 @@ class SessionRegistry:
     reloaded (or even a lost) one forwards the same prefix.
     """
 
-    def __init__(self, writer: Writer, timeout: float, max_active: int, load: SnapshotLoader) -> None:
-        self._writer = writer
+    def __init__(self, store: Store, timeout: float, max_active: int) -> None:
+        self._store = store
         self._timeout = timeout
         self._max_active = max_active
         self._max_records = max_active * RECORDS_PER_ACTIVE
-        self._load = load
         self._sessions: OrderedDict[str, Session] = OrderedDict()  # least recently seen first
         self._resident: OrderedDict[str, Session] = OrderedDict()  # those holding a memory, same order
         self._evicting: asyncio.Task[None] | None = None
@@ -120,37 +130,80 @@ class SessionRegistry:
         """Sessions whose memory is in RAM."""
         return len(self._resident)
 
-    def touch(
+    async def touch(
         self, session_id: str, tenant: str, messages: int, now: float | None = None, label: str | None = None
     ) -> Session:
-        """The session for this request, created on first sight.
+        """The session for this request: known here, known to the database, or new.
 
-        Its totals are written with the request's own row (one session write per request); only a
-        new session, or a label learned again after a restart, writes its row here too.
+        A session known here and seen within REFRESH_AFTER costs no read; its totals are written
+        with the request's own row (one session write per request). A session new here, or not seen
+        here for a while, is read from the store first (off the event loop) and its row written now.
         """
         now = time.time() if now is None else now
         label = label[:LABEL_MAX] if label else None
         session = self._sessions.get(session_id)
+        refreshed = False
         if session is None or session.record.tenant != tenant:
+            stored = await self._lookup(session_id)
+            session = self._sessions.get(session_id)  # a request of the same session may have come meanwhile
+            if session is None or session.record.tenant != tenant:
+                return self._arrive(session_id, tenant, messages, now, label, stored)
+        elif now - session.record.last_seen_at > REFRESH_AFTER:
+            stored = await self._lookup(session_id)
+            if stored is not None and stored.record.expired_at is None:
+                # Served by another instance since: its request is this one's previous request.
+                session.record.last_seen_at = max(session.record.last_seen_at, stored.record.last_seen_at)
+            refreshed = True
+        session.previous_request_at = session.record.last_seen_at
+        self._sessions.move_to_end(session_id)
+        if session_id in self._resident:
+            self._resident.move_to_end(session_id)
+        learned = bool(label and not session.record.label)  # a restored session learns its label again
+        if learned:
+            session.record.label = label
+        session.record.last_seen_at = now
+        session.record.messages = messages
+        if learned or refreshed:
+            self._store.upsert_session(attrs.evolve(session.record))
+        return session
+
+    async def _lookup(self, session_id: str) -> StoredSession | None:
+        try:
+            return await asyncio.wait_for(self._store.stored_session(session_id), LOOKUP_TIMEOUT)
+        except Exception as exc:  # an unreadable database costs the session's history, not the request
+            log.warning(
+                "session lookup failed, treated as new", session_id=session_id, error=type(exc).__name__
+            )
+            return None
+
+    def _arrive(
+        self,
+        session_id: str,
+        tenant: str,
+        messages: int,
+        now: float,
+        label: str | None,
+        stored: StoredSession | None,
+    ) -> Session:
+        """A session's first request on this instance: resumed from the database, or created."""
+        if stored is None or stored.record.tenant != tenant or stored.record.expired_at is not None:
             session = Session(
                 SessionRecord(id=session_id, tenant=tenant, created_at=now, last_seen_at=now, label=label)
             )
-            self._resident.pop(session_id, None)
-            self._sessions[session_id] = session
-            self._writer.upsert_session(attrs.evolve(session.record))  # its label, kept from the start
-            self._writer.add_audit(session_id, "created", {"tenant": tenant}, now)
+            self._store.add_audit(session_id, "created", {"tenant": tenant}, now)
             log.info("session created", session_id=session_id, tenant=tenant)
-            self._expire_overflow(now)
-        else:
-            session.previous_request_at = session.record.last_seen_at
-            self._sessions.move_to_end(session_id)
-            if session_id in self._resident:
-                self._resident.move_to_end(session_id)
-            if label and not session.record.label:  # a restored session learns its label again
-                session.record.label = label
-                self._writer.upsert_session(attrs.evolve(session.record))
+        else:  # served before by another instance, or by this one before it restarted
+            session = Session(
+                attrs.evolve(stored.record, label=stored.record.label or label), stored=stored.has_snapshot
+            )
+            session.previous_request_at = stored.record.last_seen_at
+            self._store.add_audit(session_id, "restored", {"from_snapshot": stored.has_snapshot}, now)
         session.record.last_seen_at = now
         session.record.messages = messages
+        self._resident.pop(session_id, None)
+        self._sessions[session_id] = session
+        self._store.upsert_session(attrs.evolve(session.record))  # its label, kept from the start
+        self._forget_overflow()
         return session
 
     async def memory_for(self, session: Session) -> SessionMemory:
@@ -161,7 +214,7 @@ class SessionRegistry:
                 memory = await self._reload(session.id)
                 if session.evicted:
                     detail = {"from_snapshot": memory is not None}
-                    self._writer.add_audit(session.id, "resumed", detail, time.time())
+                    self._store.add_audit(session.id, "resumed", detail, time.time())
             session.memory = memory or SessionMemory(session.id)
         if self._sessions.get(session.id) is session:  # not expired while this request waited
             self._resident[session.id] = session
@@ -173,7 +226,8 @@ class SessionRegistry:
 
     async def _reload(self, session_id: str) -> SessionMemory | None:
         try:
-            state = await self._load(session_id)
+            await self._store.flush()  # an eviction moments ago may have its snapshot still queued
+            state = await self._store.latest_snapshot(session_id)
             if state is not None:
                 return await asyncio.to_thread(SessionMemory.restore, session_id, state)
         except Exception as exc:  # a damaged snapshot or an unreadable database costs the cache only
@@ -193,17 +247,15 @@ class SessionRegistry:
                         self._resident.pop(session.id, None)
                         continue
                     # Without stored text there is no snapshot to keep: the memory is rebuilt instead.
-                    state = (
-                        await asyncio.to_thread(session.memory.snapshot) if self._writer.store_text else ""
-                    )
+                    state = await asyncio.to_thread(session.memory.snapshot) if self._store.store_text else ""
                     if session.record.last_seen_at != seen:
                         continue  # it came back meanwhile: no longer the least recently used
                     now = time.time()
                     if state:
-                        self._writer.add_snapshot(session.id, state, now)
+                        self._store.add_snapshot(session.id, state, now)
                     self._release(session)
                     detail = {"idle_s": round(now - seen, 3), "max_active": self._max_active}
-                    self._writer.add_audit(session.id, "evicted", detail, now)
+                    self._store.add_audit(session.id, "evicted", detail, now)
         except Exception:  # the bound is restored on the next overflow; requests are not affected
             log.exception("session eviction failed")
         finally:
@@ -215,41 +267,36 @@ class SessionRegistry:
         session.snapshot_due = False
         self._resident.pop(session.id, None)
 
-    def restore(self, record: SessionRecord, stored: bool) -> None:
-        """Bring back a session that was active when the proxy last stopped; its memory comes back
-        from the snapshot on its next request."""
-        self._sessions[record.id] = Session(record, stored=stored)
-        self._writer.add_audit(record.id, "restored", {"from_snapshot": stored}, time.time())
-
-    def mark_expired(self, record: SessionRecord, now: float) -> None:
-        """A session that timed out while the proxy was down, or was pushed out of RAM."""
-        record.expired_at = now
-        self._writer.upsert_session(record)
-        self._writer.add_audit(record.id, "expired", {"idle_s": round(now - record.last_seen_at)}, now)
-
-    def expire_idle(self, now: float | None = None) -> list[str]:
-        """Release sessions idle longer than the timeout and mark them expired in SQLite."""
+    async def expire_idle(self, now: float | None = None) -> list[str]:
+        """Expire, in the database, the sessions no instance has served for the timeout (with their
+        "expired" audit rows), and release here those this instance has not served for that long
+        (expired, or served by another instance since: they come back on their next request here)."""
         now = time.time() if now is None else now
-        expired = []
+        cutoff = now - self._timeout
+        expired = await self._store.expire_idle(cutoff, now)  # their audit rows written with them
+        for session_id, last_seen_at in expired:
+            log.info(
+                "audit", audit="expired", session_id=session_id, detail={"idle_s": round(now - last_seen_at)}
+            )
         for session in list(self._sessions.values()):  # least recently seen first
-            if now - session.record.last_seen_at <= self._timeout:
+            if session.record.last_seen_at >= cutoff:
                 break
-            self._forget(session, now)
-            expired.append(session.id)
-        return expired
+            self._forget(session)
+        return [session_id for session_id, _ in expired]
 
-    def _expire_overflow(self, now: float) -> None:
+    def _forget_overflow(self) -> None:
+        """Past max_records the least recently seen are forgotten here (not expired: they come back
+        from the database on their next request)."""
         while len(self._sessions) > self._max_records:
-            self._forget(next(iter(self._sessions.values())), now)
+            self._forget(next(iter(self._sessions.values())))
 
-    def _forget(self, session: Session, now: float) -> None:
+    def _forget(self, session: Session) -> None:
         del self._sessions[session.id]
         self._resident.pop(session.id, None)
-        self.mark_expired(attrs.evolve(session.record), now)
 
     async def snapshot(self, force: bool = False) -> int:
-        """Queue the Vidurai state of sessions that changed since their last snapshot."""
-        if not self._writer.store_text:
+        """Queue the compression memory of sessions that changed since their last snapshot."""
+        if not self._store.store_text:
             return 0  # a snapshot is conversation text throughout: none is kept
         count = 0
         for session in list(self._resident.values()):
@@ -260,7 +307,7 @@ class SessionRegistry:
                     state = await asyncio.to_thread(session.memory.snapshot)  # ~10 ms for a long session
                     session.snapshot_due = False
                     session.stored = True
-                self._writer.add_snapshot(session.id, state, time.time())
+                self._store.add_snapshot(session.id, state, time.time())
                 count += 1
         return count
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .keys import CONFIG, LIMITS, PROM
-from .storage.reader import Filter
-from .storage.reader import metrics_json as read_metrics
+from .keys import LIMITS, PROM, STORE
+from .storage import Filter
 from .tags import parse_filter
 
 
 async def metrics_json(request: web.Request) -> web.Response:
-    """Totals, breakdowns and recent activity, read from SQLite so they survive restarts.
+    """Totals, breakdowns and recent activity, read from the database: they survive restarts and,
+    with several instances on one database, count the whole fleet whichever instance answers.
 
     ?session=NAME (label or id) and ?tag=key=value narrow every figure to the matching requests.
     """
@@ -20,7 +20,7 @@ async def metrics_json(request: web.Request) -> web.Response:
         where = Filter(session=request.query.get("session") or None, tag=parse_filter(tag) if tag else None)
     except ValueError as exc:
         return web.json_response({"error": f"?tag: {exc}"}, status=400)
-    body = await read_metrics(request.app[CONFIG].storage.database, where=where)
+    body = await request.app[STORE].metrics_json(where=where)
     body["limits"] = await request.app[LIMITS].report()
     return web.json_response(body)
 

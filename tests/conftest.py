@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from aiohttp import web
 from playwright.async_api import Browser, async_playwright
 
 from proxy.config import Config, load_config
+from tests.databases import postgres_database
 from tests.fake_upstream import FakeUpstream, running_fake_upstream
 
 ANTHROPIC_KEY = "sk-ant-test-0123456789"
@@ -35,6 +36,23 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """An empty PostgreSQL database of this test's own (random name), dropped afterwards."""
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """`[storage] database` for each engine in turn: a SQLite file in tmp_path, then a PostgreSQL URL."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "vidurai.db")
+        return
+    with postgres_database() as url:
+        yield url
 
 
 @pytest.fixture

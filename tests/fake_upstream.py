@@ -8,6 +8,9 @@ Public API (tests and bench/ depend on it; keep it stable)::
         fake.openai_base_url     # http://127.0.0.1:PORT/openai/v1   (with /v1, like OPENAI_BASE_URL)
         fake.requests            # list[RecordedRequest] in arrival order (FakeUpstream(record=False): none)
         fake.gate                # asyncio.Event the `gated` scenario waits for
+        fake.summary_gate        # None, or an asyncio.Event summary answers wait for
+        fake.summary_status      # 200, or the error status summary requests get
+        fake.summaries()         # the summary requests recorded, in arrival order
         await fake.wait_disconnected(timeout)   # first request whose client went away mid-response
     FakeUpstream().app()         # the web.Application, to run it some other way
 
@@ -51,6 +54,10 @@ Scenarios, chosen by header `x-fake-scenario: NAME`, else by a model named `fake
   gated             stream: events up to the first delta, then wait for fake.gate (the test sets it)
                     and send the rest; if unset after x-fake-gate-timeout seconds (default 5) the
                     connection is cut
+Summary requests (Vidurai's SemanticCompressor, sent by the proxy's summarizer; recognised by its
+system prompt, SUMMARY_PROMPT_START, whatever the scenario) are answered with scripted_summary() of
+their user prompt, in the provider's JSON shape (output tokens: the summary's words), after
+fake.summary_gate is set when there is one, or with fake.summary_status and its error body.
 Headers on every answer: Anthropic request-id and anthropic-ratelimit-*; OpenAI x-request-id,
 openai-processing-ms and x-ratelimit-*; errors add x-should-retry (Anthropic) and, on 429,
 retry-after and retry-after-ms. Request ids are "req_fake_000001", "req_fake_000002", ... per server.
@@ -61,6 +68,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import itertools
 import json
 import struct
@@ -103,6 +111,16 @@ _OPENAI_ERRORS = {
     429: ("requests", "rate_limit_exceeded"),
     404: ("invalid_request_error", "model_not_found"),
 }
+
+
+# How Vidurai's SemanticCompressor's system prompt begins (vidurai/core/semantic_compressor_v2.py).
+SUMMARY_PROMPT_START = "You are an expert at extracting and summarizing key information from conversations."
+
+
+def scripted_summary(prompt: str) -> str:
+    """The fake's summary of a summary request's user prompt: the same for the same chunk anywhere."""
+    digest = hashlib.sha256(prompt.encode()).hexdigest()[:12]
+    return f"Summary: scripted summary {digest} of {prompt.count(chr(10)) + 1} lines."
 
 
 def body_tokens(body: bytes) -> int:
@@ -163,6 +181,18 @@ class _Call:
         return transport is None or transport.is_closing()
 
 
+def _is_summary(body: Any) -> bool:
+    """A summary request of the proxy's: Vidurai's system prompt, as Anthropic or OpenAI carry it."""
+    if not isinstance(body, dict):
+        return False
+    system = body.get("system")
+    if not isinstance(system, str):
+        messages = body.get("messages") or []
+        first = messages[0] if messages and isinstance(messages[0], dict) else {}
+        system = first.get("content") if first.get("role") == "system" else None
+    return isinstance(system, str) and system.startswith(SUMMARY_PROMPT_START)
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -196,6 +226,8 @@ class FakeUpstream:
     def __init__(self, *, record: bool = True) -> None:
         self.requests: list[RecordedRequest] = []
         self.gate = asyncio.Event()
+        self.summary_gate: asyncio.Event | None = None
+        self.summary_status = 200
         self.url = ""
         self._record = record
         self._serial = itertools.count(1)
@@ -214,6 +246,10 @@ class FakeUpstream:
         if not matching:
             raise LookupError(f"no request recorded for {path or 'any path'}")
         return matching[-1]
+
+    def summaries(self) -> list[RecordedRequest]:
+        """The summary requests recorded, in arrival order."""
+        return [r for r in self.requests if r.scenario == "summary"]
 
     async def wait_disconnected(self, timeout: float = 5.0) -> RecordedRequest:  # noqa: ASYNC109
         """Wait until some request's client went away mid-response, and return that request."""
@@ -257,6 +293,8 @@ class FakeUpstream:
             model = parsed.get("model") if isinstance(parsed, dict) else None
             if not scenario and isinstance(model, str) and model.startswith("fake-"):
                 scenario = model.removeprefix("fake-")
+            if _is_summary(parsed):
+                scenario = "summary"
             record = RecordedRequest(
                 method=request.method,
                 path=request.path.removeprefix(f"/{provider}"),
@@ -277,6 +315,8 @@ class FakeUpstream:
 
     async def _dispatch(self, call: _Call, handler: Handler) -> web.StreamResponse:
         scenario = call.scenario
+        if scenario == "summary":
+            return await self._summary(call)
         if scenario.isdigit() and 400 <= int(scenario) <= 599:
             return self._error(call, int(scenario), f"Fake upstream error {scenario}.")
         if scenario == "retry-once" and call.request.headers.get("x-stainless-retry-count", "0") == "0":
@@ -291,6 +331,44 @@ class FakeUpstream:
         if scenario == "slow" and not call.body.get("stream"):
             await asyncio.sleep(call.option("delay", 0.05))
         return await handler(call)
+
+    async def _summary(self, call: _Call) -> web.StreamResponse:
+        if self.summary_gate is not None:
+            await self.summary_gate.wait()
+        if self.summary_status != 200:
+            return self._error(call, self.summary_status, "Fake upstream summary error.")
+        messages = call.body.get("messages") or []
+        prompt = str(messages[-1].get("content", "")) if messages and isinstance(messages[-1], dict) else ""
+        text = scripted_summary(prompt)
+        words = len(text.split())
+        if call.record.provider == "anthropic":
+            answer: dict[str, Any] = {
+                "id": f"msg_fake_{call.serial:06d}",
+                "type": "message",
+                "role": "assistant",
+                "model": call.body.get("model", ""),
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": self._anthropic_usage(call, words),
+            }
+        else:
+            answer = {
+                "id": f"chatcmpl-fake{call.serial:06d}",
+                "object": "chat.completion",
+                "created": CREATED,
+                "model": call.body.get("model", ""),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text, "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": self._openai_usage(call, words),
+            }
+        return self._json(call, answer)
 
     async def _until_client_gone(self, call: _Call) -> None:
         # aiohttp signals a lost client only through the transport; poll it (handlers run uncancelled).

@@ -31,6 +31,7 @@ COMPRESSED_DETAIL = {
     "tokens_before_est",
     "tokens_after_est",
     "cache_warm",
+    "digests",
 }
 
 # The README's answer to "what did the proxy do to this conversation?" (kept true by test_readme_query).
@@ -159,6 +160,7 @@ async def test_compressed_conversation_and_restart(
     assert [d["messages_before"] for d in compressed] == [30, 32, 34, 36]
     for detail, forwarded in zip(compressed, sent, strict=True):
         assert set(detail) == COMPRESSED_DETAIL
+        assert detail["digests"] and set(detail["digests"]) == {"extractive"}  # the default summarizer
         assert detail["messages_after"] == len(forwarded["messages"]) < detail["messages_before"]
         assert 0 < detail["messages_folded"] <= detail["messages_before"] - detail["messages_after"] + 1
         assert 0 < detail["tokens_after_est"] < detail["tokens_before_est"]

@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 import pytest
 from structlog.testing import capture_logs
+from vidurai.core.viveka import VivekaEngine
 
 from proxy.compression import CompressionResult, SessionMemory, compress, route_vidurai_logs
 from proxy.compression.policy import UNCACHED, CachePrices
@@ -26,6 +27,10 @@ SETTINGS = CompressionConfig(
     recall_share=0.08,
     cache_aware_recall=True,
     tool_result_max_tokens=400,
+    summarizer="extractive",
+    summary_model_anthropic="claude-haiku-4-5",
+    summary_model_openai="gpt-4o-mini",
+    summary_timeout=30.0,
 )
 TOPICS = ["sailing", "pottery", "chess", "violin", "gardening", "astronomy", "baking", "climbing"]
 LINE = "We talked again about {topic} and the plans for the weekend, which keep changing every week. "
@@ -179,12 +184,12 @@ def test_vidurai_logs_go_to_structlog_at_debug() -> None:
     try:
         route_vidurai_logs(debug=True)
         with capture_logs() as logs:
-            SessionMemory("logs")
+            VivekaEngine()  # vidurai logs through loguru as it starts
         assert logs and all(entry["log_level"] == "debug" for entry in logs)
-        assert any("Vidurai" in entry["event"] for entry in logs)
+        assert any("Viveka" in entry["event"] for entry in logs)
         route_vidurai_logs(debug=False)  # the proxy logs at info: nothing to format
         with capture_logs() as logs:
-            SessionMemory("quiet")
+            VivekaEngine()
         assert logs == []
     finally:
         route_vidurai_logs(debug=True)

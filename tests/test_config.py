@@ -94,7 +94,7 @@ def _non_default_sample(setting: Setting) -> str:
         except ValueError:
             pass
     candidates += ["0.5", "1", "http://example.test:1234", "redis://127.0.0.1:6379/0", "false", "true"]
-    candidates += ["debug", "off", "on", "closed", "sample"]
+    candidates += ["debug", "off", "on", "closed", "model", "sample"]
     for raw in candidates:
         try:
             if setting.parse(raw) != default:
@@ -238,3 +238,11 @@ def test_vidurai_config_and_settings_variables_are_allowed(tmp_path: Path) -> No
     path = _write(tmp_path, "")
     env = {"VIDURAI_CONFIG": str(path), **{s.env_var: s.default for s in SETTINGS}, "OTHER_PROT": "1"}
     assert load_config(env=env).source == str(path)
+
+
+def test_a_postgresql_url_is_kept_as_written_not_made_a_path(tmp_path: Path) -> None:
+    url = "postgresql://vidurai:secret@db.internal:5432/vidurai"
+    path = _write(tmp_path, f"[storage]\ndatabase = {url}\n")
+    assert load_config(path, env={}).storage.database == url
+    from_env = load_config(tmp_path / "absent.ini", env={"VIDURAI_STORAGE_DATABASE": url})
+    assert from_env.storage.database == url

@@ -24,8 +24,8 @@ import aiohttp
 import attrs
 import pytest
 
+from tests.databases import query
 from tests.fake_upstream import FakeUpstream
-from tests.test_metrics_e2e import query
 
 KEY = "sk-ant-crash-test-SECRET-0123456789"
 STARTUP_TIMEOUT = 20.0

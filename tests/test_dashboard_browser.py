@@ -153,8 +153,11 @@ async def assert_page_matches(page: Page, metrics: dict[str, Any]) -> None:
             "savings_pct",
             "cost_usd",
             "cost_saved_usd",
+            "summary_calls",
         ):
             assert close_enough(row[key], session[key], key), (session["id"], key, row[key])
+        if session["summary_calls"]:  # the summary calls' cost, next to the savings it came off
+            assert close_enough(row["summary_cost_usd"], session["summary_cost_usd"], "summary_cost_usd")
 
     recent = metrics["recent_requests"][:RECENT_ROWS]
     shown_ids = await page.eval_on_selector_all("#requests tbody tr", "trs => trs.map(tr => tr.dataset.id)")
@@ -294,12 +297,17 @@ def history(now: float) -> tuple[list[SessionRecord], list[RequestRecord]]:
         output = 120 + (i * 53) % 600
         cost = (forwarded * price_in + output * price_out) / 1e6
         failed = i % 37 == 5 or i == 146
+        summary = i % 25 == 3  # a model-written chunk summary: its cost comes off the savings
         requests.append(
             RequestRecord(
                 id=f"hist-{i:03d}",
                 created_at=now - 3540 + i * 23.5,
                 provider=provider,
-                endpoint="messages" if provider == "anthropic" else "chat_completions",
+                endpoint="summary"
+                if summary
+                else "messages"
+                if provider == "anthropic"
+                else "chat_completions",
                 method="POST",
                 path="/v1/messages" if provider == "anthropic" else "/v1/chat/completions",
                 session_id=session.id,
@@ -313,9 +321,9 @@ def history(now: float) -> tuple[list[SessionRecord], list[RequestRecord]]:
                 usage=Usage() if failed else Usage(forwarded, output, 0, 0),
                 tokens_original_est=original,
                 tokens_forwarded_est=forwarded,
-                tokens_saved=saved,
+                tokens_saved=None if summary else saved,
                 cost_usd=None if failed else round(cost, 6),
-                cost_saved_usd=None if failed else round(saved * price_in / 1e6, 6),
+                cost_saved_usd=None if failed else round(-cost if summary else saved * price_in / 1e6, 6),
                 error="upstream overloaded_error" if failed else None,
             )
         )
@@ -329,6 +337,7 @@ async def test_dashboard_with_an_hour_of_history(
     base = await make_proxy(storage_database=database)
     await assert_routed(http, base)
     metrics = await wait_for_requests(http, base, 150)
+    assert any(s["summary_calls"] for s in metrics["top_sessions"])
     page, problems = await open_dashboard(browser, base)
     await assert_page_matches(page, metrics)
     assert await page.locator("#chart-tokens g.bar").count() >= 55

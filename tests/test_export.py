@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from proxy.export import NO_MATCH, main, parse_date
-from proxy.storage.migrations import migrate_path
+from proxy.storage import open_store
+from proxy.storage.sqlite.migrations import migrate_path
+from tests.databases import execute
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -299,3 +301,73 @@ def test_rows_are_streamed_not_loaded(tmp_path: Path) -> None:
         # All rows at once would hold 8 MB of error strings alone; streamed, the peak is about 0.2 MB.
         assert peak < 1_000_000, f"{fmt}: peak {peak} bytes"
         assert out.stat().st_size > rows * 2000
+
+
+@pytest.fixture
+def postgres_copy(postgres_url: str) -> str:
+    """The same REQUESTS and SESSIONS in a PostgreSQL database (migrated by the proxy's own store)."""
+    import asyncio
+
+    store = open_store(postgres_url)
+    asyncio.run(store.start())
+    asyncio.run(store.close())
+    for table, rows in (("requests", REQUESTS), ("sessions", SESSIONS)):
+        for row in rows:
+            execute(
+                postgres_url,
+                f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                tuple(row.values()),
+            )
+    return postgres_url
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--format", "csv"),
+        ("--format", "json", "--since", "2026-11-26"),
+        ("--format", "json", "--sessions"),
+        ("--format", "csv", "--until", "2026-11-26T12:00"),
+    ],
+)
+def test_a_postgresql_database_exports_what_the_same_sqlite_one_does(
+    database: Path, postgres_copy: str, args: tuple[str, ...]
+) -> None:
+    from_sqlite = cli(*args, "--database", str(database))
+    from_postgres = cli(*args, "--database", postgres_copy)
+    assert from_sqlite.returncode == from_postgres.returncode == 0, from_postgres.stderr
+    assert from_sqlite.stdout.count("\n") >= 2
+    assert from_postgres.stdout == from_sqlite.stdout
+
+
+def test_an_unreachable_postgresql_server_is_one_line(closed_port_url: str) -> None:
+    url = closed_port_url.replace("http://", "postgresql://postgres@") + "/vidurai"
+    result = cli("--format", "csv", "--database", url)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("vidurai-proxy export: error: cannot read postgresql://"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_postgresql_rows_are_streamed_not_loaded(postgres_url: str, tmp_path: Path) -> None:
+    import asyncio
+
+    store = open_store(postgres_url)
+    asyncio.run(store.start())
+    asyncio.run(store.close())
+    rows = 4_000
+    execute(
+        postgres_url,
+        "INSERT INTO requests (id, created_at, session_id, provider, endpoint, method, path, model, error) "
+        "SELECT 'req-' || lpad(i::text, 6, '0'), 1800000000 + i, 's', 'anthropic', 'messages', 'POST', "
+        "'/v1/messages', 'claude-x', repeat('x', 2000) FROM generate_series(0, ?) AS i",
+        (rows - 1,),
+    )
+    out = tmp_path / "big.json"
+    tracemalloc.start()
+    try:
+        assert main(["--format", "json", "--database", postgres_url, "--output", str(out)]) == 0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000, f"peak {peak} bytes"  # all rows at once: 8 MB of error strings alone
+    assert len(json.loads(out.read_text(encoding="utf-8"))) == rows

@@ -13,9 +13,10 @@ from typing import Any
 import aiohttp
 
 from proxy.records import MemoryRow
-from proxy.storage import Writer
+from proxy.storage.sqlite import SqliteStore
 from tests.conftest import ProxyFactory
-from tests.test_metrics_e2e import FLUSH_INTERVAL, query, wait_rows
+from tests.databases import query, wait_rows
+from tests.test_metrics_e2e import FLUSH_INTERVAL
 from tests.test_storage_writer import request
 
 BIG = 150_001
@@ -27,7 +28,7 @@ async def test_one_request_with_more_memory_rows_than_the_queue_holds_loses_nobo
 ) -> None:
     db = tmp_path / "vidurai.db"
     queue_limit = 1000
-    writer = Writer(str(db), 0.05, max_queued=queue_limit)
+    writer = SqliteStore(str(db), 0.05, max_queued=queue_limit)
     await writer.start()
     try:
         turns = [

@@ -19,7 +19,7 @@ import pytest
 from rich.console import Console
 from rich.text import Text
 
-from proxy.storage import reader
+from proxy.storage import open_store
 from tests.conftest import anthropic_client, openai_client
 from tests.fake_upstream import FakeUpstream
 
@@ -242,6 +242,6 @@ async def test_make_run_under_tmux(
         with pytest.raises(OSError):  # nothing listens any more
             await asyncio.open_connection("127.0.0.1", port)
         # Everything was flushed to SQLite on the way out.
-        assert (await reader.totals(str(database)))["requests"] == 4
+        assert (await open_store(str(database)).totals())["requests"] == 4
     finally:
         await tmux.stop()

@@ -7,8 +7,6 @@ import contextlib
 import json
 import logging
 import re
-import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from proxy.config import LoggingConfig
 from proxy.logs import configure_logging
 from proxy.pricing import BUILTIN_PRICES
 from tests.conftest import OPENAI_KEY, ProxyFactory, anthropic_client, openai_client
+from tests.databases import query, wait_rows
 from tests.fake_upstream import FakeUpstream, body_tokens
 
 # Short, so a row is in SQLite a moment after its response; polling then stays quick.
@@ -42,27 +41,6 @@ class Served:
 
     url: str
     db: Path
-
-
-def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    """Rows read with the stdlib sqlite3, as a user's `sqlite3 vidurai.db` would see them."""
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(row) for row in conn.execute(sql, params)]
-
-
-async def wait_rows(
-    db: Path, sql: str, params: tuple[Any, ...] = (), count: int = 1, within: float = 5.0
-) -> list[dict[str, Any]]:
-    """Poll until the query returns at least `count` rows (the writer commits in the background)."""
-    deadline = time.monotonic() + within
-    while True:
-        rows = query(db, sql, params)
-        if len(rows) >= count:
-            return rows
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{len(rows)} rows after {within}s, expected {count}: {sql}")
-        await asyncio.sleep(0.02)
 
 
 def expected_cost(

@@ -64,13 +64,15 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_wheel_holds_the_package_data_and_the_command(venv: Path, tmp_path: Path) -> None:
     code = (
         "import proxy, importlib.metadata as m;"
-        "from proxy.storage.migrations import load_migrations;"
-        "print(proxy.__file__); print(load_migrations()[0].name);"
+        "from proxy.storage.migrations import load_migrations, migrations_dir;"
+        "print(proxy.__file__);"
+        "print('|'.join(load_migrations(migrations_dir(e))[-1].name for e in ('sqlite', 'postgresql')));"
         "print(m.entry_points(group='console_scripts')['vidurai-proxy'].value)"
     )
     location, first, entry = _run(venv / "python", "-c", code, cwd=tmp_path).split()
     assert location.startswith(str(venv.parent)) and "site-packages" in location
-    assert first == "0001_init.sql"
+    sqlite_last, postgresql_last = first.split("|")  # both engines' migrations are in the wheel
+    assert sqlite_last == postgresql_last and sqlite_last.endswith(".sql")
     assert entry == "proxy.__main__:main"
     site = Path(location).parent
     assert {p.name for p in (site / "static").iterdir()} >= {

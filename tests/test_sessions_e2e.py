@@ -17,8 +17,9 @@ from aiohttp import web
 from proxy.app import create_app, start_server
 from proxy.config import load_config
 from tests.conftest import CLIENT_TIMEOUT, anthropic_client, openai_client
+from tests.databases import query, wait_rows
 from tests.fake_upstream import FakeUpstream
-from tests.test_metrics_e2e import CLAUDE, FLUSH_INTERVAL, GPT, json_logs, log_lines, query, wait_rows
+from tests.test_metrics_e2e import CLAUDE, FLUSH_INTERVAL, GPT, json_logs, log_lines
 
 SYSTEM = "You are a careful assistant."
 FIRST: list[Any] = [{"role": "user", "content": "Plan a trip to Lisbon."}]
@@ -252,10 +253,10 @@ async def test_restart_keeps_totals_and_sessions(start_proxy: Starter, tmp_path:
     after = (await second.get("/metrics.json"))["totals"]
     assert after == before and after["requests"] == 2 and after["cost_usd"] > 0
     health = await second.get("/health")
-    assert health["active_sessions"] == 2 and health["totals"] == before
-    restored = await wait_rows(db, "SELECT session_id, detail FROM audit WHERE event = 'restored'", count=2)
-    # One-message conversations have nothing to fold, so no memory was made and none snapshotted.
-    assert not any(json.loads(r["detail"])["from_snapshot"] for r in restored)
+    # Nothing is restored at startup: the database still counts both active, this process holds none
+    # until a session's next request here.
+    assert health["active_sessions"] == 0 and health["totals"] == before
+    assert query(db, "SELECT * FROM audit WHERE event = 'restored'") == []
 
     await claude_turn(
         second.url,
@@ -274,7 +275,12 @@ async def test_restart_keeps_totals_and_sessions(start_proxy: Starter, tmp_path:
         for r in query(db, "SELECT event FROM audit WHERE session_id = ? ORDER BY id", (claude_session,))
     ]
     assert events.count("created") == 1 and "restored" in events, events
-    assert (await second.get("/health"))["active_sessions"] == 2
+    restored = query(db, "SELECT session_id, detail FROM audit WHERE event = 'restored'")
+    # One-message conversations have nothing to fold, so no memory was made and none snapshotted.
+    assert [(r["session_id"], json.loads(r["detail"])) for r in restored] == [
+        (claude_session, {"from_snapshot": False})
+    ]
+    assert (await second.get("/health"))["active_sessions"] == 1
 
 
 async def test_idle_session_expires(start_proxy: Starter, tmp_path: Path) -> None:

@@ -9,14 +9,8 @@ from typing import Any
 
 import pytest
 
-from proxy.storage.migrations import (
-    MigrationError,
-    load_migrations,
-    migrate,
-    migrate_path,
-    migrations_dir,
-    schema_version,
-)
+from proxy.storage.migrations import MigrationError, load_migrations, migrations_dir
+from proxy.storage.sqlite.migrations import migrate, migrate_path, schema_version
 
 LATEST = load_migrations()[-1].version
 TABLES = {"requests", "sessions", "memories", "snapshots", "audit"}

@@ -1,16 +1,16 @@
-"""Reads: /metrics.json numbers and shape, totals, session restore, and the savings views."""
+"""Reads: /metrics.json numbers and shape, totals, session restore, and the savings views, on both
+engines (the `database` fixture runs each test on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from proxy.records import MemoryRow, RequestRecord, SessionRecord, Usage
-from proxy.storage import Writer, active_sessions, metrics_json, session_memories, totals
+from proxy.storage import Store, open_store
+from tests.databases import query
 
 NOW = 1_767_225_630.0  # 2026-01-01 00:00:30 UTC
 MINUTE = int(NOW // 60) * 60
@@ -54,10 +54,9 @@ def record(
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[str]:
-    """A database with a known set of requests, sessions, snapshots and memories."""
-    path = str(tmp_path / "vidurai.db")
-    writer = Writer(path, flush_interval=10)
+async def db(database: str) -> AsyncIterator[Store]:
+    """A store on a database with a known set of requests, sessions, snapshots and memories."""
+    writer = open_store(database, flush_interval=10)
     await writer.start()
     writer.upsert_session(SessionRecord("s1", "t1", NOW - 3000, NOW - 100, messages=14))
     writer.upsert_session(SessionRecord("s2", "t1", NOW - 2000, NOW - 50, messages=3))
@@ -129,11 +128,13 @@ async def db(tmp_path: Path) -> AsyncIterator[str]:
         ]
     )
     await writer.close()
-    yield path
+    reads = open_store(database)
+    yield reads
+    await reads.close()
 
 
-async def test_metrics_json_totals(db: str) -> None:
-    result = await metrics_json(db, now=NOW)
+async def test_metrics_json_totals(db: Store) -> None:
+    result = await db.metrics_json(now=NOW)
     assert set(result) == {
         "generated_at",
         "totals",
@@ -166,11 +167,11 @@ async def test_metrics_json_totals(db: str) -> None:
         "sessions": 3,
         "active_sessions": 2,
     }
-    assert await totals(db) == t
+    assert await db.totals() == t
 
 
-async def test_metrics_json_groups(db: str) -> None:
-    result = await metrics_json(db, now=NOW)
+async def test_metrics_json_groups(db: Store) -> None:
+    result = await db.metrics_json(now=NOW)
     providers = {p["provider"]: p for p in result["by_provider"]}
     assert [p["provider"] for p in result["by_provider"]] == ["anthropic", "openai"]
     assert providers["anthropic"]["requests"] == 3
@@ -185,8 +186,8 @@ async def test_metrics_json_groups(db: str) -> None:
     assert all(set(m) == AGG_KEYS | {"provider", "model"} for m in result["by_model"])
 
 
-async def test_metrics_json_sessions_and_recent_requests(db: str) -> None:
-    result = await metrics_json(db, now=NOW)
+async def test_metrics_json_sessions_and_recent_requests(db: Store) -> None:
+    result = await db.metrics_json(now=NOW)
     top = result["top_sessions"]
     assert [s["id"] for s in top][:1] == ["s1"]
     assert top[0]["tokens_saved"] == 4000 and top[0]["requests"] == 2
@@ -198,8 +199,8 @@ async def test_metrics_json_sessions_and_recent_requests(db: str) -> None:
     assert recent[1]["cost_usd"] is None
 
 
-async def test_per_minute_is_sixty_zero_filled_minutes(db: str) -> None:
-    series = (await metrics_json(db, now=NOW))["per_minute"]
+async def test_per_minute_is_sixty_zero_filled_minutes(db: Store) -> None:
+    series = (await db.metrics_json(now=NOW))["per_minute"]
     assert len(series) == 60
     assert [p["minute"] for p in series] == list(range(MINUTE - 59 * 60, MINUTE + 60, 60))
     assert all(set(p) == AGG_KEYS | {"minute"} for p in series)
@@ -210,65 +211,54 @@ async def test_per_minute_is_sixty_zero_filled_minutes(db: str) -> None:
     assert series[0] == {**series[0], "requests": 0, "cost_usd": 0.0, "avg_duration_ms": None}
 
 
-async def test_metrics_json_of_an_empty_database(tmp_path: Path) -> None:
-    path = str(tmp_path / "empty.db")
-    writer = Writer(path, flush_interval=1)
+async def test_metrics_json_of_an_empty_database(database: str) -> None:
+    writer = open_store(database, flush_interval=1)
     await writer.start()
-    result = await metrics_json(path, now=NOW)
+    result = await writer.metrics_json(now=NOW)
     await writer.close()
     assert result["totals"]["requests"] == 0 and result["totals"]["savings_pct"] == 0.0
     assert result["by_provider"] == result["top_sessions"] == result["recent_requests"] == []
     assert len(result["per_minute"]) == 60
 
 
-async def test_recent_requests_are_capped_at_fifty(tmp_path: Path) -> None:
-    path = str(tmp_path / "many.db")
-    writer = Writer(path, flush_interval=10)
+async def test_recent_requests_are_capped_at_fifty(database: str) -> None:
+    writer = open_store(database, flush_interval=10)
     await writer.start()
     for i in range(55):
         writer.add_request(record(f"r{i:02d}", NOW - 100 + i, "openai", "gpt-4o", None))
     await writer.close()
-    recent = (await metrics_json(path, now=NOW))["recent_requests"]
+    recent = (await writer.metrics_json(now=NOW))["recent_requests"]
     assert len(recent) == 50 and recent[0]["id"] == "r54" and recent[-1]["id"] == "r05"
 
 
-async def test_active_sessions_come_with_their_latest_snapshot(db: str) -> None:
-    active = await active_sessions(db)
+async def test_active_sessions_come_with_their_latest_snapshot(db: Store) -> None:
+    active = await db.active_sessions()
     assert [(a.session.id, a.state, a.snapshot_at) for a in active] == [
         ("s1", '{"v": 2}', NOW - 100),
         ("s2", None, None),
     ]
     assert active[0].session == SessionRecord("s1", "t1", NOW - 3000, NOW - 100, messages=14)
-    assert [a.session.id for a in await active_sessions(db, since=NOW - 60)] == ["s2"]
+    assert [a.session.id for a in await db.active_sessions(since=NOW - 60)] == ["s2"]
 
 
-async def test_session_memories_in_conversation_order(db: str) -> None:
-    memories = await session_memories(db, "s1")
+async def test_session_memories_in_conversation_order(db: Store) -> None:
+    memories = await db.session_memories("s1")
     assert [(m.position, m.kind, m.content) for m in memories] == [
         (0, "digest", "first"),
         (3, "turn", "later"),
     ]
-    assert await session_memories(db, "nobody") == []
+    assert await db.session_memories("nobody") == []
 
 
-def query(path: str, sql: str) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in conn.execute(sql)]
-    finally:
-        conn.close()
-
-
-async def test_savings_views(db: str) -> None:
-    days = query(db, "SELECT * FROM savings_by_day")
+async def test_savings_views(db: Store, database: str) -> None:
+    days = query(database, "SELECT * FROM savings_by_day")
     # UTC days: NOW is 30 s into 2026, so the two OpenAI calls fall on the new day.
     assert [(d["day"], d["requests"]) for d in days] == [("2025-12-31", 3), ("2026-01-01", 2)]
     assert days[0]["tokens_saved"] == 4000 and days[0]["savings_pct"] == 33.33
     assert days[0]["cost_usd"] == 0.01306 and days[0]["unpriced"] == 0
     assert days[1]["unpriced"] == 1 and days[1]["savings_pct"] == 0.0
 
-    models = query(db, "SELECT * FROM savings_by_model")
+    models = query(database, "SELECT * FROM savings_by_model")
     assert models[0]["model"] == "claude-sonnet-4-5" and models[0]["savings_pct"] == 33.33
     assert {m["model"]: m["requests"] for m in models} == {
         "claude-sonnet-4-5": 2,
@@ -277,7 +267,7 @@ async def test_savings_views(db: str) -> None:
         "mystery-model": 1,
     }
 
-    sessions = {s["session_id"]: s for s in query(db, "SELECT * FROM savings_by_session")}
+    sessions = {s["session_id"]: s for s in query(database, "SELECT * FROM savings_by_session")}
     assert set(sessions) == {"s1", "s2", "old"}
     assert sessions["s1"]["started"] == "2025-12-31 23:10:30"
     assert sessions["s1"]["tokens_saved"] == 4000 and sessions["s1"]["expired"] is None

@@ -1,4 +1,7 @@
-"""The single writer: batching, flush on close, visibility, session totals, bad rows, crashes."""
+"""The single writer: batching, flush on close, visibility, session totals, bad rows, crashes.
+
+What every engine must do runs on both (the `database` fixture: SQLite, then PostgreSQL); what only
+a file can suffer (locks, deletion, a killed process) runs on SQLite."""
 
 from __future__ import annotations
 
@@ -16,8 +19,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from proxy.records import MemoryRow, RequestRecord, SessionRecord, Usage
-from proxy.storage import Writer
-from proxy.storage.statements import SNAPSHOTS_KEPT
+from proxy.storage import Store, open_store
+from proxy.storage.rows import SNAPSHOTS_KEPT
+from proxy.storage.sqlite import SqliteStore
+from tests.databases import query
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,15 +62,28 @@ async def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def writer(db: Path) -> AsyncIterator[Writer]:
-    w = Writer(str(db), flush_interval=0.05)
+async def writer(db: Path) -> AsyncIterator[SqliteStore]:
+    w = SqliteStore(str(db), flush_interval=0.05)
     await w.start()
     yield w
     await w.close()
 
 
+@pytest.fixture
+async def store(database: str) -> AsyncIterator[Store]:
+    """A started store on each engine in turn."""
+    w = open_store(database, flush_interval=0.05)
+    await w.start()
+    yield w
+    await w.close()
+
+
+def count(database: str, sql: str) -> int:
+    return int(query(database, sql)[0]["n"])
+
+
 async def test_rows_are_batched_and_flushed_on_close(db: Path) -> None:
-    w = Writer(str(db), flush_interval=30)
+    w = SqliteStore(str(db), flush_interval=30)
     await w.start()
     for i in range(5):
         w.add_request(request(f"r{i}"))
@@ -77,7 +95,7 @@ async def test_rows_are_batched_and_flushed_on_close(db: Path) -> None:
     assert w.rows_written == 5
 
 
-async def test_a_second_connection_sees_rows_within_the_flush_interval(db: Path, writer: Writer) -> None:
+async def test_a_second_connection_sees_rows_within_the_flush_interval(db: Path, writer: SqliteStore) -> None:
     writer.add_request(request("r1"))
     started = time.monotonic()
     while not rows(db, "SELECT id FROM requests"):
@@ -87,7 +105,7 @@ async def test_a_second_connection_sees_rows_within_the_flush_interval(db: Path,
 
 
 async def test_rows_are_committed_while_the_event_loop_is_blocked(db: Path) -> None:
-    w = Writer(str(db), flush_interval=0.1)
+    w = SqliteStore(str(db), flush_interval=0.1)
     await w.start()
     for i in range(200):
         w.add_request(request(f"r{i}"))
@@ -99,7 +117,7 @@ async def test_rows_are_committed_while_the_event_loop_is_blocked(db: Path) -> N
     await w.close()
 
 
-async def test_request_columns_round_trip(db: Path, writer: Writer) -> None:
+async def test_request_columns_round_trip(database: str, store: Store) -> None:
     record = request(
         "r1",
         usage=Usage(input_tokens=10, output_tokens=5, cache_read_tokens=300, cache_write_tokens=40),
@@ -117,10 +135,10 @@ async def test_request_columns_round_trip(db: Path, writer: Writer) -> None:
         error=None,
         tags={"user": "alice", "team": "payments"},
     )
-    writer.add_request(record)
-    await writer.flush()
-    (row,) = rows(db, "SELECT * FROM requests")
-    assert dict(row) == {
+    store.add_request(record)
+    await store.flush()
+    (row,) = query(database, "SELECT * FROM requests")
+    assert row == {
         "id": "r1",
         "created_at": 1000.0,
         "session_id": "s1",
@@ -151,14 +169,14 @@ async def test_request_columns_round_trip(db: Path, writer: Writer) -> None:
     }
 
 
-async def test_session_totals_follow_its_requests(db: Path, writer: Writer) -> None:
-    writer.upsert_session(
+async def test_session_totals_follow_its_requests(database: str, store: Store) -> None:
+    store.upsert_session(
         SessionRecord(id="s1", tenant="t1", created_at=900.0, last_seen_at=900.0, messages=2)
     )
-    writer.add_request(
+    store.add_request(
         request("r1", at=1000.0, tokens_original_est=1000, tokens_saved=0, cost_usd=0.10, cost_saved_usd=0.0)
     )
-    writer.add_request(
+    store.add_request(
         request(
             "r2",
             at=1010.0,
@@ -169,16 +187,16 @@ async def test_session_totals_follow_its_requests(db: Path, writer: Writer) -> N
             cost_saved_usd=0.006,
         )
     )
-    writer.add_request(
+    store.add_request(
         request("r3", at=1020.0, usage=Usage(), error="upstream timeout", status=504)
     )  # no usage, unpriced
-    writer.add_request(request("r2", at=1010.0, cost_usd=9.0))  # a duplicate id is not counted
-    writer.upsert_session(
+    store.add_request(request("r2", at=1010.0, cost_usd=9.0))  # a duplicate id is not counted
+    store.upsert_session(
         SessionRecord(id="s1", tenant="t1", created_at=900.0, last_seen_at=1020.0, messages=6, label="ci-42")
     )
-    await writer.flush()
-    (session,) = rows(db, "SELECT * FROM sessions")
-    assert dict(session) == {
+    await store.flush()
+    (session,) = query(database, "SELECT * FROM sessions")
+    assert session == {
         "id": "s1",
         "tenant": "t1",
         "created_at": 900.0,
@@ -196,35 +214,35 @@ async def test_session_totals_follow_its_requests(db: Path, writer: Writer) -> N
         "cost_saved_usd": pytest.approx(0.006),
         "label": "ci-42",
     }
-    assert rows(db, "SELECT COUNT(*) FROM requests")[0][0] == 3
+    assert count(database, "SELECT COUNT(*) AS n FROM requests") == 3
 
-    writer.upsert_session(
+    store.upsert_session(
         SessionRecord(
             id="s1", tenant="t1", created_at=900.0, last_seen_at=1020.0, messages=6, expired_at=5000.0
         )
     )
-    await writer.flush()
-    assert rows(db, "SELECT expired_at FROM sessions")[0][0] == 5000.0
+    await store.flush()
+    assert query(database, "SELECT expired_at FROM sessions") == [{"expired_at": 5000.0}]
 
 
 async def test_a_request_before_its_session_creates_it_and_unpriced_cost_stays_null(
-    db: Path, writer: Writer
+    database: str, store: Store
 ) -> None:
-    writer.add_request(request("r1", session="s2", at=1000.0, cost_usd=None))
-    writer.add_request(request("r2", session=None, at=1001.0))  # no session: no session row
-    await writer.flush()
-    (session,) = rows(db, "SELECT * FROM sessions")
+    store.add_request(request("r1", session="s2", at=1000.0, cost_usd=None))
+    store.add_request(request("r2", session=None, at=1001.0))  # no session: no session row
+    await store.flush()
+    (session,) = query(database, "SELECT * FROM sessions")
     assert (session["id"], session["tenant"], session["requests"]) == ("s2", "t1", 1)
     assert session["cost_usd"] is None  # unknown cost is not 0
-    writer.upsert_session(
+    store.upsert_session(
         SessionRecord(id="s2", tenant="t1", created_at=990.0, last_seen_at=1000.0, messages=12)
     )
-    await writer.flush()
-    (session,) = rows(db, "SELECT * FROM sessions")
+    await store.flush()
+    (session,) = query(database, "SELECT * FROM sessions")
     assert (session["created_at"], session["last_seen_at"], session["messages"]) == (990.0, 1000.0, 12)
 
 
-async def test_memories_are_stored_once(db: Path, writer: Writer) -> None:
+async def test_memories_are_stored_once(database: str, store: Store) -> None:
     turn = MemoryRow(
         session_id="s1",
         position=0,
@@ -245,52 +263,60 @@ async def test_memories_are_stored_once(db: Path, writer: Writer) -> None:
         content_sha="a" * 64,
         created_at=1001.0,
     )
-    writer.add_memories([turn, later])
-    writer.add_memories([turn])  # re-sent turn
-    await writer.flush()
-    assert [r["position"] for r in rows(db, "SELECT position FROM memories ORDER BY position")] == [0, 4]
+    store.add_memories([turn, later])
+    store.add_memories([turn])  # re-sent turn
+    await store.flush()
+    assert [r["position"] for r in query(database, "SELECT position FROM memories ORDER BY position")] == [
+        0,
+        4,
+    ]
 
 
-async def test_snapshots_keep_the_latest_few(db: Path, writer: Writer) -> None:
+async def test_snapshots_keep_the_latest_few(database: str, store: Store) -> None:
     for i in range(SNAPSHOTS_KEPT + 3):
-        writer.add_snapshot("s1", f'{{"n": {i}}}', at=1000.0 + i)
-    writer.add_snapshot("s2", '{"other": true}', at=1000.0)
-    await writer.flush()
-    states = [r["state"] for r in rows(db, "SELECT state FROM snapshots WHERE session_id = 's1' ORDER BY id")]
+        store.add_snapshot("s1", f'{{"n": {i}}}', at=1000.0 + i)
+    store.add_snapshot("s2", '{"other": true}', at=1000.0)
+    await store.flush()
+    states = [
+        r["state"] for r in query(database, "SELECT state FROM snapshots WHERE session_id = 's1' ORDER BY id")
+    ]
     assert states == [f'{{"n": {i}}}' for i in range(3, SNAPSHOTS_KEPT + 3)]
-    assert rows(db, "SELECT COUNT(*) FROM snapshots WHERE session_id = 's2'")[0][0] == 1
+    assert count(database, "SELECT COUNT(*) AS n FROM snapshots WHERE session_id = 's2'") == 1
 
 
-async def test_audit_rows_store_json_detail(db: Path, writer: Writer) -> None:
-    writer.add_audit(
+async def test_audit_rows_store_json_detail(database: str, store: Store) -> None:
+    store.add_audit(
         "s1", "compressed", {"messages_folded": 20, "tokens_before": 9000, "path": Path("x")}, at=1000.0
     )
-    writer.add_audit(None, "startup", {}, at=999.0)
-    await writer.flush()
-    got = [tuple(r) for r in rows(db, "SELECT session_id, event, detail FROM audit ORDER BY created_at")]
+    store.add_audit(None, "startup", {}, at=999.0)
+    await store.flush()
+    got = [
+        tuple(r.values())
+        for r in query(database, "SELECT session_id, event, detail FROM audit ORDER BY created_at")
+    ]
     assert got == [
         (None, "startup", "{}"),
         ("s1", "compressed", '{"messages_folded": 20, "path": "x", "tokens_before": 9000}'),
     ]
 
 
-async def test_a_bad_row_is_logged_and_the_others_are_kept(db: Path, writer: Writer) -> None:
-    writer.add_request(request("good-1"))
-    writer.add_request(request(None))  # type: ignore[arg-type]  # id NOT NULL
-    writer.add_request(request("bad-type", model={"not": "a string"}))
-    writer.add_request(request("good-2"))
+async def test_a_bad_row_is_logged_and_the_others_are_kept(database: str, store: Store) -> None:
+    store.add_request(request("good-1"))
+    store.add_request(request(None))  # type: ignore[arg-type]  # id NOT NULL
+    store.add_request(request("bad-type", model={"not": "a string"}))
+    store.add_request(request("good-2"))
     with capture_logs() as logs:
-        await writer.flush()
-    ids = [r["id"] for r in rows(db, "SELECT id FROM requests ORDER BY id")]
+        await store.flush()
+    ids = [r["id"] for r in query(database, "SELECT id FROM requests ORDER BY id")]
     assert ids == ["good-1", "good-2"]
     rejected = [e for e in logs if e["event"] == "storage.row_rejected"]
     assert len(rejected) == 2 and rejected[0]["log_level"] == "error"
-    assert rows(db, "SELECT requests FROM sessions")[0][0] == 2  # rejected rows not counted
-    assert (writer.rows_written, writer.rows_failed) == (2, 2)
+    assert query(database, "SELECT requests FROM sessions") == [{"requests": 2}]  # rejected rows not counted
+    assert (store.health().written, store.health().rejected) == (2, 2)
 
 
 async def test_a_locked_database_keeps_the_rows_logs_once_and_recovers(db: Path) -> None:
-    w = Writer(str(db), flush_interval=30, busy_timeout_ms=50)
+    w = SqliteStore(str(db), flush_interval=30, busy_timeout_ms=50)
     await w.start()
     w.add_request(request("r1"))
     blocker = sqlite3.connect(db, isolation_level=None)
@@ -317,7 +343,7 @@ async def test_a_locked_database_keeps_the_rows_logs_once_and_recovers(db: Path)
 
 
 async def test_past_the_queue_limit_the_oldest_rows_are_dropped_and_counted(db: Path) -> None:
-    w = Writer(str(db), flush_interval=30, busy_timeout_ms=50, max_queued=3)
+    w = SqliteStore(str(db), flush_interval=30, busy_timeout_ms=50, max_queued=3)
     await w.start()
     blocker = sqlite3.connect(db, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
@@ -337,7 +363,7 @@ async def test_past_the_queue_limit_the_oldest_rows_are_dropped_and_counted(db: 
 
 
 async def test_a_stop_waits_shutdown_timeout_then_counts_the_rows_not_written(db: Path) -> None:
-    w = Writer(str(db), flush_interval=30, busy_timeout_ms=50, shutdown_timeout=0.5)
+    w = SqliteStore(str(db), flush_interval=30, busy_timeout_ms=50, shutdown_timeout=0.5)
     await w.start()
     blocker = sqlite3.connect(db, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
@@ -361,7 +387,7 @@ async def test_a_deleted_database_directory_is_noticed_and_a_new_one_is_written(
     directory = tmp_path / "data"
     directory.mkdir()
     db = directory / "vidurai.db"
-    w = Writer(str(db), flush_interval=30)
+    w = SqliteStore(str(db), flush_interval=30)
     await w.start()
     w.add_request(request("before"))
     assert await w.flush() is True
@@ -380,7 +406,7 @@ async def test_a_deleted_database_directory_is_noticed_and_a_new_one_is_written(
 
 
 async def test_enqueue_after_close_is_dropped_with_a_warning(db: Path) -> None:
-    w = Writer(str(db), flush_interval=0.05)
+    w = SqliteStore(str(db), flush_interval=0.05)
     await w.start()
     await w.close()
     with capture_logs() as logs:
@@ -392,10 +418,10 @@ async def test_enqueue_after_close_is_dropped_with_a_warning(db: Path) -> None:
 CRASH_SCRIPT = """
 import asyncio, sys, time
 from proxy.records import RequestRecord
-from proxy.storage import Writer
+from proxy.storage.sqlite import SqliteStore
 
 async def main():
-    w = Writer(sys.argv[1], flush_interval=float(sys.argv[2]))
+    w = SqliteStore(sys.argv[1], flush_interval=float(sys.argv[2]))
     await w.start()
     print("ready", file=sys.stderr, flush=True)
     i = 0

@@ -14,8 +14,7 @@ import structlog
 from rich.console import Console
 
 from proxy.records import RequestRecord, SessionRecord, Usage
-from proxy.storage import reader
-from proxy.storage.writer import Writer
+from proxy.storage import open_store
 from proxy.ui.terminal import TerminalUI, WarningBuffer, should_show
 
 TENANT_A = "a1b2c3d4e5f60718"
@@ -117,9 +116,9 @@ def known_records(now: float) -> tuple[list[SessionRecord], list[RequestRecord]]
     return sessions, requests
 
 
-async def write_db(path: Path, sessions: list[SessionRecord], requests: list[RequestRecord]) -> str:
-    """The records written through the production writer into a fresh database."""
-    writer = Writer(str(path), flush_interval=0.05)
+async def write_db(path: Path | str, sessions: list[SessionRecord], requests: list[RequestRecord]) -> str:
+    """The records written through the production store into a fresh database (a file or a URL)."""
+    writer = open_store(str(path), flush_interval=0.05)
     await writer.start()
     for session in sessions:
         writer.upsert_session(session)
@@ -133,7 +132,7 @@ async def write_db(path: Path, sessions: list[SessionRecord], requests: list[Req
 async def known_metrics(tmp_path: Path) -> dict[str, Any]:
     now = time.time()
     db = await write_db(tmp_path / "ui.db", *known_records(now))
-    return await reader.metrics_json(db, now=now)
+    return await open_store(db).metrics_json(now=now)
 
 
 def headless(width: int = 120, height: int = 40) -> Console:
@@ -144,7 +143,7 @@ def screen_text(
     metrics: dict[str, Any], width: int = 120, height: int = 40, warnings: WarningBuffer | None = None
 ) -> str:
     console = headless(width, height)
-    ui = TerminalUI("ui.db", console=console, warnings=warnings, url="http://127.0.0.1:8080")
+    ui = TerminalUI(open_store("ui.db"), console=console, warnings=warnings, url="http://127.0.0.1:8080")
     console.print(ui.render(metrics))
     return console.export_text()
 
@@ -218,10 +217,29 @@ def test_empty_database_and_small_terminal(tmp_path: Path, known_metrics: dict[s
 
 async def test_unreadable_database_is_reported_in_the_header(tmp_path: Path) -> None:
     console = headless()
-    ui = TerminalUI(str(tmp_path / "missing.db"), console=console)
+    ui = TerminalUI(open_store(str(tmp_path / "missing.db")), console=console)
     assert await ui.fetch() == {}
     console.print(ui.render({}))
     assert "database unreadable: OperationalError" in console.export_text()
+
+
+async def test_a_postgresql_store_is_drawn_the_same_and_named_without_its_password(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    now = time.time()
+    sessions, requests = known_records(now)
+    sqlite_ui = TerminalUI(
+        open_store(await write_db(tmp_path / "ui.db", sessions, requests)), console=headless()
+    )
+    await write_db(postgres_url, sessions, requests)
+    with_password = postgres_url.replace("postgres@", "postgres:hunter2@")  # trust auth ignores it
+    postgres_ui = TerminalUI(open_store(with_password), console=headless())
+    metrics = await postgres_ui.fetch()
+    assert metrics["totals"] == (await sqlite_ui.fetch())["totals"]
+    postgres_ui.console.print(postgres_ui.render(metrics))
+    screen = postgres_ui.console.export_text()
+    assert "74,000" in screen and "hunter2" not in screen and "postgres:***@" in screen
+    await postgres_ui.store.close()
 
 
 async def test_run_redraws_until_stopped(tmp_path: Path) -> None:
@@ -229,7 +247,7 @@ async def test_run_redraws_until_stopped(tmp_path: Path) -> None:
     db = await write_db(tmp_path / "ui.db", *known_records(now))
     out = io.StringIO()
     console = Console(file=out, width=120, height=40, force_terminal=True, color_system="truecolor")
-    ui = TerminalUI(db, console=console, refresh_s=0.05)
+    ui = TerminalUI(open_store(db), console=console, refresh_s=0.05)
     stop = asyncio.Event()
     task = asyncio.create_task(ui.run(stop))
     await asyncio.sleep(0.3)

@@ -34,6 +34,7 @@ class Plan:
     verbatim: int  # first message of the verbatim window
     cut_tools: bool  # whether messages[folded_end:verbatim] have their large tool results cut
     partial: bool = False  # the last folded chunk is the part of one reached so far
+    complete: tuple[int, ...] = ()  # the boundaries of every whole chunk before the fold limit
 
     @property
     def folded_end(self) -> int:
@@ -172,11 +173,11 @@ def plan(
     if prices == UNCACHED:
         end = points[-1] if points else start
         if end == starts[-1]:
-            return Plan(start, tuple(starts), verbatim, True)
-        return Plan(start, (*starts, end), verbatim, True, partial=True)
+            return Plan(start, tuple(starts), verbatim, True, complete=tuple(starts))
+        return Plan(start, (*starts, end), verbatim, True, partial=True, complete=tuple(starts))
 
     def chunk_digest(k: int) -> int:
         return digest_tokens(starts[k], starts[k + 1])
 
     reach = frontier(prices, history, starts, chunk_digest, limits.replaying())
-    return Plan(start, tuple(starts[: reach + 1]), verbatim, False)
+    return Plan(start, tuple(starts[: reach + 1]), verbatim, False, complete=tuple(starts))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -13,7 +14,7 @@ from ..tokens import estimate_request, request_tokens
 from .chunks import plan, request_ends
 from .content import query_text
 from .digest import is_header
-from .memory import Chunk, SessionMemory
+from .memory import Chunk, SessionMemory, chunk_key
 from .policy import UNCACHED, CachePrices, History
 from .recall import Candidate, render, select
 from .structure import (
@@ -27,6 +28,7 @@ from .structure import (
     role,
     thinking_blocks,
 )
+from .summaries import EXTRACTIVE, MODEL, MODEL_DIGEST_INTRO, SummaryBook, SummaryJob, fold_key, summary_lines
 from .toolcut import cut_tool_results
 
 log = structlog.get_logger(__name__)
@@ -57,6 +59,8 @@ class CompressionResult:
     messages_forwarded: int
     messages_folded: int
     reason: str
+    summarizers: tuple[str, ...] = ()  # who wrote each folded chunk's digest: "extractive" or "model"
+    to_summarize: tuple[SummaryJob, ...] = ()  # whole chunks for the summarizer (summarizer = model)
 
 
 def _estimate(body: Mapping[str, Any]) -> tuple[list[int], int]:
@@ -73,6 +77,7 @@ def compress(
     settings: CompressionConfig,
     warm_read_ratio: float | None = None,
     prices: CachePrices = UNCACHED,
+    summaries: SummaryBook | None = None,
 ) -> CompressionResult:
     """Fold old turns of a long conversation; never raises and never changes `body`.
 
@@ -81,7 +86,7 @@ def compress(
     `warm_read_ratio`: the cache-read price over the input price when the provider likely still
     caches this conversation (see proxy.prompt_cache), else None. `prices`: what the provider's
     prompt cache charges for this request (UNCACHED when it caches nothing), which decides when a
-    fold pays.
+    fold pays. `summaries`: where model-written digests are kept, with summarizer = model (else None).
     """
     per_message, fixed = _estimate(body)
     original = sum(per_message) + fixed
@@ -90,19 +95,22 @@ def compress(
         messages = body.get("messages")
         count = len(messages) if isinstance(messages, list) else 0
         tokens = (per_message, fixed)
-        return _compress(provider, body, memory, settings, tokens, prices, warm_read_ratio)
+        book = summaries if settings.summarizer == MODEL else None
+        return _compress(provider, body, memory, settings, tokens, prices, warm_read_ratio, book)
     except Exception as exc:
         log.warning("compression failed open", provider=provider, error=type(exc).__name__)
         reason = f"failed_open:{type(exc).__name__}"
         return CompressionResult(None, original, original, count, count, 0, reason)
 
 
-def _unchanged(original: int, count: int, reason: str) -> CompressionResult:
+def _unchanged(
+    original: int, count: int, reason: str, jobs: tuple[SummaryJob, ...] = ()
+) -> CompressionResult:
     if reason.startswith("invalid"):  # our rewrite broke a rule of the provider's: a bug to look at
         log.warning("compression skipped", reason=reason)
     else:  # too small, not worth it, or the client's own choice: normal operation
         log.debug("compression skipped", reason=reason)
-    return CompressionResult(None, original, original, count, count, 0, reason)
+    return CompressionResult(None, original, original, count, count, 0, reason, to_summarize=jobs)
 
 
 def _manages_own_context(body: Mapping[str, Any], messages: list[Any]) -> bool:
@@ -122,6 +130,7 @@ def _compress(
     tokens: tuple[list[int], int],  # each message's estimate, and the system prompt's and tools'
     prices: CachePrices,
     warm_read_ratio: float | None,
+    book: SummaryBook | None,
 ) -> CompressionResult:
     per_message, fixed = tokens
     original = sum(per_message) + fixed
@@ -153,12 +162,18 @@ def _compress(
         memory.chunk(provider, messages[a:b], a, remember_digest=not (cut.partial and b == cut.folded_end))
         for a, b in cut.chunks
     ]
+    intro, writers = DIGEST_INTRO, tuple(EXTRACTIVE for _ in chunks)
+    jobs: tuple[SummaryJob, ...] = ()
+    if book is not None:
+        intro = MODEL_DIGEST_INTRO
+        jobs = _summary_jobs(provider, messages, memory, cut.complete, chunks)
+        chunks, writers = _summarized(memory, book, chunks, cut.partial, cached=prices != UNCACHED)
     folded_end = cut.folded_end
     out: list[Any] = list(messages[: cut.start])
     if chunks:
         if provider == "openai":  # instructions given mid-conversation are kept, not summarised
             out.extend(m for m in messages[cut.start : folded_end] if role(m) in INSTRUCTION_ROLES)
-        _add_digests(provider, out, chunks, messages[cut.start : folded_end], messages[folded_end:])
+        _add_digests(provider, out, intro, chunks, messages[cut.start : folded_end], messages[folded_end:])
     if cut.cut_tools:
         out.extend(
             cut_tool_results(provider, m, settings.tool_result_max_tokens)
@@ -168,19 +183,55 @@ def _compress(
         out.extend(messages[folded_end : cut.verbatim])
     out.extend(messages[cut.verbatim :])
     if not chunks and all(a is b for a, b in zip(out, messages, strict=True)):
-        return _unchanged(original, count, "no_fold_pays")
+        return _unchanged(original, count, "no_fold_pays", jobs)
     budget = recall_budget(settings, sum(c.tokens for c in chunks), warm_read_ratio)
     if chunks and budget > 0:
         out[-1] = _with_recall(provider, out[-1], memory, chunks, budget)
     forwarded = {**body, "messages": out}
     why = _check(provider, messages, out)
     if why:
-        return _unchanged(original, count, f"invalid:{why}")
+        return _unchanged(original, count, f"invalid:{why}", jobs)
     estimate = estimate_request(forwarded)
     if estimate >= original:
-        return _unchanged(original, count, "not_smaller")
+        return _unchanged(original, count, "not_smaller", jobs)
     folded = folded_end - cut.start
-    return CompressionResult(forwarded, original, estimate, count, len(out), folded, "compressed")
+    return CompressionResult(
+        forwarded, original, estimate, count, len(out), folded, "compressed", writers, jobs
+    )
+
+
+def _summary_jobs(
+    provider: Provider,
+    messages: list[Any],
+    memory: SessionMemory,
+    complete: tuple[int, ...],
+    folded: list[Chunk],
+) -> tuple[SummaryJob, ...]:
+    """The whole chunks before the fold limit, folded or not yet, that still want a summary: asked for
+    ahead of their fold, so the fold that first takes them can mostly use it."""
+    known = {(c.start, c.end): c.key for c in folded}
+    spans = {
+        known.get((a, b)) or chunk_key(provider, messages[a:b], a): (a, b)
+        for a, b in itertools.pairwise(complete)
+    }
+    return tuple(
+        SummaryJob(key, provider, summary_lines(provider, messages[spans[key][0] : spans[key][1]]))
+        for key in memory.to_summarize(list(spans))
+    )
+
+
+def _summarized(
+    memory: SessionMemory, book: SummaryBook, chunks: list[Chunk], partial: bool, cached: bool
+) -> tuple[list[Chunk], tuple[str, ...]]:
+    """The folded chunks, those whose digest is their summary carrying it (compression/summaries.py):
+    with a prompt cache as this fold was first decided, without one every summary stored; and who
+    wrote each digest."""
+    whole = chunks[:-1] if partial else chunks  # the part of a chunk reached so far has none
+    keys = [c.key for c in whole]
+    chosen = (memory.fold_summarized(keys, book, fold_key(keys)) if cached else keys) if keys else []
+    texts = memory.summaries(chosen, book) if chosen else {}
+    used = [attrs.evolve(c, digest=texts[c.key]) if c.key in texts else c for c in chunks]
+    return used, tuple(MODEL if c.key in texts else EXTRACTIVE for c in chunks)
 
 
 def recall_budget(settings: CompressionConfig, folded_tokens: int, warm_read_ratio: float | None) -> int:
@@ -198,7 +249,7 @@ def recall_budget(settings: CompressionConfig, folded_tokens: int, warm_read_rat
 
 
 def _add_digests(
-    provider: Provider, out: list[Any], chunks: list[Chunk], folded: list[Any], kept: list[Any]
+    provider: Provider, out: list[Any], intro: str, chunks: list[Chunk], folded: list[Any], kept: list[Any]
 ) -> None:
     """The digests of the folded chunks after the task: a fixed intro, then one digest per chunk.
 
@@ -206,9 +257,9 @@ def _add_digests(
     before an assistant message); elsewhere they are a user message of their own.
     """
     if provider == "openai":
-        out.append({"role": "user", "content": "\n\n".join([DIGEST_INTRO, *(c.digest for c in chunks)])})
+        out.append({"role": "user", "content": "\n\n".join([intro, *(c.digest for c in chunks)])})
         return
-    content: list[dict[str, Any]] = [{"type": "text", "text": DIGEST_INTRO}]
+    content: list[dict[str, Any]] = [{"type": "text", "text": intro}]
     content.extend({"type": "text", "text": c.digest} for c in chunks)
     removed = cache_markers(folded)
     if removed:

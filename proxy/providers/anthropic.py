@@ -10,7 +10,7 @@ from typing import Any
 from multidict import CIMultiDict
 
 from ..records import Usage
-from .base import Provider, UsageObserver, token_field
+from .base import SUMMARY_MAX_TOKENS, SUMMARY_TEMPERATURE, Provider, UsageObserver, token_field
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -58,6 +58,23 @@ class Anthropic(Provider):
 
     def read_usage(self, payload: dict[str, Any], usage: Usage) -> None:
         _merge(payload.get("usage"), usage)
+
+    def summary_call(self, model: str, system: str, text: str) -> tuple[str, dict[str, Any]]:
+        body = {
+            "model": model,
+            "max_tokens": SUMMARY_MAX_TOKENS,
+            "temperature": SUMMARY_TEMPERATURE,
+            "system": system,
+            "messages": [{"role": "user", "content": text}],
+        }
+        return "/v1/messages", body
+
+    def answer_text(self, payload: dict[str, Any]) -> str | None:
+        content = payload.get("content")
+        if not isinstance(content, list):
+            return None
+        texts = [b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str)]
+        return "".join(texts) or None
 
     def prompt_cache_seconds(self, body: dict[str, Any]) -> float | None:
         """Claude caches only up to a `cache_control` marker: 5 minutes, or an hour with `"ttl": "1h"`."""

@@ -141,6 +141,14 @@ class Provider(abc.ABC):
         return False
 
     @abc.abstractmethod
+    def summary_call(self, model: str, system: str, text: str) -> tuple[str, dict[str, Any]]:
+        """The path and body of the proxy's own summary request (compression/summaries.py)."""
+
+    @abc.abstractmethod
+    def answer_text(self, payload: dict[str, Any]) -> str | None:
+        """The text of a non-streamed answer, None when it has none."""
+
+    @abc.abstractmethod
     def prompt_cache_seconds(self, body: dict[str, Any]) -> float | None:
         """How long the provider keeps this request's prompt prefix cached; None if it caches nothing."""
 
@@ -164,6 +172,12 @@ class Provider(abc.ABC):
             None,
         )
         return {"system": body.get("system"), "first_user": first_user}
+
+
+# A summary call's answer is capped at this (as vidurai's own LLMClient caps it), at its sampling
+# temperature: a chunk of 20 messages in 3-5 sentences.
+SUMMARY_MAX_TOKENS = 500
+SUMMARY_TEMPERATURE = 0.3
 
 
 def token_field(container: Any, key: str) -> int | None:

@@ -9,7 +9,14 @@ from multidict import CIMultiDict
 
 from ..records import Usage
 from ..sse import SSEEvent, decode_event, whole_events
-from .base import Provider, SSEUsageObserver, UsageObserver, token_field
+from .base import (
+    SUMMARY_MAX_TOKENS,
+    SUMMARY_TEMPERATURE,
+    Provider,
+    SSEUsageObserver,
+    UsageObserver,
+    token_field,
+)
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -37,6 +44,23 @@ class OpenAI(Provider):
             path = path[3:]
         url = self.base_url + path
         return f"{url}?{query_string}" if query_string else url
+
+    def summary_call(self, model: str, system: str, text: str) -> tuple[str, dict[str, Any]]:
+        body = {
+            "model": model,
+            "max_tokens": SUMMARY_MAX_TOKENS,
+            "temperature": SUMMARY_TEMPERATURE,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": text}],
+        }
+        return "/v1/chat/completions", body
+
+    def answer_text(self, payload: dict[str, Any]) -> str | None:
+        choices = payload.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return None
+        message = choices[0].get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        return content if isinstance(content, str) and content else None
 
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         kind = _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")

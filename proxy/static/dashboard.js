@@ -137,6 +137,10 @@ function drawTables(m) {
     ["input_tokens", fmtInt(s.input_tokens), "num"], ["tokens_saved", fmtInt(s.tokens_saved), "num good"],
     ["savings_pct", fmtPct(s.savings_pct), "num good"], ["cost_usd", fmtUsd(s.cost_usd), "num"],
     ["cost_saved_usd", fmtUsd(s.cost_saved_usd), "num good"],
+    // Model-written summaries (summarizer = model): their calls and cost, already in Cost and
+    // taken off Cost saved.
+    ["summary_calls", fmtInt(s.summary_calls || 0), "num"],
+    ["summary_cost_usd", s.summary_calls ? fmtUsd(s.summary_cost_usd) : DASH, "num"],
     ["last_seen_at", fmtAge(s.last_seen_at, m.generated_at), "muted"],
   ], { id: s.id })), "no sessions yet");
   fill("requests", m.recent_requests.slice(0, RECENT_ROWS).map((r) => row([

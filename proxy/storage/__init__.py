@@ -1,17 +1,30 @@
-"""SQLite persistence: migrations, the single writer and the read queries."""
+"""Storage: one store object (proxy/storage/store.py), two engines (sqlite/, postgresql/).
 
-from proxy.storage.migrations import MigrationError, migrate, migrate_path
-from proxy.storage.reader import ActiveSession, active_sessions, metrics_json, session_memories, totals
-from proxy.storage.writer import Writer
+Layout: `store.py` (the Store protocol, open_store), `writer.py` (the queue and its thread, shared by
+the engines), `rows.py` (records to parameter tuples), `rollup.py` (session totals per batch),
+`metrics.py` (the JSON the reads return), `migrations.py` (the numbered files); each engine has
+its `statements.py`, `batches.py`, `reader.py`, `migrations.py` and `store.py`, and the SQL dialect
+stays there.
+
+A new table: a migration with the same number in proxy/migrations/sqlite/ and .../postgresql/, a
+record type in proxy/records.py, its field in rows.Tables and its branch in rows.split, and its
+statement in each engine's statements.py and batches.write; its reads on the Store protocol and in
+each engine's reader.py.
+"""
+
+from proxy.storage.metrics import ActiveSession, Filter, StoredSession
+from proxy.storage.migrations import MigrationError
+from proxy.storage.store import StorageHealth, Store, StoreError, SummaryStore, is_postgresql, open_store
 
 __all__ = [
     "ActiveSession",
+    "Filter",
     "MigrationError",
-    "Writer",
-    "active_sessions",
-    "metrics_json",
-    "migrate",
-    "migrate_path",
-    "session_memories",
-    "totals",
+    "StorageHealth",
+    "Store",
+    "StoreError",
+    "StoredSession",
+    "SummaryStore",
+    "is_postgresql",
+    "open_store",
 ]

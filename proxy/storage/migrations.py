@@ -1,18 +1,16 @@
-"""Schema migrations: numbered SQL files applied in order, each in one transaction with its version."""
+"""Schema migrations: numbered SQL files per engine, applied in order, each in one transaction with
+its version (the engines' modules apply them: proxy/storage/sqlite/migrations.py, .../postgresql/...)."""
 
 from __future__ import annotations
 
 import importlib.resources
 import re
-import sqlite3
 from pathlib import Path
 
 import attrs
-import structlog
-
-log = structlog.get_logger(__name__)
 
 _FILENAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
+ENGINES = ("sqlite", "postgresql")
 
 
 class MigrationError(Exception):
@@ -26,9 +24,11 @@ class Migration:
     sql: str
 
 
-def migrations_dir() -> Path:
-    """`proxy/migrations/`: package data, so a checkout and an installed wheel read the same files."""
-    return Path(str(importlib.resources.files("proxy") / "migrations"))
+def migrations_dir(engine: str = "sqlite") -> Path:
+    """`proxy/migrations/ENGINE/`: package data, so a checkout and an installed wheel read the same files."""
+    if engine not in ENGINES:
+        raise ValueError(f"no migrations for engine {engine!r}")
+    return Path(str(importlib.resources.files("proxy") / "migrations" / engine))
 
 
 def load_migrations(directory: Path | None = None) -> list[Migration]:
@@ -49,49 +49,8 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return migrations
 
 
-def schema_version(conn: sqlite3.Connection) -> int:
-    """The database's `PRAGMA user_version`: the number of the last migration applied."""
-    return int(conn.execute("PRAGMA user_version").fetchone()[0])
-
-
-def migrate(conn: sqlite3.Connection, *, target: int | None = None, directory: Path | None = None) -> int:
-    """Apply the pending migrations up to `target` (default: all) and return the schema version.
-
-    `conn` must be in autocommit mode (isolation_level=None) so that each script controls its
-    own transaction.
-    """
-    migrations = load_migrations(directory)
-    latest = migrations[-1].version
-    target = latest if target is None else target
-    current = schema_version(conn)
-    if current > latest:
-        raise MigrationError(
-            f"database schema version {current} is newer than this proxy knows ({latest}); "
-            "upgrade the proxy or use another [storage] database"
-        )
-    for migration in migrations[current:target]:
-        # BEGIN IMMEDIATE takes the write lock first, so two proxies starting together
-        # serialise here; the loser's CREATE fails and the version check below settles it.
-        script = f"BEGIN IMMEDIATE;\n{migration.sql}\n;\nPRAGMA user_version = {migration.version};\nCOMMIT;"
-        try:
-            conn.executescript(script)
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if schema_version(conn) >= migration.version:
-                continue  # another process applied it meanwhile
-            raise MigrationError(f"{migration.name}: {exc}") from exc
-        log.info("storage.migrated", migration=migration.name, version=migration.version)
-    return schema_version(conn)
-
-
-def migrate_path(path: str) -> int:
-    """Open the database file, switch it to WAL and apply every pending migration."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA busy_timeout = 10000")
-        # WAL lets the dashboards and `sqlite3 vidurai.db` read while the writer commits.
-        conn.execute("PRAGMA journal_mode = WAL")
-        return migrate(conn)
-    finally:
-        conn.close()
+def newer_than_known(current: int, latest: int) -> MigrationError:
+    return MigrationError(
+        f"database schema version {current} is newer than this proxy knows ({latest}); "
+        "upgrade the proxy or use another [storage] database"
+    )

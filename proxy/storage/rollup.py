@@ -1,16 +1,16 @@
 """Sessions' running totals, summed per batch: one upsert per session and batch, not per request.
 
 A coding agent sends tens of requests per conversation; upserting its session row (three indexes)
-once per request cost SQLite more than the request rows themselves. Requests whose id is already
-stored (a batch written twice) are left out, so each is counted once.
+once per request cost SQLite more than the request rows themselves. Each engine leaves out the
+requests whose id is already stored (a batch written twice), so each is counted once; the SQL that
+adds these totals to the session row is the engine's (ADD_TO_SESSION in its statements module).
 """
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
-from proxy.storage.statements import REQUEST_COLUMNS
+from proxy.storage.rows import REQUEST_COLUMNS
 
 _AT = {name: position for position, name in enumerate(REQUEST_COLUMNS)}
 ID, CREATED, SESSION, TENANT, MESSAGES = (
@@ -26,38 +26,13 @@ _SUMS = (
     ("tokens_saved", _AT["tokens_saved"]),
 )
 COST, COST_SAVED = _AT["cost_usd"], _AT["cost_saved_usd"]
-
-# ?5 (messages) is NULL when no request of the batch knew the conversation's length. A request
-# means the session is live: it is no longer expired. NULL costs are skipped, not zeroed.
-ADD_TO_SESSION = f"""
-INSERT INTO sessions (id, tenant, created_at, last_seen_at, messages, requests,
-                      {", ".join(column for column, _ in _SUMS)}, cost_usd, cost_saved_usd)
-VALUES (?1, ?2, ?3, ?4, COALESCE(?5, 0), ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-ON CONFLICT (id) DO UPDATE SET
-    last_seen_at = max(last_seen_at, excluded.last_seen_at),
-    messages     = CASE WHEN ?5 IS NULL THEN messages ELSE excluded.messages END,
-    expired_at   = NULL,
-    requests     = requests + excluded.requests,
-    {", ".join(f"{column} = {column} + excluded.{column}" for column, _ in _SUMS)},
-    cost_usd       = CASE WHEN excluded.cost_usd IS NULL THEN cost_usd
-                          ELSE COALESCE(cost_usd, 0) + excluded.cost_usd END,
-    cost_saved_usd = CASE WHEN excluded.cost_saved_usd IS NULL THEN cost_saved_usd
-                          ELSE COALESCE(cost_saved_usd, 0) + excluded.cost_saved_usd END
-"""
-# SQLite's default limit on parameters per statement is far above this.
-_LOOKUP_CHUNK = 500
+SUMMED = tuple(column for column, _ in _SUMS)
+# Where session_totals() puts the batch's message count in each tuple.
+MESSAGES_AT = 4
 
 
-def new_requests(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """The request rows whose id is neither stored yet nor earlier in the batch."""
-    stored: set[Any] = set()
-    ids = [row[ID] for row in rows]
-    for start in range(0, len(ids), _LOOKUP_CHUNK):
-        chunk = ids[start : start + _LOOKUP_CHUNK]
-        marks = ",".join("?" * len(chunk))
-        stored.update(
-            found for (found,) in conn.execute(f"SELECT id FROM requests WHERE id IN ({marks})", chunk)
-        )
+def unseen(rows: list[tuple[Any, ...]], stored: set[Any]) -> list[tuple[Any, ...]]:
+    """The request rows whose id is neither in `stored` (found in the database) nor earlier in the batch."""
     fresh = []
     for row in rows:
         if row[ID] not in stored:

@@ -1,10 +1,9 @@
-"""The live terminal dashboard: rich redraws the metrics from SQLite about once a second."""
+"""The live terminal dashboard: rich redraws the metrics from the store about once a second."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,7 +14,7 @@ from rich.layout import Layout
 from rich.live import Live
 from rich.text import Text
 
-from proxy.storage import reader
+from proxy.storage import Store
 from proxy.ui import panels
 from proxy.ui.logbuffer import WarningBuffer, WarningLine
 
@@ -44,11 +43,11 @@ def should_show(mode: str, isatty: bool) -> bool:
 
 
 class TerminalUI:
-    """Draws the dashboard from `reader.metrics_json(db_path)` (or `source`) until told to stop."""
+    """Draws the dashboard from `store.metrics_json()` (or `source`) until told to stop."""
 
     def __init__(
         self,
-        db_path: str,
+        store: Store,
         console: Console | None = None,
         warnings: WarningBuffer | None = None,
         refresh_s: float = 1.0,
@@ -57,13 +56,14 @@ class TerminalUI:
         log_file: str = "",
         source: MetricsSource | None = None,
     ) -> None:
-        self.db_path = db_path
+        self.store = store
+        self.db_path = store.describe()
         self.console = console or Console()
         self.warnings = warnings
         self.refresh_s = refresh_s
         self.url = url
         self.log_file = log_file
-        self._source: MetricsSource = source or functools.partial(reader.metrics_json, db_path)
+        self._source: MetricsSource = source or store.metrics_json
         self._error: str | None = None
         self._updated: float | None = None
 
@@ -160,4 +160,5 @@ class TerminalUI:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.refresh_s)
         final = await self.fetch()
+        await self.store.close()  # its read connections (a PostgreSQL store keeps a few open)
         self.console.print(self.summary(final or metrics))

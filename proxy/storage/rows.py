@@ -1,9 +1,12 @@
-"""The SQL the writer runs for each table, and the parameter tuples built from the queued records."""
+"""The queued records and their rows: one parameter tuple per row, in the column order both engines use."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
+
+import attrs
 
 from proxy.records import AuditRecord, MemoryRow, MemoryRows, RequestRecord, SessionRecord, SnapshotRecord
 
@@ -11,7 +14,7 @@ from proxy.records import AuditRecord, MemoryRow, MemoryRows, RequestRecord, Ses
 # more are kept in case the latest write was cut short.
 SNAPSHOTS_KEPT = 3
 
-# Parameter order of a `requests` row (proxy/storage/totals.py reads it by position).
+# Parameter order of a `requests` row (proxy/storage/rollup.py reads it by position).
 REQUEST_COLUMNS = (
     "id",
     "created_at",
@@ -41,38 +44,6 @@ REQUEST_COLUMNS = (
     "error",
     "tags",
 )
-INSERT_REQUEST = (
-    f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(REQUEST_COLUMNS))}) ON CONFLICT (id) DO NOTHING"
-)
-
-UPSERT_SESSION = """
-INSERT INTO sessions (id, tenant, created_at, last_seen_at, messages, expired_at, label)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET
-    tenant       = CASE WHEN tenant = '' THEN excluded.tenant ELSE tenant END,
-    label        = COALESCE(excluded.label, label),
-    created_at   = min(created_at, excluded.created_at),
-    last_seen_at = max(last_seen_at, excluded.last_seen_at),
-    messages     = excluded.messages,
-    expired_at   = excluded.expired_at
-"""
-
-INSERT_MEMORY = """
-INSERT INTO memories (session_id, position, role, kind, importance, content, content_sha, created_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (session_id, content_sha, position) DO NOTHING
-"""
-
-INSERT_SNAPSHOT = "INSERT INTO snapshots (session_id, created_at, state) VALUES (?, ?, ?)"
-
-PRUNE_SNAPSHOTS = f"""
-DELETE FROM snapshots WHERE session_id = ?1 AND id NOT IN (
-    SELECT id FROM snapshots WHERE session_id = ?1 ORDER BY id DESC LIMIT {SNAPSHOTS_KEPT})
-"""
-
-INSERT_AUDIT = "INSERT INTO audit (session_id, event, detail, created_at) VALUES (?, ?, ?, ?)"
-
 Record = RequestRecord | SessionRecord | MemoryRow | MemoryRows | SnapshotRecord | AuditRecord
 
 
@@ -139,7 +110,47 @@ def snapshot_params(snapshot: SnapshotRecord) -> tuple[Any, ...]:
     return (snapshot.session_id, snapshot.created_at, snapshot.state)
 
 
+def expired_audits(expired: list[tuple[str, float]], now: float) -> list[tuple[Any, ...]]:
+    """The `audit` rows of sessions just expired, written in the expiring transaction (once each)."""
+    return [
+        audit_params(AuditRecord(sid, "expired", {"idle_s": round(now - seen)}, now)) for sid, seen in expired
+    ]
+
+
 def audit_params(audit: AuditRecord) -> tuple[Any, ...]:
     # default=str: a stray non-JSON value (a Path, an exception class) must not lose the row.
     detail = json.dumps(audit.detail, sort_keys=True, default=str)
     return (audit.session_id, audit.event, detail, audit.created_at)
+
+
+@attrs.define
+class Tables:
+    """One batch's parameter tuples, table by table."""
+
+    sessions: list[tuple[Any, ...]] = attrs.Factory(list)
+    requests: list[tuple[Any, ...]] = attrs.Factory(list)
+    memories: list[tuple[Any, ...]] = attrs.Factory(list)
+    snapshots: list[tuple[Any, ...]] = attrs.Factory(list)
+    audits: list[tuple[Any, ...]] = attrs.Factory(list)
+
+
+def split(records: Iterable[Record]) -> Tables:
+    """The records' rows grouped by table, each list in queue order."""
+    tables = Tables()
+    sessions, requests, memories = tables.sessions, tables.requests, tables.memories
+    for record in records:
+        if isinstance(record, RequestRecord):
+            requests.append(request_params(record))
+        elif isinstance(record, SessionRecord):
+            sessions.append(session_params(record))
+        elif isinstance(record, MemoryRow):
+            memories.append(memory_params(record))
+        elif isinstance(record, MemoryRows):
+            memories.extend(memory_params(row) for row in record.rows)
+        elif isinstance(record, SnapshotRecord):
+            tables.snapshots.append(snapshot_params(record))
+        elif isinstance(record, AuditRecord):
+            tables.audits.append(audit_params(record))
+        else:
+            raise TypeError(f"not a storage record: {type(record).__name__}")
+    return tables

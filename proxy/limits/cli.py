@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -12,8 +11,8 @@ from typing import Any
 
 from ..config import ConfigError, load_config
 from ..logs import configure_logging
-from ..storage.migrations import MigrationError, migrate_path
-from . import sql
+from ..storage import MigrationError, StoreError, open_store
+from ..storage.limits import LimitsStore
 from .keyring import VirtualKey, new_key
 from .limiter import Limits
 
@@ -83,19 +82,24 @@ def main(argv: list[str]) -> int:
     try:
         config = load_config(args.config)
         configure_logging(config.logging)  # to stderr: stdout is the command's answer alone
-        database = config.storage.database
-        migrate_path(database)
-        with sql.connect(database) as conn:
-            return _run(conn, args, database)
-    except (ConfigError, MigrationError) as exc:
+        store = open_store(config.storage).limits()  # the proxy's own database, either engine
+    except ConfigError as exc:
         print(f"vidurai-proxy keys: {exc}", file=sys.stderr)
         return 2
-    except sqlite3.Error as exc:
-        print(f"vidurai-proxy keys: database {config.storage.database}: {exc}", file=sys.stderr)
+    try:
+        store.migrate()
+        return _run(store, args)
+    except MigrationError as exc:
+        print(f"vidurai-proxy keys: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"vidurai-proxy keys: {exc}", file=sys.stderr)
         return 1
+    finally:
+        store.close()
 
 
-def _run(conn: sqlite3.Connection, args: argparse.Namespace, database: str) -> int:
+def _run(store: LimitsStore, args: argparse.Namespace) -> int:
     now = time.time()
     if args.command == "create":
         key, digest = new_key()
@@ -103,19 +107,17 @@ def _run(conn: sqlite3.Connection, args: argparse.Namespace, database: str) -> i
         record = VirtualKey(
             os.urandom(8).hex(), args.name, digest[:16], args.provider, args.upstream_key_env, limits, now
         )
-        try:
-            sql.insert_key(conn, record, digest)
-        except sqlite3.IntegrityError:
+        if not store.add_key(record, digest):
             print(f"vidurai-proxy keys: a key named {args.name!r} exists already", file=sys.stderr)
             return 1
         if args.upstream_key_env not in os.environ:
             print(f"note: {args.upstream_key_env} is not set here; the proxy needs it in its environment")
-        print(f"created {args.name!r} ({args.provider}, {_describe(limits)}) in {database}")
+        print(f"created {args.name!r} ({args.provider}, {_describe(limits)}) in {store.database}")
         print("the key is shown this once; the proxy keeps only its hash:")
         print(key)
         return 0
     if args.command == "list":
-        for found in sql.list_keys(conn):
+        for found in store.keys():
             state = "revoked" if found.revoked_at is not None else "active"
             print(
                 f"{found.name}\t{found.provider}\t{state}\ttenant={found.tenant}\t"
@@ -131,12 +133,12 @@ def _run(conn: sqlite3.Connection, args: argparse.Namespace, database: str) -> i
         if not changes:
             print("vidurai-proxy keys update: nothing to change", file=sys.stderr)
             return 2
-        if not sql.update_key(conn, args.name, changes, now):
+        if not store.update_key(args.name, changes, now):
             print(f"vidurai-proxy keys: no active key named {args.name!r}", file=sys.stderr)
             return 1
         print(f"updated {args.name!r}")
         return 0
-    if not sql.revoke_key(conn, args.name, now):
+    if not store.revoke_key(args.name, now):
         print(f"vidurai-proxy keys: no active key named {args.name!r}", file=sys.stderr)
         return 1
     print(f"revoked {args.name!r}; proxies refuse it within seconds")

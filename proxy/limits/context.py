@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import structlog
 from aiohttp import web
 
-from ..keys import CLUSTER, CONFIG, LIMITS, PRICES, PROM, WRITER
-from . import sql
+from ..keys import CLUSTER, CONFIG, LIMITS, PRICES, PROM, STORE
 from .counters import Clock, CounterStore, MemoryCounters, RedisCounters
 from .gate import Gate
 from .keyring import KeyRing, VirtualKey
@@ -20,11 +19,11 @@ log = structlog.get_logger(__name__)
 
 
 def limits_ctx(clock: Clock) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context (after storage's: it needs the writer and the migrated database)."""
+    """A cleanup context (after storage's: it needs the store, started and migrated)."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
-        database = config.storage.database
+        storage = app[STORE]
         prom = app[PROM]
         cluster = app[CLUSTER]
         # With [cluster] redis_url every instance counts in Redis; without it, in this process.
@@ -37,15 +36,16 @@ def limits_ctx(clock: Clock) -> Callable[[web.Application], AsyncIterator[None]]
         )
 
         async def load() -> dict[str, VirtualKey]:
-            def read() -> dict[str, VirtualKey]:
-                with sql.connect(database) as conn:
-                    return sql.keys_by_hash(conn)
-
-            return await asyncio.to_thread(read)
+            return await asyncio.to_thread(storage.limits().keys_by_hash)
 
         keys = KeyRing(load)
-        await keys.reload()
-        gate = Gate(limiter, keys, Limits.defaults(config.limits), app[PRICES], app[WRITER], prom, database)
+        try:
+            await keys.reload()
+        except (
+            Exception
+        ) as exc:  # a database down at startup (PostgreSQL): served, keys known once it is back
+            log.warning("limits.keys_reload_failed", error=str(exc))
+        gate = Gate(limiter, keys, Limits.defaults(config.limits), app[PRICES], storage, prom)
         limited = gate.defaults.any or any(key.limits.any for key in keys.keys)
         if limited and cluster.redis is None and config.server.workers > 1:
             log.warning(
@@ -54,7 +54,10 @@ def limits_ctx(clock: Clock) -> Callable[[web.Application], AsyncIterator[None]]
                 hint="each worker counts on its own, so a limit admits up to `workers` times its value; "
                 "set [cluster] redis_url for one count",
             )
-        await gate.seed_spend()
+        try:
+            await gate.seed_spend()
+        except Exception as exc:
+            log.warning("limits.spend_unread", error=str(exc), hint="budgets count from zero until a restart")
         app[LIMITS] = gate
         refresh = asyncio.create_task(keys.refresh_forever(), name="vidurai-virtual-keys")
         try:

@@ -6,7 +6,7 @@ import asyncio
 import math
 import time
 from collections import OrderedDict
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -17,7 +17,8 @@ from ..prom import PromMetrics
 from ..providers import Provider
 from ..records import RequestRecord
 from ..sessions import client_key
-from . import sql
+from ..storage import Store
+from ..storage.limits import REJECTED_PREFIX
 from .keyring import KEY_PREFIX, KeyRing, VirtualKey
 from .limiter import Admission, Count, Limiter, Limits, Rejection, Reservation
 from .windows import bounds
@@ -32,12 +33,6 @@ MAX_REPORTED_TENANTS = 200
 _HEADER_UNITS = {"requests_per_minute": "requests", "tokens_per_minute": "tokens"}
 
 
-class AuditSink(Protocol):
-    """Where rejections are recorded: the writer today, the store (app[STORE]) once ported."""
-
-    def add_audit(self, session_id: str | None, event: str, detail: dict[str, Any], at: float) -> None: ...
-
-
 class Gate:
     """What the request path asks of the limits: may this request go, and what did it cost."""
 
@@ -47,17 +42,15 @@ class Gate:
         keys: KeyRing,
         defaults: Limits,
         prices: PriceTable,
-        audit: AuditSink,
+        store: Store,
         prom: PromMetrics,
-        database: str,
     ) -> None:
         self.limiter = limiter
         self.keys = keys
         self.defaults = defaults
         self._prices = prices
-        self._audit = audit
+        self._store = store
         self._prom = prom
-        self._database = database
         self._tenants: OrderedDict[str, Limits] = OrderedDict()
 
     async def admit(self, request: web.Request, call: Call, provider: Provider) -> web.Response | None:
@@ -97,9 +90,9 @@ class Gate:
 
     def _reject(self, call: Call, provider: Provider, rejection: Rejection) -> web.Response:
         record = call.record
-        record.status, record.error = rejection.status, sql.REJECTED_PREFIX + rejection.name
+        record.status, record.error = rejection.status, REJECTED_PREFIX + rejection.name
         self._prom.limit_rejections.labels(limit=rejection.name).inc()
-        self._audit.add_audit(
+        self._store.add_audit(
             record.session_id,
             "limit_rejected",
             {"limit": rejection.name, "tenant": call.tenant, "status": rejection.status},
@@ -138,8 +131,8 @@ class Gate:
         day, month = bounds("day", now), bounds("month", now)
 
         def read() -> tuple[dict[str, float], dict[str, float]]:
-            with sql.connect(self._database) as conn:
-                return sql.spend_since(conn, day[0]), sql.spend_since(conn, month[0])
+            stored = self._store.limits()
+            return stored.spend_since(day[0]), stored.spend_since(month[0])
 
         daily, monthly = await asyncio.to_thread(read)
         await self.limiter.seed(daily, "budget_usd_per_day", day)
@@ -150,12 +143,10 @@ class Gate:
         now = self.limiter.clock()
         month_start = bounds("month", now)[0]
 
-        def read() -> list[tuple[str, str, int]]:
-            with sql.connect(self._database) as conn:
-                return sql.rejections_since(conn, month_start)
-
         rejected: dict[str, dict[str, int]] = {}
-        for tenant, name, count in await asyncio.to_thread(read):
+        for tenant, name, count in await asyncio.to_thread(
+            self._store.limits().rejections_since, month_start
+        ):
             rejected.setdefault(tenant, {})[name] = count
         subjects: dict[str, tuple[VirtualKey | None, Limits]] = {
             tenant: (None, limits) for tenant, limits in self._tenants.items()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,11 +21,13 @@ from aiohttp import web
 
 from proxy.app import create_app, start_server
 from proxy.config import load_config
-from proxy.keys import CLUSTER, CONFIG, LIMITS, WRITER
+from proxy.keys import CLUSTER, CONFIG, LIMITS, STORE
 from proxy.limits.limiter import Limits
 from proxy.sessions import tenant_of
+from proxy.storage import is_postgresql
 from tests.cluster_support import SHARED_REDIS_URL, own_redis, shared_redis_prefix
 from tests.conftest import ANTHROPIC_KEY, anthropic_client, openai_client
+from tests.databases import query
 from tests.fake_upstream import FakeUpstream
 from tests.process import proxy_env, run_to_exit
 
@@ -71,12 +72,9 @@ async def start(fake_upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[St
 
 async def _rows(app: web.Application, sql: str) -> list[tuple[Any, ...]]:
     await app[LIMITS].limiter.drain()
-    await app[WRITER].flush()
-    conn = sqlite3.connect(app[CONFIG].storage.database)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+    await app[STORE].flush()
+    found = await asyncio.to_thread(query, app[CONFIG].storage.database, sql)
+    return [tuple(row.values()) for row in found]
 
 
 @pytest.mark.parametrize("sdk", ["anthropic", "openai"])
@@ -236,8 +234,7 @@ async def test_a_streamed_request_s_cost_and_tokens_are_counted(start: Start) ->
     assert used["tokens_per_minute"]["used"] == tokens
 
 
-async def test_spend_survives_a_restart(start: Start, tmp_path: Path) -> None:
-    database = str(tmp_path / "kept.db")
+async def test_spend_survives_a_restart(start: Start, database: str) -> None:
     url, app = await start(limits_budget_usd_per_day="0.005", storage_database=database)
     async with anthropic_client(url) as client:
         await client.messages.create(model="claude-fake-1", max_tokens=16, messages=MESSAGE)
@@ -282,23 +279,34 @@ async def _reached_redis(app: web.Application) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _keys(database: str, *args: str) -> str:
+async def _keys(cwd: Path, database: str, *args: str, status: int = 0) -> str:
+    """`vidurai-proxy keys ARGS` on the proxy's database, as an operator runs it."""
     result = await run_to_exit(
         [sys.executable, "-m", "proxy", "keys", *args],
-        Path(database).parent,
+        cwd,
         proxy_env(VIDURAI_STORAGE_DATABASE=database),
     )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    assert result.returncode == status, result.stderr
+    return result.stdout if status == 0 else result.stderr
+
+
+async def _stored_bytes(database: str, folder: Path) -> bytes:
+    """Everything the database holds: a SQLite file and its WAL, or each PostgreSQL row as text."""
+    if not is_postgresql(database):
+        return await asyncio.to_thread(
+            lambda: b"".join(path.read_bytes() for path in folder.glob("vidurai.db*"))
+        )
+    tables = ("requests", "sessions", "audit", "virtual_keys")
+    rows = [row for table in tables for row in query(database, f"SELECT t::text AS row FROM {table} t")]
+    return "\n".join(row["row"] for row in rows).encode()
 
 
 async def test_virtual_key_is_swapped_for_the_real_key(
-    start: Start, fake_upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start: Start, fake_upstream: FakeUpstream, tmp_path: Path, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    database = str(tmp_path / "keys.db")
     monkeypatch.setenv("VIDURAI_TEST_REAL_KEY", REAL_KEY)
     created = await _keys(
-        database, "create", "--name", "alice", "--provider", "anthropic",
+        tmp_path, database, "create", "--name", "alice", "--provider", "anthropic",
         "--upstream-key-env", "VIDURAI_TEST_REAL_KEY", "--rpm", "5", "--budget-usd-day", "5",
     )  # fmt: skip
     virtual = created.splitlines()[-1]
@@ -313,15 +321,28 @@ async def test_virtual_key_is_swapped_for_the_real_key(
     seen = fake_upstream.last().headers
     assert seen["x-api-key"] == REAL_KEY and "authorization" not in seen
     await _rows(app, "SELECT 1")
-    listing = await _keys(database, "list")
+    listing = await _keys(tmp_path, database, "list")
     assert "alice\tanthropic\tactive" in listing and "requests_per_minute=5" in listing
-    files = await asyncio.to_thread(lambda: [path.read_bytes() for path in tmp_path.glob("keys.db*")])
-    stored = b"".join(files)
+    stored = await _stored_bytes(database, tmp_path)
+    assert b"alice" in stored  # the dump is of the database the key lives in
     assert REAL_KEY.encode() not in stored and virtual.encode() not in stored
     assert REAL_KEY not in repr(logs) and virtual not in repr(logs)
     assert "alice" in (await _rows(app, "SELECT name FROM virtual_keys"))[0]
+    taken = await _keys(tmp_path, database, "create", "--name", "alice", "--provider", "openai",
+                        "--upstream-key-env", "VIDURAI_TEST_REAL_KEY", status=1)  # fmt: skip
+    assert "a key named 'alice' exists already" in taken
 
-    await _keys(database, "revoke", "alice")
+    await _keys(tmp_path, database, "update", "alice", "--rpm", "7", "--budget-usd-day", "none")
+    listing = await _keys(tmp_path, database, "list")
+    assert "requests_per_minute=7" in listing and "budget_usd_per_day" not in listing
+    await app[LIMITS].keys.reload()  # what the proxy's refresh does every REFRESH_S
+    async with anthropic_client(url, api_key=virtual) as client:
+        answer = await client.messages.with_raw_response.create(
+            model="claude-fake-1", max_tokens=16, messages=MESSAGE
+        )
+    assert answer.headers["anthropic-ratelimit-requests-limit"] == "7"
+
+    await _keys(tmp_path, database, "revoke", "alice")
     await app[LIMITS].keys.reload()  # what the proxy's refresh does every REFRESH_S
     async with anthropic_client(url, api_key=virtual) as client:
         with pytest.raises(anthropic.AuthenticationError) as refused:
@@ -329,7 +350,8 @@ async def test_virtual_key_is_swapped_for_the_real_key(
     assert refused.value.status_code == 401
     assert refused.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
     assert "'alice' was revoked" in refused.value.message
-    assert len(fake_upstream.requests) == 1
+    assert len(fake_upstream.requests) == 2
+    assert "alice\tanthropic\trevoked" in await _keys(tmp_path, database, "list")
 
 
 async def test_openai_virtual_key_and_unknown_keys(
@@ -338,7 +360,7 @@ async def test_openai_virtual_key_and_unknown_keys(
     database = str(tmp_path / "keys.db")
     monkeypatch.setenv("VIDURAI_TEST_REAL_KEY", "sk-real-openai-key-99")
     created = await _keys(
-        database, "create", "--name", "bob", "--provider", "openai",
+        tmp_path, database, "create", "--name", "bob", "--provider", "openai",
         "--upstream-key-env", "VIDURAI_TEST_REAL_KEY",
     )  # fmt: skip
     virtual = created.splitlines()[-1]

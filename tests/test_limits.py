@@ -1,17 +1,23 @@
-"""Limit counters and windows: the in-process store and the Redis store answer alike."""
+"""Limit counters and windows: the in-process store and the Redis store answer alike; virtual keys,
+spend and refusals alike in both storage engines."""
 
 from __future__ import annotations
 
 import calendar
 from collections.abc import AsyncIterator
 
+import attrs
 import pytest
 
 from proxy.cluster import Cluster
 from proxy.config import ClusterConfig
 from proxy.limits.counters import Check, CounterStore, MemoryCounters, RedisCounters
+from proxy.limits.keyring import VirtualKey
 from proxy.limits.limiter import Limiter, Limits, Rejection, Reservation
 from proxy.limits.windows import bounds
+from proxy.records import RequestRecord
+from proxy.storage import open_store
+from proxy.storage.limits import REJECTED_PREFIX
 from tests.cluster_support import SHARED_REDIS_URL, shared_redis_prefix
 
 
@@ -92,3 +98,43 @@ def test_month_window_crosses_the_year() -> None:
 def test_a_key_s_own_limits_replace_the_defaults_they_set() -> None:
     defaults = Limits(requests_per_minute=50, budget_usd_per_day=5.0)
     assert Limits(requests_per_minute=600).over(defaults) == Limits(600, None, 5.0, None)
+
+
+async def test_the_store_keeps_virtual_keys_spend_and_refusals(database: str) -> None:
+    """The limits' part of the store's contract, alike on both engines."""
+    store = open_store(database)
+    await store.start()
+    try:
+        limits = store.limits()
+        key = VirtualKey(
+            "id-1", "alice", "a1" * 8, "anthropic", "REAL_KEY", Limits(5, None, 2.5, None), 1000.0
+        )
+        assert limits.add_key(key, "hash-alice")
+        assert not limits.add_key(attrs.evolve(key, id="id-2"), "hash-other")  # the name is taken
+        assert limits.update_key("alice", {"requests_per_minute": None, "tokens_per_minute": 900}, 1001.0)
+        [found] = limits.keys()
+        assert found.limits == Limits(None, 900, 2.5, None) and found.upstream_key_env == "REAL_KEY"
+        assert limits.revoke_key("alice", 1002.0)
+        assert not limits.revoke_key("alice", 1003.0) and not limits.update_key(
+            "alice", {"tokens_per_minute": 1}, 1
+        )
+        assert limits.keys_by_hash()["hash-alice"].revoked_at == 1002.0
+
+        for at, tenant, cost, status, error in [
+            (2000.0, "t1", 0.25, 200, None),
+            (2001.0, "t1", 0.5, 200, None),
+            (500.0, "t1", 9.0, 200, None),  # before the window
+            (2002.0, "t2", None, 429, REJECTED_PREFIX + "requests_per_minute"),
+            (2003.0, "t2", None, 429, REJECTED_PREFIX + "requests_per_minute"),
+        ]:
+            store.add_request(
+                RequestRecord(
+                    id=f"r{at}", created_at=at, provider="anthropic", endpoint="messages", method="POST",
+                    path="/v1/messages", tenant=tenant, cost_usd=cost, status=status, error=error,
+                )
+            )  # fmt: skip
+        assert await store.flush()
+        assert limits.spend_since(1000.0) == {"t1": pytest.approx(0.75)}
+        assert limits.rejections_since(1000.0) == [("t2", "requests_per_minute", 2)]
+    finally:
+        await store.close()

@@ -26,6 +26,19 @@ CLIENT_CLOSED = 499
 LARGE_BODY = 1024 * 1024
 
 
+class _StreamedResponse(web.StreamResponse):
+    """An event stream: its headers leave at once, so the client knows the call was accepted
+    while the model thinks."""
+
+
+class _WholeResponse(web.StreamResponse):
+    """Any other answer: its headers leave with the first part of its body, in one write instead
+    of two (as aiohttp's own web.Response does); measured, a few percent of the proxy's CPU
+    per JSON request."""
+
+    _send_headers_immediately = False
+
+
 async def relay(
     request: web.Request, call: Call, provider: Provider, data: bytes | None, rewritten: bool
 ) -> web.StreamResponse:
@@ -55,7 +68,8 @@ async def relay(
             call.record.status = upstream.status
             streaming = upstream.content_type == "text/event-stream"
             observer = provider.observer(streaming, rewritten)
-            response = web.StreamResponse(
+            kind = _StreamedResponse if streaming else _WholeResponse
+            response = kind(
                 status=upstream.status, reason=upstream.reason, headers=response_headers(upstream.headers)
             )
             response.headers[STATS_HEADER] = call.stats_header()

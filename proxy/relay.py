@@ -26,15 +26,11 @@ CLIENT_CLOSED = 499
 LARGE_BODY = 1024 * 1024
 
 
-class _StreamedResponse(web.StreamResponse):
-    """An event stream: its headers leave at once, so the client knows the call was accepted
-    while the model thinks."""
-
-
 class _WholeResponse(web.StreamResponse):
-    """Any other answer: its headers leave with the first part of its body, in one write instead
-    of two (as aiohttp's own web.Response does); measured, a few percent of the proxy's CPU
-    per JSON request."""
+    """An answer other than an event stream: its headers leave with the first part of its body,
+    in one write instead of two, as aiohttp's own web.Response sends them (strace under wrk: one
+    system call less per JSON request). An event stream's headers still leave at once, so its
+    client knows the call was accepted while the model thinks."""
 
     _send_headers_immediately = False
 
@@ -68,7 +64,7 @@ async def relay(
             call.record.status = upstream.status
             streaming = upstream.content_type == "text/event-stream"
             observer = provider.observer(streaming, rewritten)
-            kind = _StreamedResponse if streaming else _WholeResponse
+            kind = web.StreamResponse if streaming else _WholeResponse
             response = kind(
                 status=upstream.status, reason=upstream.reason, headers=response_headers(upstream.headers)
             )

@@ -168,7 +168,10 @@ async def test_kill_9_of_one_instance_under_load(
         stored = rows_by_model(group.database)
         lost = {model: at for model, at in traffic.answered.items() if model not in stored}
         # Only the killed instance's last second can be missing.
-        assert all(killed_at - 1.0 <= at <= killed_at + 0.1 for at in lost.values()), lost
+        before = sorted(round(killed_at - at, 3) for at in lost.values())
+        assert all(-0.1 <= ago <= 1.0 for ago in before), (
+            f"lost rows answered this long before the kill: {before}"
+        )
         assert set(after.answered) <= stored
 
 

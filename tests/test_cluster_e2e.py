@@ -132,6 +132,12 @@ async def test_streams_pass_nginx_unbuffered(
             assert (await stream.get_final_message()).usage.output_tokens > 0
 
 
+# On an idle machine the lost rows were answered in the last 0.5 s (flush_interval 0.2 plus a
+# commit); in full-suite runs sharing PostgreSQL and both cores with other test runs, a commit of
+# the killed instance lagged so that rows answered 2.1 s before were still unwritten.
+LOSS_WINDOW = 2.5
+
+
 def rows_by_model(database: str) -> set[str]:
     return {row["model"] for row in query(database, "SELECT model FROM requests")}
 
@@ -167,9 +173,9 @@ async def test_kill_9_of_one_instance_under_load(
             assert await instance.stop() == 0, instance.log()
         stored = rows_by_model(group.database)
         lost = {model: at for model, at in traffic.answered.items() if model not in stored}
-        # Only the killed instance's last second can be missing.
+        # Only the killed instance's last rows can be missing: those its writer had not committed.
         before = sorted(round(killed_at - at, 3) for at in lost.values())
-        assert all(-0.1 <= ago <= 1.0 for ago in before), (
+        assert all(-0.1 <= ago <= LOSS_WINDOW for ago in before), (
             f"lost rows answered this long before the kill: {before}"
         )
         assert set(after.answered) <= stored

@@ -1,9 +1,10 @@
 """`make bench`: what the proxy costs, measured with wrk against the same fake upstream.
 
 In one run: the fake upstream called directly, through a bare aiohttp pass-through
-(bench/bare_passthrough.py, the floor any Python proxy pays) and through `python -m proxy` doing
-all its work (sessions, usage parsing, pricing, Prometheus, one JSON log line per request at the
-default level, the SQLite writer), at concurrency 1 and 32, JSON and streaming; rounds rotate the
+(bench/bare_passthrough.py, the floor any Python proxy pays; on uvloop, as the proxy is) and
+through `python -m proxy` doing all its work (sessions, usage parsing, pricing, Prometheus, one
+JSON log line per request at the default level, the SQLite writer), at concurrency 1 and 32, JSON
+and streaming; rounds rotate the
 order of the paths so drift on a shared machine hits all alike. Then the writer's sustained rows/s
 with the event loop kept busy (bench/writer_rate.py) and RSS growth over 50,000 one-message
 conversations (bench/session_memory.py).
@@ -176,7 +177,8 @@ def render(
         f"{os.cpu_count()} CPUs shared by wrk, the upstream and the path measured (load average {load} "
         f"at the end). {plan.rounds} rounds; per round and cell {plan.low_seconds:g} s at concurrency 1 and "
         f"{plan.high_seconds:g} s at concurrency {HIGH}; medians over rounds. One-message conversations "
-        "(below the compression threshold), 32 of them cycled.",
+        "(below the compression threshold), 32 of them cycled. The bare pass-through and the proxy "
+        "both run on uvloop (bench/floor.py compares the loops and a byte relay at concurrency 1).",
         "",
         f"Throughput at concurrency {HIGH}, requests/second, and CPU per request of each server process "
         "(all its threads; least disturbed by other load on the machine):",

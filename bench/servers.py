@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import attrs
+import uvloop
 from aiohttp import web
 
 STARTUP_TIMEOUT = 60.0
@@ -51,6 +52,20 @@ def _build(kind: str, upstream: str) -> web.Application:
 
 
 async def _serve_async(kind: str, conn: Connection, upstream: str) -> None:
+    if kind == "relay":
+        from urllib.parse import urlsplit
+
+        from .tcp_relay import serve
+
+        target = urlsplit(upstream)
+        assert target.hostname is not None and target.port is not None
+        server = await serve(target.hostname, target.port)
+        conn.send(("ready", server.sockets[0].getsockname()[1]))
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, _wait_stop, conn)
+        finally:
+            server.close()
+        return
     # wrk closes its connections at the end of each run, some mid-request: not worth a traceback.
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     runner = web.AppRunner(_build(kind, upstream), access_log=None, shutdown_timeout=0.5)
@@ -72,16 +87,24 @@ def _wait_stop(conn: Connection) -> None:
         pass
 
 
+# The event loop each server runs on. The fake upstream keeps asyncio's own (it is the same for
+# every path measured); the bare pass-through runs on uvloop, as `python -m proxy` does, so that
+# the comparison is between the two programs and not their loops; "bare-asyncio" is the same
+# pass-through on asyncio's loop, and "relay" the byte relay of bench/tcp_relay.py (bench/floor.py).
+UVLOOP_KINDS = frozenset({"bare", "relay"})
+
+
 def _serve(kind: str, conn: Connection, upstream: str) -> None:
     try:
-        asyncio.run(_serve_async(kind, conn, upstream))
+        run = uvloop.run if kind in UVLOOP_KINDS else asyncio.run
+        run(_serve_async(kind, conn, upstream))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
 
 
 @attrs.define
 class Server:
-    """The fake upstream or the bare pass-through, in a spawned interpreter."""
+    """The fake upstream, the bare pass-through or the byte relay, in a spawned interpreter."""
 
     name: str
     url: str

@@ -35,6 +35,7 @@ from .keys import (
     SUMMARIZER,
     UPSTREAM,
 )
+from .logs import ACCESS_LOGGER
 from .maintenance import expire_idle, maintain_sessions
 from .pricing import PriceTable
 from .prom import PromMetrics
@@ -47,6 +48,7 @@ from .upstream import client_session
 from .views import metrics_json, metrics_text
 
 log = structlog.get_logger(__name__)
+access_log = structlog.get_logger(ACCESS_LOGGER)
 
 
 @web.middleware
@@ -82,7 +84,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         )
     finally:
         if request.path not in ("/health", "/metrics", "/metrics.json"):
-            log.info("request", status=status, duration_ms=round((time.monotonic() - started) * 1000, 2))
+            access_log.info(
+                "request", status=status, duration_ms=round((time.monotonic() - started) * 1000, 2)
+            )
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -6,12 +6,22 @@ import functools
 import logging
 import logging.handlers
 import sys
+import threading
+import time
 from typing import Any
 
 import orjson
 import structlog
 
 from .config import LoggingConfig
+
+# The logger of the one line per request (the access log).
+ACCESS_LOGGER = "proxy.access"
+# Access lines reach their file or console at most this long after the request; every other line
+# is written at once, with the access lines before it: one write per batch instead of one system
+# call per request (strace under wrk: with the headers sent with the body, relay.py, a JSON request
+# went from 4 writes to 2).
+ACCESS_FLUSH_INTERVAL = 0.2
 
 _SECRET_KEYS = frozenset({"authorization", "x-api-key", "api-key", "headers", "body", "messages", "content"})
 
@@ -30,12 +40,23 @@ def _redact(value: Any) -> Any:
     return value
 
 
+# Keys already found not secret, and the value types that cannot hold a key of their own: a line
+# made of only these is passed on after two set comparisons instead of a check per key (the
+# access line: 1.0 µs instead of 2.0).
+_safe_keys: set[str] = set()
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def _drop_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     """Last line of defence: keys that could carry credentials or message bodies never reach a log."""
+    if event.keys() <= _safe_keys and _PLAIN.issuperset(map(type, event.values())):
+        return event
     for key, value in event.items():
         if _is_secret(key) or isinstance(value, dict):
             break
-    else:  # the usual line: nothing to redact, nothing copied
+    else:  # nothing to redact, nothing copied
+        if len(_safe_keys) < 4096:  # keys are the proxy's own names: a few dozen
+            _safe_keys.update(event.keys())
         return event
     return {key: "[redacted]" if _is_secret(key) else _redact(value) for key, value in event.items()}
 
@@ -45,27 +66,129 @@ def _json(event: dict[str, Any], **_: Any) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
+_second: tuple[int, str] = (0, "")
+
+
+def _timestamp(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """ISO 8601 in UTC with microseconds, as structlog's TimeStamper(fmt="iso", utc=True) writes it
+    (but always with the fraction), the date and time formatted once per second: TimeStamper
+    cost 3.1 µs a line, this 0.7 µs."""
+    global _second
+    now = time.time()
+    second = int(now)
+    cached = _second
+    if cached[0] != second:
+        cached = _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    event["timestamp"] = f"{cached[1]}.{int((now - second) * 1_000_000):06d}Z"
+    return event
+
+
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
-    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    _timestamp,
     _drop_secrets,
 ]
 # One list for the life of the process: loggers cached on first use keep a reference to it, so a
 # later configure_logging (the terminal UI taking the screen) and capture_logs still reach them.
-_PROCESSORS: list[Any] = [
-    # Level first: a debug line costs nothing at info, before any processor runs.
-    structlog.stdlib.filter_by_level,
-    *_SHARED,
-    structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-]
+# No level filter among them: the bound logger (make_filtering_bound_logger below) returns at once
+# from a call below the level, before any processor runs.
+_PROCESSORS: list[Any] = [*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter]
+
+
+class _AccessBatching(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that lets access lines wait in the stream's buffer (see
+    ACCESS_FLUSH_INTERVAL); flush() from outside the handler, and close(), write everything."""
+
+    _deferring = False
+    _flushed_at = 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._deferring = record.name == ACCESS_LOGGER
+        try:
+            super().emit(record)  # flushes through self.flush()
+        finally:
+            self._deferring = False
+
+    def flush(self) -> None:
+        now = time.monotonic()
+        if self._deferring and now - self._flushed_at < ACCESS_FLUSH_INTERVAL:
+            return
+        super().flush()
+        self._flushed_at = now
+
+
+class _BatchedStream(_AccessBatching):
+    """Console output through a buffered stream of its own over stderr's descriptor: sys.stderr
+    writes each line as it ends."""
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            super().close()
+
+
+def _console_handler() -> logging.Handler:
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no descriptor behind it (a test's capture)
+        return logging.StreamHandler(sys.stderr)
+    # Lives as long as the handler; closefd=False leaves stderr itself open.
+    stream = open(fd, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    return _BatchedStream(stream)
+
+
+class _BatchedRotatingFile(_AccessBatching, logging.handlers.RotatingFileHandler):
+    """The [logging] file, rotated by size, with access lines batched."""
+
+
+def _flush_access_lines() -> None:
+    """Every ACCESS_FLUSH_INTERVAL, write what the batching handlers hold (a quiet proxy's last
+    access lines too)."""
+    while True:
+        time.sleep(ACCESS_FLUSH_INTERVAL)
+        for handler in list(logging.getLogger().handlers):
+            if isinstance(handler, _AccessBatching):
+                try:
+                    handler.flush()
+                except Exception:  # a handler closed meanwhile, a full disk: the next line retries
+                    pass
+
+
+_flusher: threading.Thread | None = None
+
+
+def _start_flusher() -> None:
+    global _flusher
+    if _flusher is None:
+        _flusher = threading.Thread(target=_flush_access_lines, name="vidurai-log-flush", daemon=True)
+        _flusher.start()
+
+
+class _Formatter(structlog.stdlib.ProcessorFormatter):
+    """structlog's ProcessorFormatter, without its copy of the record for the usual structlog line
+    (no exception, no stack): rendered here without touching the record, which the copy exists
+    to protect from the other handlers' formatters (with the changes above, the access line went
+    from 22-28 µs to 12-18 µs of CPU)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        event = record.msg
+        logger = getattr(record, "_logger", None)
+        if type(event) is not dict or logger is None or record.exc_info or record.stack_info:
+            return super().format(record)  # a stdlib line, or one with a traceback to format
+        name: str = getattr(record, "_name", record.levelname.lower())
+        rendered: Any = {**event, "_record": record, "_from_structlog": True}
+        for processor in self.processors:
+            rendered = processor(self.logger or logger, name, rendered)
+        return str(rendered)
 
 
 def _with_renderer(handler: logging.Handler, renderer: Any) -> logging.Handler:
     """A stdlib handler that renders both structlog and plain stdlib records with `renderer`."""
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
+        _Formatter(
             foreign_pre_chain=_SHARED,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
@@ -91,15 +214,19 @@ def configure_logging(config: LoggingConfig, *, console: bool = True, tty: bool 
 
     json_renderer = structlog.processors.JSONRenderer(serializer=_json)
     if console:
-        renderer: Any = structlog.dev.ConsoleRenderer(colors=True) if tty else json_renderer
-        root.addHandler(_with_renderer(logging.StreamHandler(sys.stderr), renderer))
+        if tty:  # a person reading: every line at once
+            console_renderer = structlog.dev.ConsoleRenderer(colors=True)
+            root.addHandler(_with_renderer(logging.StreamHandler(sys.stderr), console_renderer))
+        else:
+            root.addHandler(_with_renderer(_console_handler(), json_renderer))
     if config.file:
-        rotating = logging.handlers.RotatingFileHandler(
+        rotating = _BatchedRotatingFile(
             config.file, maxBytes=config.max_bytes, backupCount=config.backup_count, encoding="utf-8"
         )
         root.addHandler(_with_renderer(rotating, json_renderer))
     # aiohttp's access log repeats our one line per request.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    _start_flusher()
     # No line shows the caller, thread or process: the logging HOWTO's "Optimization" switches
     # keep the stdlib from looking them up for every record.
     logging._srcfile = None

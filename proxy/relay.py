@@ -26,6 +26,15 @@ CLIENT_CLOSED = 499
 LARGE_BODY = 1024 * 1024
 
 
+class _WholeResponse(web.StreamResponse):
+    """An answer other than an event stream: its headers leave with the first part of its body,
+    in one write instead of two, as aiohttp's own web.Response sends them (strace under wrk: one
+    system call less per JSON request). An event stream's headers still leave at once, so its
+    client knows the call was accepted while the model thinks."""
+
+    _send_headers_immediately = False
+
+
 async def relay(
     request: web.Request, call: Call, provider: Provider, data: bytes | None, rewritten: bool
 ) -> web.StreamResponse:
@@ -55,7 +64,8 @@ async def relay(
             call.record.status = upstream.status
             streaming = upstream.content_type == "text/event-stream"
             observer = provider.observer(streaming, rewritten)
-            response = web.StreamResponse(
+            kind = web.StreamResponse if streaming else _WholeResponse
+            response = kind(
                 status=upstream.status, reason=upstream.reason, headers=response_headers(upstream.headers)
             )
             response.headers[STATS_HEADER] = call.stats_header()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 import structlog
 
 from proxy.config import ConfigError, LoggingConfig, load_config
-from proxy.logs import configure_logging
+from proxy.logs import ACCESS_FLUSH_INTERVAL, ACCESS_LOGGER, configure_logging
 from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ProxyFactory
 
 SECRET = "sk-ant-SECRET-do-not-log-0123456789"
@@ -199,3 +200,23 @@ async def test_request_lines_carry_request_id_and_no_secrets(
     # Everything logged while handling a request carries its id, not only the summary line.
     during = [r for r in records if r.get("path") == "/v1/messages" and r["event"] != "request"]
     assert during and all(r.get("request_id") in ids for r in during)
+
+
+def test_access_lines_reach_the_file_before_any_later_line_and_soon_without_one(tmp_path: Path) -> None:
+    # Access lines may wait in the buffer (written in batches under load), but never behind a later
+    # line, and never for long when nothing follows them.
+    path = tmp_path / "proxy.log"
+    setup_logging(file_config(path, level="info"), console=False)
+    access = structlog.get_logger(ACCESS_LOGGER)
+    for n in range(5):
+        access.info("request", n=n)
+    structlog.get_logger("test.order").warning("something else")
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]  # no flush
+    assert [line.get("n") for line in lines] == [0, 1, 2, 3, 4, None]
+    assert lines[-1]["event"] == "something else"
+
+    access.info("request", n=5)
+    deadline = time.monotonic() + 5 * ACCESS_FLUSH_INTERVAL + 2
+    while '"n":5' not in path.read_text(encoding="utf-8"):
+        assert time.monotonic() < deadline, "the last access line was never written"
+        time.sleep(0.02)

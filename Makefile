@@ -7,7 +7,7 @@ DEV_INSTALLED := $(VENV)/.dev-installed
 LOCOMO ?= ../shared/datasets/locomo-dev.json
 SWE_AGENT ?= ../shared/datasets/swe-agent-dev
 
-.PHONY: run test lint bench bench-compression export clean
+.PHONY: run test lint bench bench-cluster bench-compression export clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,7 @@ run: $(INSTALLED)
 
 test: $(DEV_INSTALLED)
 	.ci/system-packages
+	.ci/services
 	$(PY) -m pytest -q
 
 lint: $(DEV_INSTALLED)
@@ -37,6 +38,13 @@ lint: $(DEV_INSTALLED)
 bench: $(DEV_INSTALLED)
 	@command -v wrk >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
 	$(PY) -m bench.proxy_overhead
+
+# req/s of one process (SQLite, PostgreSQL), workers = 2 and three instances behind nginx
+bench-cluster: $(DEV_INSTALLED)
+	@command -v wrk >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
+	.ci/system-packages
+	.ci/services
+	$(PY) -m bench.cluster $(ARGS)
 
 bench-compression: $(DEV_INSTALLED)
 	$(PY) -m bench.compression --locomo $(LOCOMO) --swe-agent $(SWE_AGENT) $(ARGS)

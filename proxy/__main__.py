@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import attrs
@@ -16,11 +18,12 @@ import uvloop
 
 from .admin import exposure_warning
 from .app import create_app, start_server
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, LoggingConfig, load_config
 from .keys import STORE
 from .logs import configure_logging
 from .storage import is_postgresql, open_store
 from .ui.terminal import TerminalUI, WarningBuffer, should_show
+from .workers import Supervisor, WorkerStartError, reserve_port
 
 # Where logs go while the live dashboard owns the terminal and [logging] file is empty: beside
 # the database, which is where the config put this instance's files.
@@ -34,10 +37,51 @@ def _files_folder(config: Config) -> Path:
     return Path(config.storage.database).parent
 
 
-async def serve(config: Config, ui: TerminalUI | None) -> None:
+async def serve(config: Config, ui: TerminalUI | None, ready: Callable[[], None] | None = None) -> None:
+    """One instance until SIGINT or SIGTERM. With `ready` it is one of `[server] workers`: it shares
+    the port and calls `ready` once listening, and its parent logs `listening` for all of them."""
     log = structlog.get_logger("proxy")
     app = create_app(config)
-    runner, port = await start_server(app, config.server.host, config.server.port)
+    runner, port = await start_server(
+        app, config.server.host, config.server.port, reuse_port=ready is not None
+    )
+    if ready is None:
+        url = _announce(config, port, app[STORE].describe())
+    else:
+        log.info("worker listening", pid=os.getpid())
+        ready()
+        url = ""
+    try:
+        await _until_stopped(ui, url)
+    finally:
+        log.info("stopping: flushing metrics and snapshotting sessions")
+        await runner.cleanup()
+        log.info("stopped")
+
+
+async def supervise(
+    config: Config, ui: TerminalUI | None, logging_config: LoggingConfig, console: bool
+) -> None:
+    """`[server] workers` > 1: the workers' parent, serving nothing itself (proxy/workers.py)."""
+    log = structlog.get_logger("proxy")
+    reserved = reserve_port(config.server.host, config.server.port)
+    port = reserved.getsockname()[1]
+    config = attrs.evolve(config, server=attrs.evolve(config.server, port=port))
+    supervisor = Supervisor(config, logging_config, console)
+    try:
+        await supervisor.start_all()
+        url = _announce(config, port, open_store(config.storage).describe())
+        await _until_stopped(ui, url, supervisor.watch)
+    finally:
+        log.info("stopping: each worker flushes its metrics and snapshots its sessions")
+        await supervisor.stop_all()
+        reserved.close()
+        log.info("stopped")
+
+
+def _announce(config: Config, port: int, database: str) -> str:
+    """The `listening` line; `database` as the store describes it (a URL without its password)."""
+    log = structlog.get_logger("proxy")
     url = f"http://{config.server.host}:{port}"
     if warning := exposure_warning(config.server):
         log.warning("admin_unlocked", message=warning)
@@ -47,8 +91,16 @@ async def serve(config: Config, ui: TerminalUI | None) -> None:
         config=config.source,
         anthropic=config.upstream.anthropic_base_url,
         openai=config.upstream.openai_base_url,
-        database=app[STORE].describe(),  # a URL without its password
+        database=database,
+        workers=config.server.workers,
     )
+    return url
+
+
+async def _until_stopped(
+    ui: TerminalUI | None, url: str, watch: Callable[[asyncio.Event], Awaitable[None]] | None = None
+) -> None:
+    """Wait for SIGINT or SIGTERM, showing the terminal dashboard meanwhile when there is one."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -58,14 +110,14 @@ async def serve(config: Config, ui: TerminalUI | None) -> None:
         ui.url = url
         ui_task = asyncio.create_task(ui.run(stop), name="terminal-ui")
     try:
+        if watch is not None:
+            await watch(stop)
         await stop.wait()
     finally:
+        stop.set()
         if ui_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await ui_task
-        log.info("stopping: flushing metrics and snapshotting sessions")
-        await runner.cleanup()
-        log.info("stopped")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,15 +157,22 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().addHandler(warnings)
         ui = TerminalUI(open_store(config.storage), warnings=warnings, log_file=logging_config.file)
     else:
-        configure_logging(config.logging)
+        logging_config = config.logging
+        configure_logging(logging_config)
     try:
         # uvloop: its transports cut the proxy's CPU per request by about 7% (README, Performance).
-        uvloop.run(serve(config, ui))
+        if config.server.workers > 1:
+            uvloop.run(supervise(config, ui, logging_config, console=ui is None))
+        else:
+            uvloop.run(serve(config, ui))
     except OSError as exc:  # port in use, permission denied: one line, not a traceback
         print(
             f"vidurai-proxy: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}",
             file=sys.stderr,
         )
+        return 1
+    except WorkerStartError as exc:  # the worker's own log lines above say why
+        print(f"vidurai-proxy: {exc}", file=sys.stderr)
         return 1
     return 0
 

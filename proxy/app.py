@@ -14,6 +14,7 @@ from aiohttp import web
 from . import admin, dashboard, edges, handlers
 from .admin import Access, AdminGuard, guard_middleware
 from .buffering import no_buffering_for_streams
+from .cluster import Cluster
 from .compression import route_vidurai_logs
 from .compression.semantic import warm_up as warm_up_recall
 from .config import Config
@@ -23,6 +24,7 @@ from .keys import (
     ADMIN,
     ANTHROPIC,
     CALIBRATION,
+    CLUSTER,
     CONFIG,
     OPENAI,
     PRICES,
@@ -96,6 +98,15 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
+    cluster = app[CLUSTER]
+    await cluster.start(app[CALIBRATION])
+    try:
+        yield
+    finally:
+        await cluster.close()
+
+
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     store = open_store(config.storage)
@@ -157,10 +168,13 @@ def create_app(config: Config) -> web.Application:
     app[OPENAI] = OpenAI(config.upstream.openai_base_url)
     app[PRICES] = PriceTable(config.pricing)
     app[PROM] = PromMetrics()
-    app[CALIBRATION] = Calibration()
+    app[CALIBRATION] = Calibration(shared=bool(config.cluster.redis_url))
+    app[CLUSTER] = Cluster(config.cluster)
+    app[PROM].watch_cluster(app[CLUSTER].health)
     setup_cors(app, config.server.allowed_origins)
     app.on_response_prepare.append(no_buffering_for_streams)
     app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(_cluster_ctx)
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_summaries_ctx)
 
@@ -183,8 +197,11 @@ def create_app(config: Config) -> web.Application:
     return app
 
 
-async def start_server(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Serve `app`; returns the runner (call cleanup() to stop) and the bound port (port 0 picks one)."""
+async def start_server(
+    app: web.Application, host: str, port: int, reuse_port: bool = False
+) -> tuple[web.AppRunner, int]:
+    """Serve `app`; returns the runner (call cleanup() to stop) and the bound port (port 0 picks one).
+    `reuse_port`: one of `[server] workers` processes sharing the port (SO_REUSEPORT)."""
     edges.quiet_parser_errors()
     edges.guard_accept(asyncio.get_running_loop())
     # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream call.
@@ -197,7 +214,7 @@ async def start_server(app: web.Application, host: str, port: int) -> tuple[web.
         keepalive_timeout=app[CONFIG].server.keepalive_timeout,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     await site.start()
     bound: int = runner.addresses[0][1]
     return runner, bound

@@ -75,6 +75,13 @@ def _url(raw: str) -> str:
     return raw.strip().rstrip("/")
 
 
+def _redis_url(raw: str) -> str:
+    value = raw.strip()
+    if value and urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
+        raise ValueError
+    return value
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -129,6 +136,16 @@ SETTINGS: tuple[Setting, ...] = (
         "Address to listen on. Keep 127.0.0.1 unless other machines must reach the proxy.",
     ),
     Setting("server", "port", "8080", _port, "an integer from 0 to 65535", "TCP port to listen on."),
+    Setting(
+        "server",
+        "workers",
+        "1",
+        _positive_int,
+        "a positive integer",
+        "Processes serving the one port (SO_REUSEPORT), the kernel spreading connections among them; "
+        "each is an instance with its own sessions and writer, all on the one database (SQLite in WAL "
+        "mode, or PostgreSQL). More than 1 pays off with more cores than one process keeps busy.",
+    ),
     Setting(
         "server",
         "max_body_mb",
@@ -400,6 +417,34 @@ SETTINGS: tuple[Setting, ...] = (
         "A summary call not answered within this leaves the chunk's extractive digest in place.",
     ),
     Setting(
+        "cluster",
+        "redis_url",
+        "",
+        _redis_url,
+        "empty or a redis://, rediss:// or unix:// URL",
+        "Redis shared by every instance (processes, machines) for what they must agree on at once: the "
+        "time of a session's previous request, which says whether the provider's cache is warm, and "
+        "rate-limit and budget counters. Empty keeps all of it in this process. When Redis cannot be "
+        "reached the proxy serves on its own state and says so in the log, /health and /metrics.",
+    ),
+    Setting(
+        "cluster",
+        "key_prefix",
+        "vidurai:",
+        _text,
+        "a string",
+        "Prefix of every Redis key the proxy writes, so several deployments can share one Redis.",
+    ),
+    Setting(
+        "cluster",
+        "timeout",
+        "0.25",
+        _positive_float,
+        "a positive number of seconds",
+        "Longest wait for one Redis call. Past it, or on any Redis error, the request goes on with "
+        "this instance's own state, and Redis is only probed once a second until it answers again.",
+    ),
+    Setting(
         "logging",
         "level",
         "info",
@@ -442,6 +487,7 @@ SETTINGS: tuple[Setting, ...] = (
 class ServerConfig:
     host: str
     port: int
+    workers: int
     max_body_mb: int
     max_messages: int
     keepalive_timeout: float
@@ -493,6 +539,13 @@ class CompressionConfig:
 
 
 @attrs.frozen
+class ClusterConfig:
+    redis_url: str = attrs.field(repr=False)  # may hold a password
+    key_prefix: str
+    timeout: float
+
+
+@attrs.frozen
 class LoggingConfig:
     level: str
     file: str
@@ -522,6 +575,7 @@ class Config:
     storage: StorageConfig
     sessions: SessionsConfig
     compression: CompressionConfig
+    cluster: ClusterConfig
     logging: LoggingConfig
     ui: UIConfig
     # Model-name prefix -> price, longest prefix first so dated ids resolve to the closest entry.
@@ -535,6 +589,7 @@ _SECTION_CLASSES: dict[str, type] = {
     "storage": StorageConfig,
     "sessions": SessionsConfig,
     "compression": CompressionConfig,
+    "cluster": ClusterConfig,
     "logging": LoggingConfig,
     "ui": UIConfig,
 }

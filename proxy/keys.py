@@ -6,6 +6,7 @@ import aiohttp
 from aiohttp import web
 
 from .admin import AdminGuard
+from .cluster import Cluster
 from .config import Config
 from .pricing import PriceTable
 from .prom import PromMetrics
@@ -25,5 +26,6 @@ SESSIONS = web.AppKey("sessions", SessionRegistry)
 PRICES = web.AppKey("prices", PriceTable)
 PROM = web.AppKey("prom", PromMetrics)
 CALIBRATION = web.AppKey("calibration", Calibration)
+CLUSTER = web.AppKey("cluster", Cluster)
 SUMMARIZER = web.AppKey("summarizer", Summarizer)
 STARTED_AT = web.AppKey("started_at", float)

@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
 
+from proxy.cluster import ClusterHealth
 from proxy.records import RequestRecord
 from proxy.storage import StorageHealth
 
@@ -166,6 +167,10 @@ class PromMetrics:
         """Report the writer's queue and failures, read at each scrape."""
         self.registry.register(_StorageCollector(health))
 
+    def watch_cluster(self, health: Callable[[], ClusterHealth]) -> None:
+        """Report whether Redis answers, read at each scrape (nothing when no Redis is configured)."""
+        self.registry.register(_ClusterCollector(health))
+
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its Content-Type header value."""
         return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
@@ -200,3 +205,31 @@ class _StorageCollector(Collector):
             ),
         ):
             yield CounterMetricFamily(name, help_text, value=value)
+
+
+class _ClusterCollector(Collector):
+    """Redis's state as a gauge and two counters, read from the Cluster object when scraped."""
+
+    def __init__(self, health: Callable[[], ClusterHealth]) -> None:
+        self._health = health
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        health = self._health()
+        if not health.redis:
+            return
+        yield GaugeMetricFamily(
+            "vidurai_redis_up",
+            "1 while Redis answers, 0 while this instance serves on its own state.",
+            value=int(health.connected),
+        )
+        yield CounterMetricFamily(
+            "vidurai_redis_fallback_calls",
+            "Redis calls answered from this instance's own state because Redis failed or was down.",
+            value=health.failed_calls,
+        )
+        yield CounterMetricFamily(
+            "vidurai_redis_incidents", "Times Redis stopped answering.", value=health.incidents
+        )

@@ -6,7 +6,7 @@ import functools
 import hashlib
 import json
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
 
 import tiktoken
@@ -137,13 +137,25 @@ def estimate_request(body: dict[str, Any]) -> int:
     return sum(per_message) + fixed
 
 
+# Samples kept per model for the fleet between two syncs (a second apart): with SMOOTHING 0.2 the
+# 50th latest weighs 0.8**50 = 1e-5 of the ratio, so older ones would change nothing but the cost.
+SHARED_SAMPLES_PER_MODEL = 50
+
+
 class Calibration:
-    """Ratio of reported to estimated input tokens per model, smoothed so one odd request moves it little."""
+    """Ratio of reported to estimated input tokens per model, smoothed so one odd request moves it little.
+
+    `shared`: instances pool what they learn (proxy/cluster.py sends `drain_samples()` to Redis and
+    `merge`s the fleet's ratios back every second), so they report the same estimates. It never
+    changes what is forwarded: compression counts tokens uncalibrated.
+    """
 
     SMOOTHING = 0.2
 
-    def __init__(self) -> None:
+    def __init__(self, shared: bool = False) -> None:
         self._ratio: dict[str, float] = {}
+        self._shared = shared
+        self._samples: dict[str, deque[float]] = {}
 
     def ratio(self, model: str | None) -> float:
         return self._ratio.get(model or "", 1.0)
@@ -163,3 +175,14 @@ class Calibration:
             return
         previous = self._ratio.get(model)
         self._ratio[model] = sample if previous is None else previous + self.SMOOTHING * (sample - previous)
+        if self._shared:
+            self._samples.setdefault(model, deque(maxlen=SHARED_SAMPLES_PER_MODEL)).append(sample)
+
+    def drain_samples(self) -> list[tuple[str, float]]:
+        """The latest samples learned since the last call, in order, for the fleet's shared ratios."""
+        samples, self._samples = self._samples, {}
+        return [(model, sample) for model, recent in samples.items() for sample in recent]
+
+    def merge(self, ratios: dict[str, float]) -> None:
+        """Take the fleet's ratios (each already smoothed over every instance's samples)."""
+        self._ratio.update(ratios)

@@ -63,13 +63,25 @@ async def conversation(url: str, fake: FakeUpstream, turns: int = TURNS) -> list
     return forwarded
 
 
-def served(fleet_: Fleet, path: str = "/v1/messages") -> list[int]:
-    """Requests for `path` each instance logged, in instance order."""
+def _served(fleet_: Fleet) -> list[int]:
     counts = []
     for instance in fleet_.instances:
         lines = [json.loads(line) for line in instance.log().splitlines() if line.startswith("{")]
-        counts.append(sum(1 for line in lines if line.get("event") == "request" and line.get("path") == path))
+        counts.append(
+            sum(1 for line in lines if line.get("event") == "request" and line.get("path") != "/health")
+        )
     return counts
+
+
+async def served(fleet_: Fleet, until: Any) -> list[int]:
+    """Requests each instance logged, in instance order, once `until(counts)` holds (access lines are
+    written in batches, up to 0.2 s after their request) or two seconds have passed."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        counts = _served(fleet_)
+        if until(counts) or time.monotonic() > deadline:
+            return counts
+        await asyncio.sleep(0.05)
 
 
 async def get_json(url: str) -> dict[str, Any]:
@@ -86,7 +98,8 @@ async def test_a_conversation_spread_over_instances_is_forwarded_as_one_instance
     settings = {**SETTINGS, "cluster_redis_url": SHARED_REDIS_URL, "cluster_key_prefix": prefix}
     async with fleet(tmp_path, fake_upstream, postgres_url, **settings) as group:
         spread = await conversation(group.url, fake_upstream)
-        assert served(group) == [TURNS // 3 + (1 if i < TURNS % 3 else 0) for i in range(3)]  # round robin
+        counts = await served(group, lambda counts: sum(counts) >= TURNS)
+        assert counts == [TURNS // 3 + (1 if i < TURNS % 3 else 0) for i in range(3)]  # round robin
         # Byte for byte what one instance forwarded: the same folds, the same recall held to the
         # cache reads it replaces while the cache is warm (Redis says the previous turn was just now).
         for turn, (one, many) in enumerate(zip(alone, spread, strict=True)):
@@ -132,6 +145,12 @@ async def test_streams_pass_nginx_unbuffered(
             assert (await stream.get_final_message()).usage.output_tokens > 0
 
 
+# On an idle machine the lost rows were answered in the last 0.5 s (flush_interval 0.2 plus a
+# commit); in full-suite runs sharing PostgreSQL and both cores with other test runs, a commit of
+# the killed instance lagged so that rows answered 2.1 s before were still unwritten.
+LOSS_WINDOW = 2.5
+
+
 def rows_by_model(database: str) -> set[str]:
     return {row["model"] for row in query(database, "SELECT model FROM requests")}
 
@@ -160,15 +179,18 @@ async def test_kill_9_of_one_instance_under_load(
         assert len(traffic.failures) <= 16, traffic.failures  # at most one per client in flight
         assert traffic.failed_after(killed_at + 1.0) == [], traffic.failures
         assert after.failures == []
-        assert served(group)[1] > 0, "the restarted instance got no requests"
+        assert (await served(group, lambda counts: counts[1] > 0))[1] > 0, "the restarted one got nothing"
         assert "Traceback" not in rejoined.log()
 
         for instance in group.instances:  # a clean stop flushes each one's rows
             assert await instance.stop() == 0, instance.log()
         stored = rows_by_model(group.database)
         lost = {model: at for model, at in traffic.answered.items() if model not in stored}
-        # Only the killed instance's last second can be missing.
-        assert all(killed_at - 1.0 <= at <= killed_at + 0.1 for at in lost.values()), lost
+        # Only the killed instance's last rows can be missing: those its writer had not committed.
+        before = sorted(round(killed_at - at, 3) for at in lost.values())
+        assert all(-0.1 <= ago <= LOSS_WINDOW for ago in before), (
+            f"lost rows answered this long before the kill: {before}"
+        )
         assert set(after.answered) <= stored
 
 

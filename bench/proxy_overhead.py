@@ -7,7 +7,8 @@ JSON log line per request at the default level, the SQLite writer), at concurren
 and streaming; rounds rotate the
 order of the paths so drift on a shared machine hits all alike. Then the writer's sustained rows/s
 with the event loop kept busy (bench/writer_rate.py) and RSS growth over 50,000 one-message
-conversations (bench/session_memory.py).
+conversations (bench/session_memory.py), and what admission costs with limits on, in process and
+in Redis (bench/limits.py).
 
     .venv/bin/python -m bench.proxy_overhead            # full run, about 4 minutes
     .venv/bin/python -m bench.proxy_overhead --quick    # one short round, about 1 minute
@@ -32,7 +33,7 @@ import aiohttp
 import attrs
 import structlog
 
-from . import session_memory, writer_rate, wrk
+from . import limits, session_memory, writer_rate, wrk
 from .servers import Proxy, Server, cpu_seconds
 
 HIGH = 32
@@ -166,6 +167,7 @@ def render(
     cells: dict[Key, Cell],
     writer: writer_rate.WriterRate,
     memory: session_memory.SessionMemoryResult,
+    admission: limits.LimitsResult,
     plan: Plan,
 ) -> str:
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -224,6 +226,8 @@ def render(
         "",
         memory.describe(),
         "",
+        admission.describe(),
+        "",
         "Targets of issue 11:",
         "",
         f"- proxy ≥ 70% of the bare pass-through's req/s at concurrency {HIGH}: worst {worst_share:.0%}, "
@@ -272,12 +276,14 @@ def main(argv: list[str] | None = None) -> int:
             writer = asyncio.run(writer_rate.measure(work / "writer.db", plan.writer_rows))
             print(f"Measuring memory over {plan.conversations:,} conversations...", file=sys.stderr)
             memory = session_memory.measure(upstream.url, work / "memory", plan.conversations)
+            print("Measuring admission (limits off and on, with and without Redis)...", file=sys.stderr)
+            admission = limits.measure(upstream.url, work / "limits", plan.rounds, plan.high_seconds)
         finally:
             if proxy is not None:
                 proxy.stop()
             bare.stop()
             upstream.stop()
-    print(render(cells, writer, memory, plan))
+    print(render(cells, writer, memory, admission, plan))
     print(f"\n(run took {time.monotonic() - started:.0f} s)", file=sys.stderr)
     return 0
 

@@ -167,9 +167,9 @@ class Proxy:
         return self.process.pid
 
     @classmethod
-    def start(cls, upstream: str, workdir: Path, **settings: str) -> Proxy:
+    def start(cls, upstream: str, workdir: Path, ini: str = "", **settings: str) -> Proxy:
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "empty.ini").write_text("")
+        (workdir / "empty.ini").write_text(ini)  # e.g. a [pricing] section
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("VIDURAI_")}
         env.update(

@@ -126,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         from .export import main as export_main
 
         return export_main(argv[1:])
+    if argv[:1] == ["keys"]:
+        from .limits.cli import main as keys_main
+
+        return keys_main(argv[1:])
     if argv[:1] == ["health"]:
         from .healthcheck import main as health_main
 
@@ -134,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="vidurai-proxy",
         description=__doc__,
         epilog="vidurai-proxy export --help: export requests for billing; "
+        "vidurai-proxy keys --help: virtual keys with their own limits; "
         "vidurai-proxy health: exit 0 when the configured proxy answers /health",
     )
     parser.add_argument("--config", help="configuration file (default: $VIDURAI_CONFIG or vidurai.ini)")

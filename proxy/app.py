@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import structlog
 from aiohttp import web
@@ -35,6 +35,7 @@ from .keys import (
     SUMMARIZER,
     UPSTREAM,
 )
+from .limits.context import limits_ctx
 from .logs import ACCESS_LOGGER
 from .maintenance import expire_idle, maintain_sessions
 from .pricing import PriceTable
@@ -153,8 +154,9 @@ async def _summaries_ctx(app: web.Application) -> AsyncIterator[None]:
         await app[SUMMARIZER].close()
 
 
-def create_app(config: Config) -> web.Application:
-    """The proxy as an aiohttp application, for `python -m proxy` and for tests."""
+def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web.Application:
+    """The proxy as an aiohttp application, for `python -m proxy` and for tests (which may set the
+    clock that limits' windows follow)."""
     route_vidurai_logs(debug=config.logging.level.lower() == "debug")
     guard = AdminGuard(config.server)
     app = web.Application(
@@ -177,6 +179,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_cluster_ctx)
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_summaries_ctx)
+    app.cleanup_ctx.append(limits_ctx(clock))
 
     # Routes are admin routes (admin hosts, and the token when set) unless declared otherwise here.
     router = app.router

@@ -8,6 +8,7 @@ import time
 import attrs
 from aiohttp import web
 
+from .limits.limiter import Admission
 from .records import RequestRecord, Usage
 from .sessions import tenant_of
 from .tokens import Calibration
@@ -24,6 +25,12 @@ class Call:
     first_byte_at: float | None = None
     # The raw (uncalibrated) forwarded estimate: what upstream's reported prompt tokens calibrate.
     forwarded_raw: int | None = None
+    max_tokens: int | None = None  # the request's bound on output, for a budget's reservation
+    # Set by the limits' admission (proxy/limits/gate.py): the counters taken, the headers that
+    # report them, and for a virtual key the real provider key sent upstream in its place.
+    admission: Admission | None = None
+    limit_headers: dict[str, str] | None = None
+    upstream_key: str | None = attrs.field(default=None, repr=False)  # never in a log line
 
     @classmethod
     def begin(cls, request: web.Request, provider: str, endpoint: str) -> Call:

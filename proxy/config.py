@@ -45,6 +45,15 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Empty means "not set" (None); anything else must parse."""
+
+    def parse_optional(raw: str) -> Any:
+        return parse(raw) if raw.strip() else None
+
+    return parse_optional
+
+
 def _fraction(raw: str) -> float:
     value = float(raw)
     if not 0 <= value <= 1:
@@ -445,6 +454,50 @@ SETTINGS: tuple[Setting, ...] = (
         "this instance's own state, and Redis is only probed once a second until it answers again.",
     ),
     Setting(
+        "limits",
+        "requests_per_minute",
+        "",
+        _optional(_positive_int),
+        "empty or a positive integer",
+        "Requests each tenant (client key) may send per minute; more get 429 with retry-after. Empty: no "
+        "limit. A virtual key's own --rpm replaces it for that key.",
+    ),
+    Setting(
+        "limits",
+        "tokens_per_minute",
+        "",
+        _optional(_positive_int),
+        "empty or a positive integer",
+        "Tokens (input, output and both cache tiers, as upstream reports them) each tenant may use per "
+        "minute. Empty: no limit.",
+    ),
+    Setting(
+        "limits",
+        "budget_usd_per_day",
+        "",
+        _optional(_positive_float),
+        "empty or a positive number of US dollars",
+        "Spend each tenant may reach per UTC day, priced as in [pricing]; then 429 with "
+        "x-should-retry: false until midnight UTC. Empty: no budget.",
+    ),
+    Setting(
+        "limits",
+        "budget_usd_per_month",
+        "",
+        _optional(_positive_float),
+        "empty or a positive number of US dollars",
+        "Spend each tenant may reach per UTC calendar month. Empty: no budget.",
+    ),
+    Setting(
+        "limits",
+        "on_store_failure",
+        "open",
+        _choice("open", "closed"),
+        "open | closed",
+        "When the counters' store ([cluster] redis_url) cannot be reached: open forwards requests "
+        "unlimited (with a warning, a /health flag and a Prometheus counter); closed answers 503.",
+    ),
+    Setting(
         "logging",
         "level",
         "info",
@@ -546,6 +599,15 @@ class ClusterConfig:
 
 
 @attrs.frozen
+class LimitsConfig:
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    budget_usd_per_day: float | None
+    budget_usd_per_month: float | None
+    on_store_failure: str
+
+
+@attrs.frozen
 class LoggingConfig:
     level: str
     file: str
@@ -576,6 +638,7 @@ class Config:
     sessions: SessionsConfig
     compression: CompressionConfig
     cluster: ClusterConfig
+    limits: LimitsConfig
     logging: LoggingConfig
     ui: UIConfig
     # Model-name prefix -> price, longest prefix first so dated ids resolve to the closest entry.
@@ -590,6 +653,7 @@ _SECTION_CLASSES: dict[str, type] = {
     "sessions": SessionsConfig,
     "compression": CompressionConfig,
     "cluster": ClusterConfig,
+    "limits": LimitsConfig,
     "logging": LoggingConfig,
     "ui": UIConfig,
 }

@@ -29,6 +29,7 @@ from .keys import (
     CALIBRATION,
     CLUSTER,
     CONFIG,
+    LIMITS,
     OPENAI,
     PRICES,
     PROM,
@@ -152,6 +153,9 @@ async def model_call(request: web.Request, provider: Provider, endpoint: str) ->
     try:
         call.record.tags = _tags(request)
         data, rewritten = await _outgoing(request, call, provider, endpoint)
+        refusal = await request.app[LIMITS].admit(request, call, provider)
+        if refusal is not None:
+            return refusal
         return await relay(request, call, provider, data, rewritten)
     except (BadRequest, UpstreamFailure) as exc:
         return await _refuse(request, call, provider, exc)
@@ -170,6 +174,7 @@ async def _outgoing(
         model = body.get("model")
         call.record.model = model if isinstance(model, str) else None
         call.record.stream = body.get("stream") is True
+        call.max_tokens = provider.max_output_tokens(body)
         structlog.contextvars.bind_contextvars(model=call.record.model)
         outgoing = None
         if endpoint in CONVERSATION_ENDPOINTS:
@@ -215,6 +220,9 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     try:
         call.record.tags = _tags(request)
         raw = await read_body(request)
+        refusal = await request.app[LIMITS].admit(request, call, provider)
+        if refusal is not None:
+            return refusal
         return await relay(request, call, provider, raw if raw or request.body_exists else None, False)
     except (BadRequest, UpstreamFailure) as exc:
         return await _refuse(request, call, provider, exc)
@@ -232,6 +240,7 @@ def _finish(app: web.Application, call: Call) -> None:
             if record.tokens_saved is not None:
                 record.cost_saved_usd = prices.saved_cost(record.model, record.tokens_saved)
         app[PROM].observe(record)
+        app[LIMITS].settle(call, record)
     except Exception:  # a pricing or metrics bug must not lose the row
         log.exception("metrics bookkeeping failed")
     app[STORE].add_request(record)
@@ -251,7 +260,10 @@ async def health(request: web.Request) -> web.Response:
         "admin_locked": app[ADMIN].locked,
         "storage": attrs.asdict(storage),
         "cluster": attrs.asdict(cluster.health()),
+        "limits": app[LIMITS].health(),
     }
+    if not body["limits"]["reachable"]:
+        body["status"] = "degraded"
     if not app[ADMIN].allows(request):
         return web.json_response(body)
     try:

@@ -8,6 +8,7 @@ from aiohttp import web
 from .admin import AdminGuard
 from .cluster import Cluster
 from .config import Config
+from .limits.gate import Gate
 from .pricing import PriceTable
 from .prom import PromMetrics
 from .providers import Anthropic, OpenAI
@@ -29,3 +30,4 @@ CALIBRATION = web.AppKey("calibration", Calibration)
 CLUSTER = web.AppKey("cluster", Cluster)
 SUMMARIZER = web.AppKey("summarizer", Summarizer)
 STARTED_AT = web.AppKey("started_at", float)
+LIMITS = web.AppKey("limits", Gate)

@@ -100,6 +100,18 @@ class PromMetrics:
             registry=self.registry,
         )
 
+        self.limit_rejections = Counter(
+            "vidurai_limit_rejections",
+            "Requests refused by a limit ([limits] or a virtual key's), by the limit's name.",
+            ["limit"],
+            registry=self.registry,
+        )
+        self.limit_store_failures = Counter(
+            "vidurai_limit_store_failures",
+            "Admissions or settlements that could not reach the limits' counter store (Redis).",
+            registry=self.registry,
+        )
+
     def _model_label(self, model: str | None) -> str:
         if not model:
             return "unknown"

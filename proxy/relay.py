@@ -52,6 +52,8 @@ async def relay(
     else:
         body = data
     headers = request_headers(request.headers)
+    if call.upstream_key is not None:  # a virtual key: upstream gets the real one in its place
+        provider.authorize(headers, call.upstream_key)
     calibration = request.app[CALIBRATION]
     response: web.StreamResponse | None = None
     observer: UsageObserver | None = None
@@ -69,6 +71,8 @@ async def relay(
                 status=upstream.status, reason=upstream.reason, headers=response_headers(upstream.headers)
             )
             response.headers[STATS_HEADER] = call.stats_header()
+            if call.limit_headers:
+                response.headers.update(call.limit_headers)
             if (
                 upstream.content_length is not None
                 and not rewritten

@@ -24,14 +24,19 @@ SESSION_HEADER = "x-vidurai-session"
 LABEL_MAX = 200
 
 
-def tenant_of(headers: Mapping[str, str]) -> str:
-    """First 16 hex characters of sha256 of the client's API key; the key itself is never kept."""
+def client_key(headers: Mapping[str, str]) -> str:
+    """The API key the client sent (x-api-key, else Authorization: Bearer); empty without one."""
     key = headers.get("x-api-key", "")
     if not key:
         authorization = headers.get("authorization", "")
         scheme, _, token = authorization.partition(" ")
         key = token.strip() if scheme.lower() == "bearer" else authorization
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    return key
+
+
+def tenant_of(headers: Mapping[str, str]) -> str:
+    """First 16 hex characters of sha256 of the client's API key; the key itself is never kept."""
+    return hashlib.sha256(client_key(headers).encode("utf-8")).hexdigest()[:16]
 
 
 def _without_cache_control(value: Any) -> Any:

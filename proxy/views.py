@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .keys import PROM, STORE
+from .keys import LIMITS, PROM, STORE
 from .storage import Filter
 from .tags import parse_filter
 
@@ -20,7 +20,9 @@ async def metrics_json(request: web.Request) -> web.Response:
         where = Filter(session=request.query.get("session") or None, tag=parse_filter(tag) if tag else None)
     except ValueError as exc:
         return web.json_response({"error": f"?tag: {exc}"}, status=400)
-    return web.json_response(await request.app[STORE].metrics_json(where=where))
+    body = await request.app[STORE].metrics_json(where=where)
+    body["limits"] = await request.app[LIMITS].report()
+    return web.json_response(body)
 
 
 async def metrics_text(request: web.Request) -> web.Response:

@@ -93,8 +93,8 @@ def _non_default_sample(setting: Setting) -> str:
             candidates.append(str(number(setting.default) + 1))
         except ValueError:
             pass
-    candidates += ["0.5", "http://example.test:1234", "redis://127.0.0.1:6379/0", "false", "true"]
-    candidates += ["debug", "off", "on", "model", "sample"]
+    candidates += ["0.5", "1", "http://example.test:1234", "redis://127.0.0.1:6379/0", "false", "true"]
+    candidates += ["debug", "off", "on", "closed", "model", "sample"]
     for raw in candidates:
         try:
             if setting.parse(raw) != default:

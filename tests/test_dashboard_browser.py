@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anthropic
 import pytest
 from playwright.async_api import Browser, Page, ViewportSize
 
@@ -402,3 +403,24 @@ async def test_locked_dashboard_login_unlocked_logout(browser: Browser, make_pro
         assert page.url == f"{base}/dashboard/login"  # locked again
     finally:
         await page.close()
+
+
+async def test_dashboard_shows_limits_used_against_their_values(
+    browser: Browser, make_proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    # A budget (a UTC day) refuses the second request; a per-minute limit could roll over between them.
+    base = await make_proxy(limits_requests_per_minute=5, limits_budget_usd_per_day="0.0001")
+    message = [{"role": "user", "content": "Hi"}]
+    async with anthropic_client(base) as claude:
+        await claude.messages.create(model="claude-sonnet-5", max_tokens=16, messages=message)
+        with pytest.raises(anthropic.RateLimitError, match="budget_usd_per_day"):
+            await claude.messages.create(model="claude-sonnet-5", max_tokens=16, messages=message)
+    await wait_for_requests(http, base, 2)
+    page, problems = await open_dashboard(browser, base)
+    row = page.locator("#limits tbody tr")
+    assert await row.count() == 1
+    cells = await row.locator("td").all_inner_texts()
+    assert re.fullmatch(r"[01] / 5", cells[1]) and cells[3].endswith("/ $0.0001")
+    assert cells[5] == "budget_usd_per_day 1"
+    assert problems == []
+    await page.close()

@@ -156,7 +156,15 @@ async def test_both_engines_have_the_same_migrations_tables_views_and_columns(
         await store.start()
         await store.close()
     sqlite_columns = columns_sqlite(tmp_path / "vidurai.db")
-    assert set(sqlite_columns) >= {"requests", "sessions", "memories", "snapshots", "audit", "savings_by_tag"}
+    assert set(sqlite_columns) >= {
+        "requests",
+        "sessions",
+        "memories",
+        "snapshots",
+        "audit",
+        "savings_by_tag",
+        "virtual_keys",
+    }
     assert columns_postgres(postgres_url) == sqlite_columns
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Iterator
 from typing import Any
+
+from multidict import CIMultiDict
 
 from ..records import Usage
 from .base import SUMMARY_MAX_TOKENS, SUMMARY_TEMPERATURE, Provider, UsageObserver, token_field
@@ -34,6 +38,23 @@ class Anthropic(Provider):
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         kind = _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
         return {"type": "error", "error": {"type": kind, "message": message}}
+
+    def rate_limit_headers(
+        self, unit: str, limit: int, remaining: int, resets_at: float, now: float
+    ) -> dict[str, str]:
+        """anthropic-ratelimit-<unit>-limit / -remaining / -reset, the reset as an RFC 3339 time."""
+        return {
+            f"anthropic-ratelimit-{unit}-limit": str(limit),
+            f"anthropic-ratelimit-{unit}-remaining": str(remaining),
+            f"anthropic-ratelimit-{unit}-reset": _rfc3339(resets_at),
+        }
+
+    def authorize(self, headers: CIMultiDict[str], api_key: str) -> None:
+        headers.popall("authorization", None)
+        headers["x-api-key"] = api_key
+
+    def max_output_tokens(self, body: dict[str, Any]) -> int | None:
+        return token_field(body, "max_tokens")  # required by the Messages API
 
     def read_usage(self, payload: dict[str, Any], usage: Usage) -> None:
         _merge(payload.get("usage"), usage)
@@ -73,6 +94,12 @@ class Anthropic(Provider):
         elif kind == "message_delta":
             # message_delta usage is cumulative: it replaces, never adds to, what came before.
             _merge(payload.get("usage"), observer.usage)
+
+
+@functools.lru_cache(maxsize=8)
+def _rfc3339(at: float) -> str:
+    """A window's end, formatted once per window rather than per response."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 def _cache_markers(value: Any) -> Iterator[dict[str, Any]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import abc
 from typing import Any, Literal
 
+from multidict import CIMultiDict
+
 from .. import jsonio
 from ..records import Usage
 from ..sse import SSEDecoder, SSEEvent, decode_event, whole_events
@@ -107,6 +109,24 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         """An error in this provider's own JSON shape, so SDKs raise their usual exceptions."""
+
+    def quota_error_body(self, message: str) -> dict[str, Any]:
+        """A spent budget: a 429 the SDK must not retry (the response says x-should-retry: false)."""
+        return self.error_body(429, message)
+
+    @abc.abstractmethod
+    def rate_limit_headers(
+        self, unit: str, limit: int, remaining: int, resets_at: float, now: float
+    ) -> dict[str, str]:
+        """This provider's own rate-limit headers for one limit (unit "requests" or "tokens")."""
+
+    @abc.abstractmethod
+    def authorize(self, headers: CIMultiDict[str], api_key: str) -> None:
+        """Put the real provider key in outgoing headers, in place of whatever the client sent."""
+
+    @abc.abstractmethod
+    def max_output_tokens(self, body: dict[str, Any]) -> int | None:
+        """The most output tokens the request allows, or None when it sets no bound."""
 
     @abc.abstractmethod
     def read_usage(self, payload: dict[str, Any], usage: Usage) -> None:

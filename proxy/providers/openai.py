@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from multidict import CIMultiDict
+
 from ..records import Usage
 from ..sse import SSEEvent, decode_event, whole_events
 from .base import (
@@ -63,6 +65,35 @@ class OpenAI(Provider):
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         kind = _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
         return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+    def quota_error_body(self, message: str) -> dict[str, Any]:
+        """What OpenAI answers when an account's quota is spent: type and code insufficient_quota."""
+        return {
+            "error": {
+                "message": message,
+                "type": "insufficient_quota",
+                "param": None,
+                "code": "insufficient_quota",
+            }
+        }
+
+    def rate_limit_headers(
+        self, unit: str, limit: int, remaining: int, resets_at: float, now: float
+    ) -> dict[str, str]:
+        """x-ratelimit-limit-<unit> / -remaining- / -reset-, the reset as a duration ("17s", "250ms")."""
+        return {
+            f"x-ratelimit-limit-{unit}": str(limit),
+            f"x-ratelimit-remaining-{unit}": str(remaining),
+            f"x-ratelimit-reset-{unit}": _duration(resets_at - now),
+        }
+
+    def authorize(self, headers: CIMultiDict[str], api_key: str) -> None:
+        headers.popall("x-api-key", None)
+        headers["authorization"] = f"Bearer {api_key}"
+
+    def max_output_tokens(self, body: dict[str, Any]) -> int | None:
+        bound = token_field(body, "max_completion_tokens")
+        return bound if bound is not None else token_field(body, "max_tokens")
 
     def read_usage(self, payload: dict[str, Any], usage: Usage) -> None:
         raw = payload.get("usage")
@@ -126,6 +157,14 @@ class OpenAI(Provider):
         if streaming and rewritten:
             return _HiddenUsageObserver(self)
         return super().observer(streaming, rewritten)
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: "250ms" under a second, else minutes and seconds ("1m30s", "17s")."""
+    if seconds < 1:
+        return f"{max(round(seconds * 1000), 1)}ms"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest}s" if minutes else f"{rest}s"
 
 
 class _HiddenUsageObserver(SSEUsageObserver):

@@ -112,6 +112,22 @@ function drawTables(m) {
     { provider: p.provider, model: p.model || "" })), "no requests yet");
   fill("by-tag", m.by_tag.map((t) => row([["tag", t.tag, "mono"], ...aggregateCells(t)], { tag: t.tag })),
     "no tagged requests yet (send X-Vidurai-Tags: team=payments)");
+  const limits = m.limits || { subjects: [] };
+  const against = (l, name, fmt) => {
+    const got = l.limits[name];
+    return got ? `${fmt(got.used)} / ${fmt(got.limit)}` : DASH;
+  };
+  fill("limits", limits.subjects.map((l) => {
+    const refused = Object.entries(l.rejections_this_month).map(([k, n]) => `${k} ${fmtInt(n)}`).join(", ");
+    return row([
+      ["key", l.key || l.tenant.slice(0, 8), l.key ? "" : "mono"],
+      ["requests_per_minute", against(l, "requests_per_minute", fmtInt), "num"],
+      ["tokens_per_minute", against(l, "tokens_per_minute", fmtInt), "num"],
+      ["budget_usd_per_day", against(l, "budget_usd_per_day", fmtUsd), "num"],
+      ["budget_usd_per_month", against(l, "budget_usd_per_month", fmtUsd), "num"],
+      ["rejections", refused, refused ? "bad" : "muted"],
+    ], { tenant: l.tenant });
+  }), "no limits set ([limits] in vidurai.ini, or vidurai-proxy keys create)");
   fill("sessions", m.top_sessions.map((s) => row([
     // The client's X-Vidurai-Session name when it sent one, else the start of the hashed id.
     ["session", s.label || s.id.slice(0, 12), s.label ? "" : "mono"],

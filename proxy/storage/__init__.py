@@ -2,8 +2,11 @@
 
 Layout: `store.py` (the Store protocol, open_store), `writer.py` (the queue and its thread, shared by
 the engines), `rows.py` (records to parameter tuples), `rollup.py` (session totals per batch),
-`metrics.py` (the JSON the reads return), `migrations.py` (the numbered files); each engine has
-its `statements.py`, `batches.py`, `reader.py`, `migrations.py` and `store.py`, and the SQL dialect
+`metrics.py` (the JSON the reads return), `migrations.py` (the numbered files), and the stores
+read and written at once rather than through the writer: `summaries.py` (chunk summaries, fold
+decisions) and `limits.py` (virtual keys, spend and refusals), each thread on its own connection
+(`connections.py`); each engine has its `statements.py`, `batches.py`, `reader.py`,
+`migrations.py`, `connections.py`, `summaries.py`, `limits.py` and `store.py`, and the SQL dialect
 stays there.
 
 A new table: a migration with the same number in proxy/migrations/sqlite/ and .../postgresql/, a

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 from proxy.config import StorageConfig
 from proxy.records import MemoryRow, RequestRecord, SessionRecord
 from proxy.storage.metrics import ActiveSession, Filter, StoredSession
+
+if TYPE_CHECKING:
+    from proxy.storage.limits import LimitsStore
 
 # Tables `vidurai-proxy export` reads, with the time column --since/--until filter on.
 EXPORT_TABLES = {
@@ -112,6 +115,10 @@ class Store(Protocol):
 
     def summaries(self) -> SummaryStore:
         """The summaries and fold decisions (usable once started; closed with the store)."""
+
+    def limits(self) -> LimitsStore:
+        """Virtual keys, and the spend and refusals the limits read (sync, on the calling thread's
+        connection; closed with the store). Usable before start() for `vidurai-proxy keys`."""
 
     # --- reads: async, fleet-wide ---
     async def metrics_json(self, now: float | None = None, where: Filter | None = None) -> dict[str, Any]:

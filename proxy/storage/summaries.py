@@ -5,49 +5,26 @@ postgresql/summaries.py).
 
 Not through the writer's queue: a fold decision must be in the database before the next request of
 its conversation (on this instance or another) asks for it, and both kinds of row are rare (one per
-chunk, one per fold). Each thread keeps its own connection (neither driver's connection is shared
-between threads here): compress() reads from the worker threads, the summarizer writes from its own.
+chunk, one per fold). Each thread keeps its own connection (proxy/storage/connections.py): compress()
+reads from the worker threads, the summarizer writes from its own.
 """
 
 from __future__ import annotations
 
 import abc
 import json
-import threading
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
+
+from proxy.storage.connections import ThreadConnections
 
 
-class ThreadSummaryStore(abc.ABC):
+class ThreadSummaryStore(ThreadConnections):
     """The `summaries` and `fold_digests` tables of one database (migrated by its store)."""
 
     INSERT_SUMMARY: ClassVar[str]  # (chunk_key, session_id, model, summary, created_at), first one kept
     SELECT_FOLD: ClassVar[str]  # (fold_key) -> summarized
     INSERT_FOLD: ClassVar[str]  # (fold_key, summarized, created_at), first one kept
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-        self._opened: list[Any] = []
-        self._lock = threading.Lock()
-
-    @abc.abstractmethod
-    def _connect(self) -> Any:
-        """A new autocommit connection for the calling thread."""
-
-    def _usable(self, conn: Any) -> bool:
-        return True
-
-    def _conn(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and not self._usable(conn):
-            conn.close()
-            conn = None
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-            with self._lock:
-                self._opened.append(conn)
-        return conn
 
     @abc.abstractmethod
     def summaries(self, keys: Sequence[str]) -> dict[str, str]:
@@ -76,11 +53,3 @@ class ThreadSummaryStore(abc.ABC):
         conn.execute(self.INSERT_FOLD, (fold_key, json.dumps(list(summarized)), at))
         row = conn.execute(self.SELECT_FOLD, (fold_key,)).fetchone()
         return tuple(json.loads(row[0]))
-
-    def close(self) -> None:
-        """Close every thread's connection (once nothing reads or writes any more)."""
-        with self._lock:
-            opened, self._opened = self._opened, []
-        for conn in opened:
-            conn.close()
-        self._local = threading.local()

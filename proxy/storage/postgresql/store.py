@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -27,6 +27,9 @@ from proxy.storage.postgresql.summaries import PostgresSummaryStore
 from proxy.storage.rows import Record
 from proxy.storage.store import EXPORT_TABLES, ExportRows, StoreError
 from proxy.storage.writer import Writer, log_rejected
+
+if TYPE_CHECKING:
+    from proxy.storage.postgresql.limits import PostgresLimitsStore
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -82,12 +85,20 @@ class PostgresStore(Writer):
         self._idle: list[psycopg.AsyncConnection[dict[str, Any]]] = []
         self._pooling = True
         self._summaries = PostgresSummaryStore(self._conninfo)
+        self._limits: PostgresLimitsStore | None = None
 
     def describe(self) -> str:
         return without_password(self.url)
 
     def summaries(self) -> PostgresSummaryStore:
         return self._summaries
+
+    def limits(self) -> PostgresLimitsStore:
+        if self._limits is None:
+            from proxy.storage.postgresql.limits import PostgresLimitsStore  # the limits' records, when used
+
+            self._limits = PostgresLimitsStore(self._conninfo, self.describe())
+        return self._limits
 
     async def start(self) -> None:
         try:
@@ -105,6 +116,8 @@ class PostgresStore(Writer):
         for conn in idle:
             await conn.close()
         await asyncio.to_thread(self._summaries.close)
+        if self._limits is not None:
+            await asyncio.to_thread(self._limits.close)
 
     # --- writes (the writer thread, with the connection lock held) --------------------------------
 

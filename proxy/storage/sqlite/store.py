@@ -11,7 +11,7 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -25,6 +25,9 @@ from proxy.storage.sqlite.statements import EXPIRE_IDLE, INSERT_AUDIT
 from proxy.storage.sqlite.summaries import SqliteSummaryStore
 from proxy.storage.store import ExportRows
 from proxy.storage.writer import Writer, log_rejected
+
+if TYPE_CHECKING:
+    from proxy.storage.sqlite.limits import SqliteLimitsStore
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +64,7 @@ class SqliteStore(Writer):
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file we opened
         self._summaries = SqliteSummaryStore(path, busy_timeout_ms)
+        self._limits: SqliteLimitsStore | None = None
 
     def describe(self) -> str:
         return self.path
@@ -68,9 +72,18 @@ class SqliteStore(Writer):
     def summaries(self) -> SqliteSummaryStore:
         return self._summaries
 
+    def limits(self) -> SqliteLimitsStore:
+        if self._limits is None:
+            from proxy.storage.sqlite.limits import SqliteLimitsStore  # the limits' records, when used
+
+            self._limits = SqliteLimitsStore(self.path, self.busy_timeout_ms)
+        return self._limits
+
     async def close(self) -> None:
         await super().close()
         await asyncio.to_thread(self._summaries.close)
+        if self._limits is not None:
+            await asyncio.to_thread(self._limits.close)
 
     # --- writes (the writer thread, with the connection lock held) --------------------------------
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 
+from proxy.storage.sqlite.connections import SqliteThreadConnections
 from proxy.storage.summaries import ThreadSummaryStore
 
 SELECT_SUMMARIES = "SELECT chunk_key, summary FROM summaries WHERE chunk_key IN ({})"
@@ -12,7 +12,7 @@ SELECT_SUMMARIES = "SELECT chunk_key, summary FROM summaries WHERE chunk_key IN 
 KEYS_PER_QUERY = 500
 
 
-class SqliteSummaryStore(ThreadSummaryStore):
+class SqliteSummaryStore(SqliteThreadConnections, ThreadSummaryStore):
     """The tables in one SQLite file."""
 
     INSERT_SUMMARY = (
@@ -24,16 +24,6 @@ class SqliteSummaryStore(ThreadSummaryStore):
         "INSERT INTO fold_digests (fold_key, summarized, created_at) VALUES (?, ?, ?) "
         "ON CONFLICT (fold_key) DO NOTHING"
     )
-
-    def __init__(self, path: str, busy_timeout_ms: int) -> None:
-        super().__init__()
-        self.path = path
-        self.busy_timeout_ms = busy_timeout_ms
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        return conn
 
     def summaries(self, keys: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}

@@ -1,0 +1,1 @@
+"""Rate limits, budgets and virtual keys: admission before forwarding, settlement after usage."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import structlog
@@ -45,13 +46,35 @@ def migrate(conn: sqlite3.Connection, *, target: int | None = None, directory: P
     return schema_version(conn)
 
 
+# How long a start waits for other processes starting on the same file (the busy timeout, and
+# the switch to WAL below).
+START_WAIT_S = 10.0
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """WAL lets the dashboards and `sqlite3 vidurai.db` read while the writer commits.
+
+    Switching needs the file to itself, and SQLite answers "database is locked" at once, without
+    its busy handler, while another process starting at the same moment holds it (seen when three
+    instances started together on a new file): so it is retried here until START_WAIT_S.
+    """
+    deadline = time.monotonic() + START_WAIT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 def migrate_path(path: str) -> int:
     """Open the database file, switch it to WAL and apply every pending migration."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        conn.execute("PRAGMA busy_timeout = 10000")
-        # WAL lets the dashboards and `sqlite3 vidurai.db` read while the writer commits.
-        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA busy_timeout = {int(START_WAIT_S * 1000)}")
+        _switch_to_wal(conn)
         return migrate(conn)
     finally:
         conn.close()

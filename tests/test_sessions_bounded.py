@@ -11,13 +11,13 @@ import aiohttp
 from proxy.app import create_app, start_server
 from proxy.config import load_config
 from proxy.sessions import RECORDS_PER_ACTIVE
-from tests.conftest import ANTHROPIC_KEY, ProxyFactory
+from tests.conftest import ProxyFactory
 from tests.databases import query, wait_rows
 from tests.fake_upstream import FakeUpstream
+from tests.proxy_calls import audit_events, health, post_messages
 from tests.test_audit import conversation
 from tests.test_metrics_e2e import FLUSH_INTERVAL
 
-HEADERS = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}
 # min_tokens 0: every conversation of at least threshold_messages is folded.
 COMPRESSING = {"compression_min_tokens": "0", "storage_flush_interval": FLUSH_INTERVAL}
 
@@ -29,33 +29,15 @@ def topic_conversation(topic: str, length: int) -> list[dict[str, Any]]:
     return messages
 
 
-async def post(http: aiohttp.ClientSession, url: str, messages: list[dict[str, Any]]) -> None:
-    body = {"model": "claude-fake-1", "max_tokens": 16, "messages": messages}
-    async with http.post(url + "/v1/messages", json=body, headers=HEADERS) as response:
-        assert response.status == 200, await response.text()
-        await response.read()
-
-
-async def health(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
-    async with http.get(url + "/health") as response:
-        result: dict[str, Any] = await response.json()
-        return result
-
-
-def events(db: Path, session_id: str) -> list[str]:
-    rows = query(db, "SELECT event FROM audit WHERE session_id = ? ORDER BY id", (session_id,))
-    return [row["event"] for row in rows]
-
-
 async def test_short_conversations_hold_no_memory(
     make_proxy: ProxyFactory, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     url = await make_proxy(**COMPRESSING)
     for n in range(5):
-        await post(http, url, [{"role": "user", "content": f"question {n}"}])
+        await post_messages(http, url, [{"role": "user", "content": f"question {n}"}])
     state = await health(http, url)
     assert state["active_sessions"] == 5 and state["sessions_in_memory"] == 0
-    await post(http, url, topic_conversation("memory", 30))
+    await post_messages(http, url, topic_conversation("memory", 30))
     assert (await health(http, url))["sessions_in_memory"] == 1
 
 
@@ -66,7 +48,7 @@ async def test_least_recently_used_is_evicted_and_resumes_with_the_same_prefix(
     db = tmp_path / "vidurai.db"
     chats = {topic: topic_conversation(topic, 30) for topic in ("apples", "boats", "clocks")}
     for messages in chats.values():
-        await post(http, bounded, messages)
+        await post_messages(http, bounded, messages)
     rows = await wait_rows(db, "SELECT session_id FROM requests ORDER BY created_at", count=3)
     ids = [row["session_id"] for row in rows]
     apples = ids[0]
@@ -79,7 +61,7 @@ async def test_least_recently_used_is_evicted_and_resumes_with_the_same_prefix(
     # Its next turn reloads the memory from the snapshot and forwards what a proxy that never
     # evicted it forwards.
     chats["apples"] += [{"role": "assistant", "content": "Noted."}, {"role": "user", "content": "And then?"}]
-    await post(http, bounded, chats["apples"])
+    await post_messages(http, bounded, chats["apples"])
     resumed = await wait_rows(
         db, "SELECT detail FROM audit WHERE event = 'resumed' AND session_id = ?", (apples,)
     )
@@ -87,13 +69,13 @@ async def test_least_recently_used_is_evicted_and_resumes_with_the_same_prefix(
     await wait_rows(
         db, "SELECT * FROM audit WHERE event = 'compressed' AND session_id = ?", (apples,), count=2
     )
-    assert events(db, apples) == ["created", "compressed", "evicted", "resumed", "compressed"]
+    assert audit_events(db, apples) == ["created", "compressed", "evicted", "resumed", "compressed"]
     # Its return pushed out the least recently used of the others.
     await wait_rows(db, "SELECT * FROM audit WHERE event = 'evicted' AND session_id = ?", (ids[1],))
 
     unbounded = await make_proxy(**COMPRESSING)
-    await post(http, unbounded, topic_conversation("apples", 30))
-    await post(http, unbounded, chats["apples"])
+    await post_messages(http, unbounded, topic_conversation("apples", 30))
+    await post_messages(http, unbounded, chats["apples"])
     sent = [r.json for r in fake_upstream.requests]
     assert sent[3] == sent[5]
     assert sent[3]["messages"] != chats["apples"]  # it was compressed, not passed through
@@ -121,8 +103,8 @@ async def test_restart_brings_sessions_back_as_records_and_memories_on_demand(
     runner, port = await start_server(create_app(config), "127.0.0.1", 0)
     url = f"http://127.0.0.1:{port}"
     try:
-        await post(http, url, topic_conversation("apples", 30))
-        await post(http, url, topic_conversation("boats", 30))
+        await post_messages(http, url, topic_conversation("apples", 30))
+        await post_messages(http, url, topic_conversation("boats", 30))
         await wait_rows(db, "SELECT * FROM audit WHERE event = 'evicted'")
     finally:
         await runner.cleanup()  # snapshots the memory still held
@@ -134,7 +116,7 @@ async def test_restart_brings_sessions_back_as_records_and_memories_on_demand(
         state = await health(http, url)
         # None restored at startup: each comes back on its own next request.
         assert state["active_sessions"] == 0 and state["sessions_in_memory"] == 0
-        await post(http, url, topic_conversation("apples", 30))
+        await post_messages(http, url, topic_conversation("apples", 30))
         state = await health(http, url)
         assert state["active_sessions"] == 1 and state["sessions_in_memory"] == 1
     finally:
@@ -149,7 +131,7 @@ async def test_records_past_their_bound_are_forgotten_here_least_recently_seen_f
     url = await make_proxy(sessions_max_active="1", **COMPRESSING)
     kept = 1 * RECORDS_PER_ACTIVE
     for n in range(kept + 2):
-        await post(http, url, [{"role": "user", "content": f"question {n}"}])
+        await post_messages(http, url, [{"role": "user", "content": f"question {n}"}])
     assert (await health(http, url))["active_sessions"] == kept
     db = tmp_path / "vidurai.db"
     rows = await wait_rows(db, "SELECT session_id FROM requests ORDER BY created_at", count=kept + 2)
@@ -157,6 +139,6 @@ async def test_records_past_their_bound_are_forgotten_here_least_recently_seen_f
     # Forgotten by this process, not expired: another instance may be serving them, and their next
     # request here finds them in the database again.
     assert query(db, "SELECT id FROM sessions WHERE expired_at IS NOT NULL") == []
-    await post(http, url, [{"role": "user", "content": "question 0"}])
+    await post_messages(http, url, [{"role": "user", "content": "question 0"}])
     await wait_rows(db, "SELECT * FROM audit WHERE event = 'restored' AND session_id = ?", (first,))
-    assert events(db, first) == ["created", "restored"]
+    assert audit_events(db, first) == ["created", "restored"]

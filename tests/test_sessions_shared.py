@@ -13,11 +13,11 @@ import aiohttp
 from proxy.records import RequestRecord
 from proxy.sessions import SessionRegistry
 from proxy.storage import open_store
-from tests.conftest import ANTHROPIC_KEY, ProxyFactory
+from tests.conftest import ProxyFactory
 from tests.databases import query, wait_rows
 from tests.fake_upstream import FakeUpstream
+from tests.proxy_calls import audit_events, health, post_messages
 
-HEADERS = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}
 FLUSH = "0.05"
 # min_tokens 0: a conversation of threshold_messages or more is folded.
 COMPRESSING = {"compression_min_tokens": "0", "storage_flush_interval": FLUSH}
@@ -34,24 +34,6 @@ def conversation(length: int) -> list[dict[str, Any]]:
     ]
 
 
-async def post(http: aiohttp.ClientSession, url: str, messages: list[dict[str, Any]]) -> None:
-    body = {"model": "claude-fake-1", "max_tokens": 16, "messages": messages}
-    async with http.post(url + "/v1/messages", json=body, headers=HEADERS) as response:
-        assert response.status == 200, await response.text()
-        await response.read()
-
-
-async def health(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
-    async with http.get(url + "/health") as response:
-        result: dict[str, Any] = await response.json()
-        return result
-
-
-def events(database: str, session_id: str) -> list[str]:
-    rows = query(database, "SELECT event FROM audit WHERE session_id = ? ORDER BY id", (session_id,))
-    return [row["event"] for row in rows]
-
-
 async def test_any_instance_serves_any_turn_and_forwards_the_same_prefix(
     make_proxy: ProxyFactory,
     http: aiohttp.ClientSession,
@@ -63,21 +45,21 @@ async def test_any_instance_serves_any_turn_and_forwards_the_same_prefix(
     second = await make_proxy(storage_database=database, **COMPRESSING)
     alone = await make_proxy(storage_database=str(tmp_path / "alone.db"), **COMPRESSING)
     chat = conversation(30)
-    await post(http, first, chat)
-    await post(http, alone, chat)
+    await post_messages(http, first, chat)
+    await post_messages(http, alone, chat)
     [row] = await wait_rows(database, "SELECT session_id FROM requests")
     session_id = row["session_id"]
     # The next turn lands on the other instance, which has never seen the conversation.
     chat += [{"role": "assistant", "content": "Noted."}, {"role": "user", "content": "And the next step?"}]
-    await post(http, second, chat)
-    await post(http, alone, chat)
+    await post_messages(http, second, chat)
+    await post_messages(http, alone, chat)
     sent = [r.json for r in fake_upstream.requests]
     assert sent[2] == sent[3]  # byte for byte what a single proxy that saw every turn forwards
     assert sent[2]["messages"] != chat  # folded, not passed through
     await wait_rows(database, "SELECT * FROM requests WHERE session_id = ?", (session_id,), count=2)
     await wait_rows(database, "SELECT * FROM audit WHERE event = 'compressed'", count=2)
     # Found in the database on its first request there: resumed, not created a second time.
-    assert events(database, session_id) == ["created", "compressed", "restored", "compressed"]
+    assert audit_events(database, session_id) == ["created", "compressed", "restored", "compressed"]
     [session] = query(
         database, "SELECT requests, messages, expired_at FROM sessions WHERE id = ?", (session_id,)
     )
@@ -91,24 +73,24 @@ async def test_one_instance_never_expires_a_session_another_is_serving(
     first = await make_proxy(**settings)
     second = await make_proxy(**settings)
     chat = [{"role": "user", "content": "Which layout did we keep?"}]
-    await post(http, first, chat)
+    await post_messages(http, first, chat)
     [row] = await wait_rows(database, "SELECT session_id FROM requests")
     session_id = row["session_id"]
     # The conversation moves to the second instance for longer than the timeout; the first one's
     # expiry (every 0.5 s) keeps looking at a session it has not served since.
     until = time.monotonic() + 4.0
     while time.monotonic() < until:
-        await post(http, second, chat)
+        await post_messages(http, second, chat)
         assert query(database, "SELECT id FROM sessions WHERE expired_at IS NOT NULL") == []
         await asyncio.sleep(0.3)
-    assert "expired" not in events(database, session_id)
+    assert "expired" not in audit_events(database, session_id)
     # The first instance let its idle copy go; the second still holds it.
     assert (await health(http, first))["active_sessions"] == 0
     assert (await health(http, second))["active_sessions"] == 1
     # Nobody serves it any more: expired once, by whichever instance saw it first.
     await wait_rows(database, "SELECT * FROM audit WHERE event = 'expired'", within=6.0)
     await asyncio.sleep(1.0)  # both instances' expiry ran again meanwhile
-    assert events(database, session_id).count("expired") == 1
+    assert audit_events(database, session_id).count("expired") == 1
     [session] = query(database, "SELECT requests, expired_at, last_seen_at FROM sessions")
     assert session["requests"] >= 10 and session["expired_at"] >= session["last_seen_at"] + 2
     assert (await health(http, second))["active_sessions"] == 0
@@ -118,17 +100,17 @@ async def test_nothing_is_restored_at_startup_and_a_session_comes_back_on_its_ne
     make_proxy: ProxyFactory, http: aiohttp.ClientSession, database: str
 ) -> None:
     first = await make_proxy(storage_database=database, **COMPRESSING)
-    await post(http, first, conversation(30))
+    await post_messages(http, first, conversation(30))
     [row] = await wait_rows(database, "SELECT session_id FROM requests")
     # A new instance on the same database holds no session until one of its requests arrives.
     second = await make_proxy(storage_database=database, **COMPRESSING)
     state = await health(http, second)
     assert state["active_sessions"] == 0 and state["totals"]["active_sessions"] == 1
     assert query(database, "SELECT * FROM audit WHERE event = 'restored'") == []
-    await post(http, second, conversation(30))
+    await post_messages(http, second, conversation(30))
     assert (await health(http, second))["active_sessions"] == 1
     await wait_rows(database, "SELECT * FROM audit WHERE event = 'restored'")
-    assert events(database, row["session_id"]).count("created") == 1
+    assert audit_events(database, row["session_id"]).count("created") == 1
 
 
 async def test_the_previous_request_is_the_fleets_not_this_instances(database: str) -> None:

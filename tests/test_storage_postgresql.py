@@ -5,10 +5,12 @@ outage."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,7 +24,9 @@ from structlog.testing import capture_logs
 from proxy.records import MemoryRow, RequestRecord, SessionRecord, Usage
 from proxy.storage import Filter, MigrationError, Store, open_store
 from proxy.storage.migrations import load_migrations, migrations_dir
+from proxy.storage.postgresql import batches
 from proxy.storage.postgresql.migrations import migrate
+from proxy.storage.rows import split
 from tests.conftest import ANTHROPIC_KEY, ProxyFactory
 from tests.databases import Relay, query, wait_rows
 
@@ -246,6 +250,39 @@ async def test_a_session_is_expired_once_whichever_instances_run_the_expiry(post
     ]
     for store in stores:
         await store.close()
+
+
+def test_two_instances_writing_the_same_sessions_at_once_never_deadlock(postgres_url: str) -> None:
+    """One batch upserts the sessions whose totals the other adds to, and the reverse: each must
+    wait for the other, never deadlock (PostgreSQL notices after deadlock_timeout, 1 s, and fails
+    one batch: rows held back a second or more on a fleet, tests/test_cluster_e2e.py)."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        migrate(conn)
+    ids = [f"s{n:03d}" for n in range(200)]
+    odd, even = ids[1::2], ids[0::2]
+    rounds = 10
+    start = threading.Barrier(2)
+
+    def instance(name: str, upserted: list[str], totalled: list[str]) -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            for n in range(rounds):
+                records = [SessionRecord(s, "t1", NOW, NOW, messages=2) for s in upserted]
+                records += [request(f"{name}-{n}-{s}", NOW, s) for s in totalled]
+                start.wait(timeout=30)
+                try:
+                    with conn.transaction():
+                        batches.write(conn, split(records))
+                except BaseException:
+                    start.abort()  # the other instance stops waiting for this one
+                    raise
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        both = [pool.submit(instance, "a", odd, even), pool.submit(instance, "b", even, odd)]
+        errors = [done.exception(timeout=60) for done in both]
+    assert not any(isinstance(e, psycopg.errors.DeadlockDetected) for e in errors), errors
+    assert errors == [None, None]
+    totals = query(postgres_url, "SELECT MIN(requests) AS low, MAX(requests) AS high FROM sessions")
+    assert totals == [{"low": rounds, "high": rounds}]
 
 
 async def test_an_unreachable_server_keeps_rows_logs_once_and_writes_the_backlog(postgres_url: str) -> None:

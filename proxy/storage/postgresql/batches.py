@@ -21,10 +21,23 @@ from proxy.storage.postgresql.statements import (
 from proxy.storage.rows import Tables
 
 
-def _by_session(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    # Every instance locks session rows in id order: two batches touching the same sessions wait for
-    # each other instead of deadlocking. sorted() is stable: one session's upserts keep queue order.
-    return sorted(rows, key=lambda row: row[0])
+def _session_steps(tables: Tables, requests: list[tuple[Any, ...]]) -> list[tuple[str, tuple[Any, ...]]]:
+    """Both statements on `sessions`, in one pass ordered by session id.
+
+    Every instance then locks session rows in the same order, so two batches touching the same
+    sessions wait for each other instead of deadlocking. Two passes each sorted on its own were not
+    enough (an upsert of one batch against the totals of another): PostgreSQL noticed after its
+    deadlock_timeout (1 s) and failed one batch, which held its instance's rows back by a second or
+    more under a fleet's load (tests/test_cluster_e2e.py). The sort is stable: one session's upserts
+    keep queue order, and its totals come after them.
+    """
+    steps = [(row[0], 0, UPSERT_SESSION, row) for row in tables.sessions]
+    steps += [
+        (total[0], 1, ADD_TO_SESSION, (*total, total[rollup.MESSAGES_AT]))
+        for total in rollup.session_totals(requests)
+    ]
+    steps.sort(key=lambda step: (step[0], step[1]))
+    return [(sql, params) for _, _, sql, params in steps]
 
 
 def write(conn: psycopg.Connection, tables: Tables) -> None:
@@ -34,11 +47,11 @@ def write(conn: psycopg.Connection, tables: Tables) -> None:
         if requests:
             cur.execute(STORED_REQUESTS, ([row[rollup.ID] for row in requests],))
             requests = rollup.unseen(requests, {found for (found,) in cur.fetchall()})
-        if tables.sessions:
-            cur.executemany(UPSERT_SESSION, _by_session(tables.sessions))
-        totals = _by_session(rollup.session_totals(requests))
-        if totals:
-            cur.executemany(ADD_TO_SESSION, [(*total, total[rollup.MESSAGES_AT]) for total in totals])
+        steps = _session_steps(tables, requests)
+        if steps:
+            with conn.pipeline():  # sent together, as executemany would: one round trip
+                for sql, params in steps:
+                    cur.execute(sql, params)
         if requests:
             with cur.copy(COPY_REQUESTS) as copy:
                 for row in requests:

@@ -215,6 +215,11 @@ class _StorageCollector(Collector):
                 "Rows lost while the database could not be written (queue limit or stop).",
                 health.dropped,
             ),
+            (
+                "vidurai_storage_loop_yielded_seconds",
+                "Event-loop time given to a writer that fell behind.",
+                health.loop_yielded_s,
+            ),
         ):
             yield CounterMetricFamily(name, help_text, value=value)
 

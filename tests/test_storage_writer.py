@@ -117,6 +117,25 @@ async def test_rows_are_committed_while_the_event_loop_is_blocked(db: Path) -> N
     await w.close()
 
 
+async def test_rows_are_committed_while_the_event_loop_never_waits(database: str) -> None:
+    """A loop that keeps the GIL busy and only yields to itself (sleep(0) every 2 ms): without the
+    loop stepping aside, the writer thread committed nothing in 30 s."""
+    store = open_store(database, flush_interval=0.1)
+    await store.start()
+    for i in range(2000):
+        store.add_request(request(f"r{i}", session=f"s{i % 50}"))
+    deadline = time.monotonic() + 10.0
+    while store.health().written < 2000 and time.monotonic() < deadline:
+        spin_until = time.perf_counter() + 0.002
+        while time.perf_counter() < spin_until:
+            pass
+        await asyncio.sleep(0)
+    health = store.health()
+    await store.close()
+    assert health.written == 2000, f"{health.written} of 2000 rows committed in 10 s"
+    assert count(database, "SELECT COUNT(*) AS n FROM requests") == 2000
+
+
 async def test_request_columns_round_trip(database: str, store: Store) -> None:
     record = request(
         "r1",

@@ -46,6 +46,7 @@ class StorageHealth:
     dropped: int  # rows lost at the queue limit, or not written before a stop
     last_error: str | None
     failing_since: float | None  # unix seconds
+    loop_yielded_s: float = 0.0  # event-loop time given to a late writer (proxy/storage/writer.py)
 
 
 @attrs.frozen

@@ -1,8 +1,13 @@
 """The store's writer: the request path queues records; one thread per store batches and commits them.
 
-The thread is the writer's own, not the event loop's: it commits every flush_interval however busy
-the loop is, and turns records into parameter tuples itself, so the request path only appends to
-a deque. When the database cannot be written (locked, full, read-only, its file deleted, its server
+The thread is the writer's own, not the event loop's: it turns records into parameter tuples
+itself, so the request path only appends to a deque. A thread alone does not keep up with a busy
+loop, though: the GIL goes back to a thread that releases it and takes it again at once, and the
+event loop does that between every two callbacks, so a thread waiting for the GIL can wait for
+seconds (it forces a switch only when the holder kept the GIL for 5 ms without a release). So when
+the writer falls behind, the loop steps aside for it in short slices (`_make_way`).
+
+When the database cannot be written (locked, full, read-only, its file deleted, its server
 unreachable) the rows wait in a bounded queue, the incident is logged once, `health()` says so,
 and the backlog is written when the database accepts writes again. An engine (proxy/storage/sqlite,
 proxy/storage/postgresql) supplies the connection and the transaction that writes one batch.
@@ -32,6 +37,13 @@ log = structlog.get_logger(__name__)
 BATCH_SIZE = 500
 # Rows per transaction: a backlog after an outage is written in steps this size.
 MAX_BATCH = 5000
+# While the writer is late (rows queued, and its last pass over the queue ended more than a flush
+# interval and one check ago), the event loop blocks for at most YIELD_SLICE in every
+# YIELD_CHECK: the writer then takes the GIL uncontended for up to a sixth of the time. With the
+# loop kept busy it committed nothing in 30 s without this (bench/writer_rate.py), and each pause
+# stays within the few milliseconds a request may delay others by.
+YIELD_CHECK = 0.025
+YIELD_SLICE = 0.005
 
 T = TypeVar("T")
 
@@ -64,6 +76,10 @@ class Writer(abc.ABC):
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._batch_done = threading.Event()  # set by whichever thread commits a batch
+        self._last_pass = time.monotonic()  # when the writer thread last emptied the queue or failed
+        self._make_way_task: asyncio.Task[None] | None = None
+        self.loop_yielded_s = 0.0
         self._closed = False
         self._drop_logged = False
         self.rows_written = 0
@@ -112,8 +128,10 @@ class Writer(abc.ABC):
         self._start_thread()
 
     def _start_thread(self) -> None:
+        self._last_pass = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         self._thread.start()
+        self._make_way_task = asyncio.get_running_loop().create_task(self._make_way())
 
     async def close(self) -> None:
         """Write what is queued, waiting at most shutdown_timeout for the database; then close."""
@@ -123,6 +141,28 @@ class Writer(abc.ABC):
         self._wake.set()
         await asyncio.to_thread(self._thread.join)
         self._thread = None
+        if self._make_way_task is not None:
+            self._make_way_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._make_way_task
+            self._make_way_task = None
+
+    async def _make_way(self) -> None:
+        """On the event loop: while the writer is late, block the loop for a slice so it gets the GIL."""
+        while True:
+            await asyncio.sleep(YIELD_CHECK)
+            if self._late():
+                started = time.perf_counter()
+                self._batch_done.clear()
+                # Blocking on purpose: a wait that releases the GIL and does not race the writer for it.
+                self._batch_done.wait(YIELD_SLICE)
+                self.loop_yielded_s += time.perf_counter() - started
+
+    def _late(self) -> bool:
+        """Rows wait, the database is not failing, and the writer's pass is overdue."""
+        if not (self._queue or self._in_flight) or self.failing_since is not None:
+            return False
+        return time.monotonic() - self._last_pass > self.flush_interval + YIELD_CHECK
 
     async def flush(self) -> bool:
         """Write every queued row now; False when the database refused and the rows were kept."""
@@ -156,6 +196,7 @@ class Writer(abc.ABC):
             dropped=self.rows_dropped,
             last_error=self.last_error,
             failing_since=self.failing_since,
+            loop_yielded_s=round(self.loop_yielded_s, 3),
         )
 
     # --- the request path's side -----------------------------------------------------------------
@@ -222,6 +263,7 @@ class Writer(abc.ABC):
                 self._write_all()
             except Exception:  # the thread must outlive any surprise; the rows stay queued
                 log.exception("storage.writer_error")
+            self._last_pass = time.monotonic()
         self._drain()
 
     def _drain(self) -> None:
@@ -280,6 +322,7 @@ class Writer(abc.ABC):
                 self._in_flight = 0
             self.rows_written += len(batch) - failed
             self.rows_failed += failed
+            self._batch_done.set()
             if self.failing_since is not None:
                 self._recovered()
             return True

@@ -6,6 +6,7 @@ a file can suffer (locks, deletion, a killed process) runs on SQLite."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -118,22 +119,53 @@ async def test_rows_are_committed_while_the_event_loop_is_blocked(db: Path) -> N
 
 
 async def test_rows_are_committed_while_the_event_loop_never_waits(database: str) -> None:
-    """A loop that keeps the GIL busy and only yields to itself (sleep(0) every 2 ms): without the
-    loop stepping aside, the writer thread committed nothing in 30 s."""
+    """A task keeps the GIL busy and yields only to the loop (sleep(0) every 2 ms), as a saturated
+    loop does: the loop releases the GIL between callbacks and takes it straight back, so without
+    stepping aside for the writer, the writer thread committed nothing in 30 s on a quiet machine."""
     store = open_store(database, flush_interval=0.1)
     await store.start()
-    for i in range(2000):
+    stop = asyncio.Event()
+    sample = {"messages": [{"role": "user", "content": "x" * 200}] * 5}
+
+    async def busy() -> None:
+        while not stop.is_set():
+            spin_until = time.perf_counter() + 0.002
+            while time.perf_counter() < spin_until:
+                json.dumps(sample)
+            await asyncio.sleep(0)
+
+    spinning = asyncio.create_task(busy())
+    for i in range(5000):
         store.add_request(request(f"r{i}", session=f"s{i % 50}"))
+        if i % 500 == 0:
+            await asyncio.sleep(0)
     deadline = time.monotonic() + 10.0
-    while store.health().written < 2000 and time.monotonic() < deadline:
-        spin_until = time.perf_counter() + 0.002
-        while time.perf_counter() < spin_until:
-            pass
-        await asyncio.sleep(0)
+    while store.health().written < 5000 and time.monotonic() < deadline:  # noqa: ASYNC110  # no loop to signal
+        await asyncio.sleep(0.005)
+    stop.set()
+    await spinning
     health = store.health()
     await store.close()
-    assert health.written == 2000, f"{health.written} of 2000 rows committed in 10 s"
-    assert count(database, "SELECT COUNT(*) AS n FROM requests") == 2000
+    assert health.written == 5000, f"{health.written} of 5000 rows committed in 10 s"
+    assert count(database, "SELECT COUNT(*) AS n FROM requests") == 5000
+
+
+async def test_a_writer_waiting_on_a_lock_is_not_given_the_loop(db: Path) -> None:
+    """The loop steps aside only for a writer that uses the time: one blocked on the database gets a
+    slice, then none for a flush interval."""
+    w = SqliteStore(str(db), flush_interval=0.5, busy_timeout_ms=3000)
+    await w.start()
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    w.add_request(request("r1"))
+    await asyncio.sleep(2.0)  # the writer waits for the lock all along (its busy timeout is 3 s)
+    yielded = w.health().loop_yielded_s
+    holder.execute("ROLLBACK")
+    holder.close()
+    await w.close()
+    assert rows(db, "SELECT COUNT(*) FROM requests")[0][0] == 1
+    # A slice every 30 ms would have been 0.25 s; one per flush interval is at most 0.02 s.
+    assert yielded < 0.05, f"the loop stood aside {yielded:.3f} s for a writer that could not use it"
 
 
 async def test_request_columns_round_trip(database: str, store: Store) -> None:

@@ -148,15 +148,26 @@ class Writer(abc.ABC):
             self._make_way_task = None
 
     async def _make_way(self) -> None:
-        """On the event loop: while the writer is late, block the loop for a slice so it gets the GIL."""
+        """On the event loop: while the writer is late, block the loop for a slice so it gets the GIL.
+
+        A writer that did not run during its slice waits on the database (a lock, a slow server),
+        not on the GIL: the loop then serves on for a flush interval before it offers another.
+        """
+        assert self._thread is not None and self._thread.ident is not None
+        writer_cpu = _thread_cpu_clock(self._thread.ident)
+        rest_until = 0.0
         while True:
             await asyncio.sleep(YIELD_CHECK)
-            if self._late():
-                started = time.perf_counter()
-                self._batch_done.clear()
-                # Blocking on purpose: a wait that releases the GIL and does not race the writer for it.
-                self._batch_done.wait(YIELD_SLICE)
-                self.loop_yielded_s += time.perf_counter() - started
+            if time.monotonic() < rest_until or not self._late():
+                continue
+            cpu_before = writer_cpu() if writer_cpu is not None else 0.0
+            started = time.perf_counter()
+            self._batch_done.clear()
+            # Blocking on purpose: a wait that releases the GIL and does not race the writer for it.
+            self._batch_done.wait(YIELD_SLICE)
+            self.loop_yielded_s += time.perf_counter() - started
+            if writer_cpu is not None and writer_cpu() - cpu_before < YIELD_SLICE / 10:
+                rest_until = time.monotonic() + self.flush_interval
 
     def _late(self) -> bool:
         """Rows wait, the database is not failing, and the writer's pass is overdue."""
@@ -349,6 +360,22 @@ class Writer(abc.ABC):
         )
         self.failing_since = None
         self._drop_logged = False
+
+
+def _thread_cpu_clock(ident: int) -> Callable[[], float] | None:
+    """The CPU seconds another thread has used so far; None where the platform cannot tell."""
+    try:
+        clock = time.pthread_getcpuclockid(ident)
+    except (AttributeError, OSError):
+        return None
+
+    def used() -> float:
+        try:
+            return time.clock_gettime(clock)
+        except OSError:  # the thread has ended (the store is closing)
+            return 0.0
+
+    return used
 
 
 def log_rejected(record: Record, exc: BaseException) -> None:

@@ -1,11 +1,8 @@
 """The store's writer: the request path queues records; one thread per store batches and commits them.
 
 The thread is the writer's own, not the event loop's: it turns records into parameter tuples
-itself, so the request path only appends to a deque. A thread alone does not keep up with a busy
-loop, though: the GIL goes back to a thread that releases it and takes it again at once, and the
-event loop does that between every two callbacks, so a thread waiting for the GIL can wait for
-seconds (it forces a switch only when the holder kept the GIL for 5 ms without a release). So when
-the writer falls behind, the loop steps aside for it in short slices (`_make_way`).
+itself, so the request path only appends to a deque. When it falls behind a loop that is never
+idle, the loop steps aside for it in short slices (proxy/storage/stepaside.py).
 
 When the database cannot be written (locked, full, read-only, its file deleted, its server
 unreachable) the rows wait in a bounded queue, the incident is logged once, `health()` says so,
@@ -29,6 +26,7 @@ import structlog
 
 from proxy.records import AuditRecord, MemoryRow, MemoryRows, RequestRecord, SessionRecord, SnapshotRecord
 from proxy.storage.rows import Record
+from proxy.storage.stepaside import CHECK, StepAside
 from proxy.storage.store import StorageHealth
 
 log = structlog.get_logger(__name__)
@@ -37,13 +35,6 @@ log = structlog.get_logger(__name__)
 BATCH_SIZE = 500
 # Rows per transaction: a backlog after an outage is written in steps this size.
 MAX_BATCH = 5000
-# While the writer is late (rows queued, and its last pass over the queue ended more than a flush
-# interval and one check ago), the event loop blocks for at most YIELD_SLICE in every
-# YIELD_CHECK: the writer then takes the GIL uncontended for up to a sixth of the time. With the
-# loop kept busy it committed nothing in 30 s without this (bench/writer_rate.py), and each pause
-# stays within the few milliseconds a request may delay others by.
-YIELD_CHECK = 0.025
-YIELD_SLICE = 0.005
 
 T = TypeVar("T")
 
@@ -76,10 +67,9 @@ class Writer(abc.ABC):
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._batch_done = threading.Event()  # set by whichever thread commits a batch
         self._last_pass = time.monotonic()  # when the writer thread last emptied the queue or failed
-        self._make_way_task: asyncio.Task[None] | None = None
-        self.loop_yielded_s = 0.0
+        self._step_aside: StepAside | None = None
+        self._step_aside_task: asyncio.Task[None] | None = None
         self._closed = False
         self._drop_logged = False
         self.rows_written = 0
@@ -131,7 +121,8 @@ class Writer(abc.ABC):
         self._last_pass = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         self._thread.start()
-        self._make_way_task = asyncio.get_running_loop().create_task(self._make_way())
+        self._step_aside = StepAside(self._thread, self._late, rest=self.flush_interval)
+        self._step_aside_task = asyncio.get_running_loop().create_task(self._step_aside.run())
 
     async def close(self) -> None:
         """Write what is queued, waiting at most shutdown_timeout for the database; then close."""
@@ -141,39 +132,17 @@ class Writer(abc.ABC):
         self._wake.set()
         await asyncio.to_thread(self._thread.join)
         self._thread = None
-        if self._make_way_task is not None:
-            self._make_way_task.cancel()
+        if self._step_aside_task is not None:
+            self._step_aside_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._make_way_task
-            self._make_way_task = None
-
-    async def _make_way(self) -> None:
-        """On the event loop: while the writer is late, block the loop for a slice so it gets the GIL.
-
-        A writer that did not run during its slice waits on the database (a lock, a slow server),
-        not on the GIL: the loop then serves on for a flush interval before it offers another.
-        """
-        assert self._thread is not None and self._thread.ident is not None
-        writer_cpu = _thread_cpu_clock(self._thread.ident)
-        rest_until = 0.0
-        while True:
-            await asyncio.sleep(YIELD_CHECK)
-            if time.monotonic() < rest_until or not self._late():
-                continue
-            cpu_before = writer_cpu() if writer_cpu is not None else 0.0
-            started = time.perf_counter()
-            self._batch_done.clear()
-            # Blocking on purpose: a wait that releases the GIL and does not race the writer for it.
-            self._batch_done.wait(YIELD_SLICE)
-            self.loop_yielded_s += time.perf_counter() - started
-            if writer_cpu is not None and writer_cpu() - cpu_before < YIELD_SLICE / 10:
-                rest_until = time.monotonic() + self.flush_interval
+                await self._step_aside_task
+            self._step_aside_task = None
 
     def _late(self) -> bool:
         """Rows wait, the database is not failing, and the writer's pass is overdue."""
         if not (self._queue or self._in_flight) or self.failing_since is not None:
             return False
-        return time.monotonic() - self._last_pass > self.flush_interval + YIELD_CHECK
+        return time.monotonic() - self._last_pass > self.flush_interval + CHECK
 
     async def flush(self) -> bool:
         """Write every queued row now; False when the database refused and the rows were kept."""
@@ -207,7 +176,7 @@ class Writer(abc.ABC):
             dropped=self.rows_dropped,
             last_error=self.last_error,
             failing_since=self.failing_since,
-            loop_yielded_s=round(self.loop_yielded_s, 3),
+            loop_yielded_s=round(self._step_aside.yielded_s if self._step_aside else 0.0, 3),
         )
 
     # --- the request path's side -----------------------------------------------------------------
@@ -333,7 +302,8 @@ class Writer(abc.ABC):
                 self._in_flight = 0
             self.rows_written += len(batch) - failed
             self.rows_failed += failed
-            self._batch_done.set()
+            if self._step_aside is not None:
+                self._step_aside.progress.set()
             if self.failing_since is not None:
                 self._recovered()
             return True
@@ -360,22 +330,6 @@ class Writer(abc.ABC):
         )
         self.failing_since = None
         self._drop_logged = False
-
-
-def _thread_cpu_clock(ident: int) -> Callable[[], float] | None:
-    """The CPU seconds another thread has used so far; None where the platform cannot tell."""
-    try:
-        clock = time.pthread_getcpuclockid(ident)
-    except (AttributeError, OSError):
-        return None
-
-    def used() -> float:
-        try:
-            return time.clock_gettime(clock)
-        except OSError:  # the thread has ended (the store is closing)
-            return 0.0
-
-    return used
 
 
 def log_rejected(record: Record, exc: BaseException) -> None:

@@ -1,7 +1,7 @@
 """Storage: one store object (proxy/storage/store.py), two engines (sqlite/, postgresql/).
 
 Layout: `store.py` (the Store protocol, open_store), `writer.py` (the queue and its thread, shared by
-the engines), `rows.py` (records to parameter tuples), `rollup.py` (session totals per batch),
+the engines), `stepaside.py` (the event loop giving that thread the GIL when it falls behind), `rows.py` (records to parameter tuples), `rollup.py` (session totals per batch),
 `metrics.py` (the JSON the reads return), `migrations.py` (the numbered files), and the stores
 read and written at once rather than through the writer: `summaries.py` (chunk summaries, fold
 decisions) and `limits.py` (virtual keys, spend and refusals), each thread on its own connection

@@ -12,8 +12,9 @@ log = structlog.get_logger(__name__)
 # Prefix -> Price(input, output, cache_write, cache_read). List prices as of November 2026:
 # Claude from platform.claude.com/docs/en/about-claude/pricing and the model overview pages;
 # OpenAI from published tables quoting developers.openai.com/api/docs/pricing. Anthropic cache
-# writes are the 5-minute tier (1.25x input; the 1-hour tier costs 2x and the API does not report
-# it apart). OpenAI bills no cache writes, so that column repeats the input price, and its
+# writes are the 5-minute tier (1.25x input); writes to the 1-hour cache, which the API reports
+# apart (usage.cache_creation.ephemeral_1h_input_tokens), cost ONE_HOUR_WRITE x input. OpenAI
+# bills no cache writes, so that column repeats the input price, and its
 # "cached input" is the cache_read column. Long-context and batch rates are not modelled.
 BUILTIN_PRICES: dict[str, Price] = {
     # Anthropic: Claude 5
@@ -65,6 +66,10 @@ BUILTIN_PRICES: dict[str, Price] = {
     "o1-pro": Price(150.00, 600.00, 150.00, 150.00),
     "o1": Price(15.00, 60.00, 15.00, 7.50),
 }
+
+# Anthropic's price of a 1-hour cache write, as a multiple of the model's input price (the pricing
+# page's table: 2x base input for every model); it follows [pricing] overrides of the input price.
+ONE_HOUR_WRITE = 2.0
 
 # Distinct model names remembered; clients choose the names, so the memory must stay bounded.
 _MAX_REMEMBERED = 4096
@@ -141,10 +146,12 @@ class PriceTable:
         price = self.price(model)
         if price is None:
             return None
+        one_hour = min(usage.cache_write_1h_tokens or 0, usage.cache_write_tokens or 0)
         return (
             (usage.input_tokens or 0) * price.input
             + (usage.output_tokens or 0) * price.output
-            + (usage.cache_write_tokens or 0) * price.cache_write
+            + ((usage.cache_write_tokens or 0) - one_hour) * price.cache_write
+            + one_hour * price.input * ONE_HOUR_WRITE
             + (usage.cache_read_tokens or 0) * price.cache_read
         ) / 1_000_000
 

@@ -19,6 +19,8 @@ class Usage:
     output_tokens: int | None = None
     cache_read_tokens: int | None = None
     cache_write_tokens: int | None = None
+    # Of cache_write_tokens, those written to Anthropic's 1-hour cache (`ttl: "1h"`), billed higher.
+    cache_write_1h_tokens: int | None = None
 
     @property
     def reported(self) -> bool:

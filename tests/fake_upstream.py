@@ -29,7 +29,9 @@ Usage numbers are derived from the request so tests can predict them:
   output tokens  = number of reply pieces, one per content_block_delta / chunk (DEFAULT_PIECES: 9)
   cache tokens   = integer headers x-fake-cache-read / x-fake-cache-write (default 0): Anthropic
                    cache_read_input_tokens / cache_creation_input_tokens (input_tokens does not subtract
-                   them), OpenAI prompt_tokens_details.cached_tokens (cache read only).
+                   them), OpenAI prompt_tokens_details.cached_tokens (cache read only); of the writes,
+                   x-fake-cache-write-1h (default 0) went to the 1-hour cache (Anthropic's
+                   cache_creation.ephemeral_1h_input_tokens, the rest ephemeral_5m_input_tokens).
 The reply text is DEFAULT_TEXT, or with header `x-fake-chunks: N` the N pieces "tok0 ", "tok1 ", ...
 A forced tool call (Anthropic tool_choice any/tool, OpenAI tool_choice required/function) answers with a
 tool_use block / tool_calls whose input has one value per schema property (string "fake", integer 1,
@@ -168,9 +170,14 @@ class _Call:
         count = self.request.headers.get("x-fake-chunks")
         return [f"tok{i} " for i in range(int(count))] if count else list(DEFAULT_PIECES)
 
-    def cache(self) -> tuple[int, int]:
+    def cache(self) -> tuple[int, int, int]:
+        """Cache reads, cache writes, and of the writes those to the 1-hour cache."""
         headers = self.request.headers
-        return int(headers.get("x-fake-cache-read", 0)), int(headers.get("x-fake-cache-write", 0))
+        return (
+            int(headers.get("x-fake-cache-read", 0)),
+            int(headers.get("x-fake-cache-write", 0)),
+            int(headers.get("x-fake-cache-write-1h", 0)),
+        )
 
     @property
     def input_tokens(self) -> int:
@@ -533,11 +540,15 @@ class FakeUpstream:
         return next((t for t in tools if t["name"] == wanted), tools[0])
 
     def _anthropic_usage(self, call: _Call, output_tokens: int) -> dict[str, Any]:
-        cache_read, cache_write = call.cache()
+        cache_read, cache_write, one_hour = call.cache()
         return {
             "input_tokens": call.input_tokens,
             "cache_creation_input_tokens": cache_write,
             "cache_read_input_tokens": cache_read,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": cache_write - one_hour,
+                "ephemeral_1h_input_tokens": one_hour,
+            },
             "output_tokens": output_tokens,
         }
 
@@ -640,7 +651,7 @@ class FakeUpstream:
         return next((t for t in tools if t["name"] == wanted), tools[0])
 
     def _openai_usage(self, call: _Call, completion_tokens: int) -> dict[str, Any]:
-        cache_read, _ = call.cache()
+        cache_read, _, _ = call.cache()
         return {
             "prompt_tokens": call.input_tokens,
             "completion_tokens": completion_tokens,
@@ -746,7 +757,7 @@ class FakeUpstream:
 
     async def _openai_responses(self, call: _Call) -> web.StreamResponse:
         pieces = call.pieces()
-        cache_read, _ = call.cache()
+        cache_read, _, _ = call.cache()
         return self._json(
             call,
             {

@@ -44,15 +44,23 @@ class Served:
 
 
 def expected_cost(
-    prefix: str, *, input: int, output: int, cache_read: int = 0, cache_write: int = 0
+    prefix: str,
+    *,
+    input: int,
+    output: int,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    cache_write_1h: int = 0,
 ) -> float:
-    """Dollars computed by hand from the built-in price table; `input` excludes both cache tiers."""
+    """Dollars computed by hand from the built-in price table; `input` excludes both cache tiers, and
+    `cache_write_1h` of the `cache_write` tokens went to Anthropic's 1-hour cache (2x input)."""
     price = BUILTIN_PRICES[prefix]
     return (
         input * price.input
         + output * price.output
         + cache_read * price.cache_read
-        + cache_write * price.cache_write
+        + (cache_write - cache_write_1h) * price.cache_write
+        + cache_write_1h * 2 * price.input
     ) / 1_000_000
 
 
@@ -166,7 +174,12 @@ async def test_anthropic_stream_row_reads_start_and_cumulative_delta(
             max_tokens=64,
             messages=MESSAGES,
             stream=True,
-            extra_headers={"x-fake-cache-read": "50", "x-fake-cache-write": "20", "x-fake-chunks": "5"},
+            extra_headers={
+                "x-fake-cache-read": "50",
+                "x-fake-cache-write": "20",
+                "x-fake-cache-write-1h": "8",
+                "x-fake-chunks": "5",
+            },
         )
         events = [event async for event in stream]
     assert events[-1].type == "message_stop"
@@ -176,8 +189,10 @@ async def test_anthropic_stream_row_reads_start_and_cumulative_delta(
     # message_start says output 1; message_delta's cumulative 5 replaces it (a sum would give 6).
     assert usage(row) == (sent, 5, 50, 20)
     assert 0 < row["ttfb_ms"] <= row["duration_ms"]
+    # 8 of the 20 cache writes went to the 1-hour cache (message_start's usage.cache_creation).
     assert row["cost_usd"] == pytest.approx(
-        expected_cost(CLAUDE_PRICE, input=sent, output=5, cache_read=50, cache_write=20), rel=1e-9
+        expected_cost(CLAUDE_PRICE, input=sent, output=5, cache_read=50, cache_write=20, cache_write_1h=8),
+        rel=1e-9,
     )
 
 

@@ -64,6 +64,13 @@ def test_anthropic_cost_bills_every_tier_at_its_rate(table: PriceTable) -> None:
     assert expected == pytest.approx(0.021)
 
 
+def test_anthropic_one_hour_cache_writes_cost_twice_the_input_price(table: PriceTable) -> None:
+    # 2000 cache writes, 1500 of them to the 1-hour cache ($6/M on Sonnet 4.5, the 5-minute $3.75/M).
+    usage = Usage(input_tokens=1000, output_tokens=500, cache_write_tokens=2000, cache_write_1h_tokens=1500)
+    expected = (1000 * 3.00 + 500 * 15.00 + 500 * 3.75 + 1500 * 6.00) / 1e6
+    assert table.cost("claude-sonnet-4-5", usage) == pytest.approx(expected)
+
+
 def test_openai_cached_tokens_are_billed_at_the_cached_rate(table: PriceTable) -> None:
     # prompt_tokens=1000 of which cached_tokens=400, normalised into Usage by the adapter.
     usage = Usage(input_tokens=600, output_tokens=100, cache_read_tokens=400)

@@ -163,8 +163,20 @@ def test_compaction_iterations_are_counted_in_usage_and_cost() -> None:
             "output_tokens": 1000,
             "cache_read_input_tokens": 0,
             "iterations": [
-                {"type": "compaction", "input_tokens": 180000, "output_tokens": 3500},
-                {"type": "message", "input_tokens": 23000, "output_tokens": 1000},
+                {
+                    "type": "compaction",
+                    "input_tokens": 180000,
+                    "output_tokens": 3500,
+                    "cache_creation_input_tokens": 2000,
+                    "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 2000},
+                },
+                {
+                    "type": "message",
+                    "input_tokens": 23000,
+                    "output_tokens": 1000,
+                    "cache_creation_input_tokens": 48,
+                    "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 48},
+                },
             ],
         },
     }
@@ -173,5 +185,7 @@ def test_compaction_iterations_are_counted_in_usage_and_cost() -> None:
     assert observer.feed(raw) == raw and observer.finish() == b""
     usage = observer.usage
     assert (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens) == (203000, 4500, 0)
+    # Cache writes summed over the passes, all to the 1-hour cache (2x the $3.00 input price).
+    assert (usage.cache_write_tokens, usage.cache_write_1h_tokens) == (2048, 2048)
     cost = PriceTable().cost("claude-sonnet-4-5", usage)
-    assert cost == pytest.approx((203000 * 3.00 + 4500 * 15.00) / 1e6)
+    assert cost == pytest.approx((203000 * 3.00 + 4500 * 15.00 + 2048 * 6.00) / 1e6)

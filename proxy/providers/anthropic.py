@@ -138,8 +138,24 @@ def _billed(raw: Any) -> Any:
     return totals
 
 
+def _one_hour_writes(raw: Any) -> int | None:
+    """Cache writes to the 1-hour cache (`usage.cache_creation`, which splits them by TTL), summed over
+    the sampling passes when `usage.iterations` lists them."""
+    iterations = raw.get("iterations") if isinstance(raw, dict) else None
+    parts = iterations if isinstance(iterations, list) and iterations else [raw]
+    counts = [
+        token_field(part.get("cache_creation"), "ephemeral_1h_input_tokens")
+        for part in parts
+        if isinstance(part, dict)
+    ]
+    return sum(c or 0 for c in counts) if any(c is not None for c in counts) else None
+
+
 def _merge(raw: Any, usage: Usage) -> None:
     """Copy the fields present in an Anthropic usage object; cache tiers are already apart from input."""
+    one_hour = _one_hour_writes(raw)
+    if one_hour is not None:
+        usage.cache_write_1h_tokens = one_hour
     raw = _billed(raw)
     for source, target in _FIELDS:
         value = token_field(raw, source)

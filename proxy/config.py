@@ -7,7 +7,7 @@ import difflib
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
 import attrs
@@ -119,505 +119,456 @@ def _origins(raw: str) -> tuple[str, ...]:
     return tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
 
 
-@attrs.frozen
-class Setting:
-    section: str
-    key: str
-    default: str
-    parse: Callable[[str], Any]
-    allowed: str
-    help: str
-    # A file path: relative values resolve against the config file's folder (see _base_folder).
-    is_path: bool = False
+def _setting(
+    default: str, parse: Callable[[str], Any], allowed: str, help: str, *, is_path: bool = False
+) -> dict[str, Any]:
+    """The metadata that makes an attrs field a setting: the class is its section, the field its key.
 
-    @property
-    def env_var(self) -> str:
-        return f"VIDURAI_{self.section}_{self.key}".upper()
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "server",
-        "host",
-        "127.0.0.1",
-        _text,
-        "a host name or IP address",
-        "Address to listen on. Keep 127.0.0.1 unless other machines must reach the proxy.",
-    ),
-    Setting("server", "port", "8080", _port, "an integer from 0 to 65535", "TCP port to listen on."),
-    Setting(
-        "server",
-        "workers",
-        "1",
-        _positive_int,
-        "a positive integer",
-        "Processes serving the one port (SO_REUSEPORT), the kernel spreading connections among them; "
-        "each is an instance with its own sessions and writer, all on the one database (SQLite in WAL "
-        "mode, or PostgreSQL). More than 1 pays off with more cores than one process keeps busy.",
-    ),
-    Setting(
-        "server",
-        "max_body_mb",
-        "64",
-        _positive_int,
-        "a positive integer",
-        "Largest request body accepted, in MiB; larger requests get 413.",
-    ),
-    Setting(
-        "server",
-        "max_messages",
-        "100000",
-        _positive_int,
-        "a positive integer",
-        "Most messages accepted in one request; more get 400.",
-    ),
-    Setting(
-        "server",
-        "keepalive_timeout",
-        "75",
-        _positive_float,
-        "a positive number of seconds",
-        "An idle client connection is closed after this long; so is one that takes longer to send its "
-        "request headers.",
-    ),
-    Setting(
-        "server",
-        "read_timeout",
-        "60",
-        _positive_float,
-        "a positive number of seconds",
-        "Longest silence allowed while a client sends its request body; then 408 and the connection is "
-        "closed.",
-    ),
-    Setting(
-        "server",
-        "allowed_origins",
-        "",
-        _origins,
-        "empty, * or a comma-separated list of origins",
-        "Origins allowed by CORS; empty sends no CORS headers at all.",
-    ),
-    Setting(
-        "server",
-        "admin_token",
-        "",
-        _text,
-        "empty or a secret string",
-        "When set, the dashboard, /metrics.json, /metrics and every other admin route require it "
-        "(Authorization: Bearer, or the dashboard's login form); the API routes never do. Set it "
-        "whenever host is not a loopback address.",
-    ),
-    Setting(
-        "server",
-        "admin_hosts",
-        "127.0.0.1, localhost, [::1]",
-        _hosts,
-        "* or a comma-separated list of host names, without ports ([::1] for IPv6)",
-        "Host names the admin routes answer for, with any port; other Host headers get 403, which "
-        "stops DNS-rebinding pages. Add the name clients use when the proxy is reached over the network.",
-    ),
-    Setting(
-        "upstream",
-        "anthropic_base_url",
-        "https://api.anthropic.com",
-        _url,
-        "an http(s) URL",
-        "Anthropic API base URL, without /v1 (like ANTHROPIC_BASE_URL).",
-    ),
-    Setting(
-        "upstream",
-        "openai_base_url",
-        "https://api.openai.com/v1",
-        _url,
-        "an http(s) URL",
-        "OpenAI-compatible API base URL, with /v1 (like OPENAI_BASE_URL).",
-    ),
-    Setting(
-        "upstream",
-        "connect_timeout",
-        "10",
-        _positive_float,
-        "a positive number of seconds",
-        "Seconds to wait for a connection to upstream before answering 502.",
-    ),
-    Setting(
-        "upstream",
-        "read_timeout",
-        "600",
-        _positive_float,
-        "a positive number of seconds",
-        "Longest silence allowed while reading from upstream (no total limit on streams); then 504.",
-    ),
-    Setting(
-        "storage",
-        "database",
-        "vidurai.db",
-        _text,
-        "a file path or a postgresql:// URL",
-        "SQLite database file (a relative path is relative to this file's folder), or a PostgreSQL "
-        "database shared by several instances: postgresql://user:password@host:5432/dbname.",
-        is_path=True,
-    ),
-    Setting(
-        "storage",
-        "store_text",
-        "true",
-        _bool,
-        "true or false",
-        "Keep conversation text on disk: the memories table's turns and digests, and the sessions' "
-        "snapshots a restart restores. false keeps no text at all (memories keep hashes, positions "
-        "and importances; no snapshots): compression works the same, rebuilt from each request, and a "
-        "restart starts sessions empty.",
-    ),
-    Setting(
-        "storage",
-        "flush_interval",
-        "0.5",
-        _positive_float,
-        "a positive number of seconds",
-        "How often the single writer commits queued rows (at most 1 second is lost on a crash).",
-    ),
-    Setting(
-        "storage",
-        "max_queued_rows",
-        "100000",
-        _positive_int,
-        "a positive integer",
-        "Rows kept in memory while the database cannot be written (locked, full, deleted); past this "
-        "the oldest are dropped and counted in /health.",
-    ),
-    Setting(
-        "storage",
-        "shutdown_timeout",
-        "10",
-        _positive_float,
-        "a positive number of seconds",
-        "On a clean stop, how long to wait for an unwritable database before giving up on the rows "
-        "still queued (their number is logged).",
-    ),
-    Setting(
-        "sessions",
-        "timeout",
-        "3600",
-        _positive_int,
-        "a positive integer (seconds)",
-        "A session idle this long is expired and its memory released.",
-    ),
-    Setting(
-        "sessions",
-        "max_active",
-        "1000",
-        _positive_int,
-        "a positive integer",
-        "Most sessions whose compression memory is held in RAM (about 100 KiB each for a 60-message "
-        "conversation). The least recently used beyond this are snapshotted to the database and released, "
-        "and reloaded on their next request.",
-    ),
-    Setting(
-        "sessions",
-        "snapshot_interval",
-        "60",
-        _positive_int,
-        "a positive integer (seconds)",
-        "How often the compression memory of active sessions is snapshotted to the database.",
-    ),
-    Setting("compression", "enabled", "true", _bool, "true or false", "Compress long conversations."),
-    Setting(
-        "compression",
-        "threshold_messages",
-        "10",
-        _positive_int,
-        "a positive integer",
-        "Compress only conversations with at least this many messages.",
-    ),
-    Setting(
-        "compression",
-        "min_tokens",
-        "2000",
-        _non_negative_int,
-        "a non-negative integer",
-        "Compress only conversations estimated above this many tokens.",
-    ),
-    Setting(
-        "compression",
-        "keep_recent",
-        "6",
-        _positive_int,
-        "a positive integer",
-        "The latest messages always forwarded verbatim (widened to keep tool pairs whole).",
-    ),
-    Setting(
-        "compression",
-        "chunk_messages",
-        "20",
-        _positive_int,
-        "a positive integer",
-        "Old messages are folded in chunks of this many, so the forwarded prefix stays cacheable.",
-    ),
-    Setting(
-        "compression",
-        "recall_budget_tokens",
-        "6000",
-        _non_negative_int,
-        "a non-negative integer",
-        "At most this many tokens of old turns recalled verbatim for the latest user message; fewer when "
-        "few turns are relevant.",
-    ),
-    Setting(
-        "compression",
-        "recall_share",
-        "0.3",
-        _fraction,
-        "a number from 0 to 1",
-        "Recall at most this share of the folded history's tokens. Recalled turns are sent uncached with "
-        "every user turn: lower this and the budget when prompt-cache hits matter more than recall.",
-    ),
-    Setting(
-        "compression",
-        "cache_aware_recall",
-        "true",
-        _bool,
-        "true or false",
-        "While the provider likely still caches the conversation (Claude with cache_control markers, "
-        "OpenAI always; the previous request within the cache's lifetime), recall at most half of what "
-        "the folded history would cost as cache reads: 5% of it for Claude.",
-    ),
-    Setting(
-        "compression",
-        "tool_result_max_tokens",
-        "400",
-        _positive_int,
-        "a positive integer",
-        "Old tool results longer than this are cut to head and tail.",
-    ),
-    Setting(
-        "compression",
-        "summarizer",
-        "extractive",
-        _choice("extractive", "model"),
-        "extractive | model",
-        "Who writes the digest of a folded chunk: extractive quotes its telling lines verbatim; model has "
-        "Vidurai's SemanticCompressor summarise it once, in the background, with summary_model and the "
-        "client's own key (an extra upstream request per chunk, recorded and priced as endpoint summary), "
-        "used from the next fold on. Needs [storage] store_text.",
-    ),
-    Setting(
-        "compression",
-        "summary_model_anthropic",
-        "claude-haiku-4-5",
-        _text,
-        "a model name",
-        "The model that writes chunk summaries of Anthropic conversations (summarizer = model).",
-    ),
-    Setting(
-        "compression",
-        "summary_model_openai",
-        "gpt-4o-mini",
-        _text,
-        "a model name",
-        "The model that writes chunk summaries of OpenAI conversations (summarizer = model).",
-    ),
-    Setting(
-        "compression",
-        "summary_timeout",
-        "30",
-        _positive_float,
-        "a positive number (seconds)",
-        "A summary call not answered within this leaves the chunk's extractive digest in place.",
-    ),
-    Setting(
-        "cluster",
-        "redis_url",
-        "",
-        _redis_url,
-        "empty or a redis://, rediss:// or unix:// URL",
-        "Redis shared by every instance (processes, machines) for what they must agree on at once: the "
-        "time of a session's previous request, which says whether the provider's cache is warm, and "
-        "rate-limit and budget counters. Empty keeps all of it in this process. When Redis cannot be "
-        "reached the proxy serves on its own state and says so in the log, /health and /metrics.",
-    ),
-    Setting(
-        "cluster",
-        "key_prefix",
-        "vidurai:",
-        _text,
-        "a string",
-        "Prefix of every Redis key the proxy writes, so several deployments can share one Redis.",
-    ),
-    Setting(
-        "cluster",
-        "timeout",
-        "0.25",
-        _positive_float,
-        "a positive number of seconds",
-        "Longest wait for one Redis call. Past it, or on any Redis error, the request goes on with "
-        "this instance's own state, and Redis is only probed once a second until it answers again.",
-    ),
-    Setting(
-        "limits",
-        "requests_per_minute",
-        "",
-        _optional(_positive_int),
-        "empty or a positive integer",
-        "Requests each tenant (client key) may send per minute; more get 429 with retry-after. Empty: no "
-        "limit. A virtual key's own --rpm replaces it for that key.",
-    ),
-    Setting(
-        "limits",
-        "tokens_per_minute",
-        "",
-        _optional(_positive_int),
-        "empty or a positive integer",
-        "Tokens (input, output and both cache tiers, as upstream reports them) each tenant may use per "
-        "minute. Empty: no limit.",
-    ),
-    Setting(
-        "limits",
-        "budget_usd_per_day",
-        "",
-        _optional(_positive_float),
-        "empty or a positive number of US dollars",
-        "Spend each tenant may reach per UTC day, priced as in [pricing]; then 429 with "
-        "x-should-retry: false until midnight UTC. Empty: no budget.",
-    ),
-    Setting(
-        "limits",
-        "budget_usd_per_month",
-        "",
-        _optional(_positive_float),
-        "empty or a positive number of US dollars",
-        "Spend each tenant may reach per UTC calendar month. Empty: no budget.",
-    ),
-    Setting(
-        "limits",
-        "on_store_failure",
-        "open",
-        _choice("open", "closed"),
-        "open | closed",
-        "When the counters' store ([cluster] redis_url) cannot be reached: open forwards requests "
-        "unlimited (with a warning, a /health flag and a Prometheus counter); closed answers 503.",
-    ),
-    Setting(
-        "logging",
-        "level",
-        "info",
-        _choice("debug", "info", "warning", "error"),
-        "debug | info | warning | error",
-        "Lowest level logged.",
-    ),
-    Setting(
-        "logging",
-        "file",
-        "",
-        _text,
-        "empty or a file path",
-        "JSON-lines log file (rotated); empty logs to the terminal only. A relative path is relative "
-        "to this file's folder.",
-        is_path=True,
-    ),
-    Setting(
-        "logging",
-        "max_bytes",
-        "10485760",
-        _positive_int,
-        "a positive integer",
-        "Size at which the log file is rotated.",
-    ),
-    Setting("logging", "backup_count", "5", _positive_int, "a positive integer", "Rotated log files kept."),
-    Setting(
-        "ui",
-        "terminal",
-        "auto",
-        _choice("auto", "on", "off"),
-        "auto | on | off",
-        "Live terminal dashboard: auto or on show it when stdout is a terminal; off never does. "
-        "Off a terminal (a service, CI) logs are always plain lines.",
-    ),
-)
+    `default` is the text vidurai.ini shows, parsed like any other value; `allowed` ends every error
+    message about the setting; `is_path` marks a file path, which resolves against the config file's
+    folder when relative (see _base_folder).
+    """
+    # Metadata rather than a wrapper around attrs.field: mypy's attrs plugin only recognises fields
+    # made by attrs.field itself, and would take every wrapped one for a field with a default.
+    return {"default": default, "parse": parse, "allowed": allowed, "help": help, "is_path": is_path}
 
 
 @attrs.frozen
 class ServerConfig:
-    host: str
-    port: int
-    workers: int
-    max_body_mb: int
-    max_messages: int
-    keepalive_timeout: float
-    read_timeout: float
-    allowed_origins: tuple[str, ...]
-    admin_token: str = attrs.field(repr=False)  # never in a log line or a traceback
-    admin_hosts: tuple[str, ...]
+    host: str = attrs.field(
+        metadata=_setting(
+            "127.0.0.1",
+            _text,
+            "a host name or IP address",
+            "Address to listen on. Keep 127.0.0.1 unless other machines must reach the proxy.",
+        )
+    )
+    port: int = attrs.field(
+        metadata=_setting("8080", _port, "an integer from 0 to 65535", "TCP port to listen on.")
+    )
+    workers: int = attrs.field(
+        metadata=_setting(
+            "1",
+            _positive_int,
+            "a positive integer",
+            "Processes serving the one port (SO_REUSEPORT), the kernel spreading connections among them; "
+            "each is an instance with its own sessions and writer, all on the one database (SQLite in WAL "
+            "mode, or PostgreSQL). More than 1 pays off with more cores than one process keeps busy.",
+        )
+    )
+    max_body_mb: int = attrs.field(
+        metadata=_setting(
+            "64",
+            _positive_int,
+            "a positive integer",
+            "Largest request body accepted, in MiB; larger requests get 413.",
+        )
+    )
+    max_messages: int = attrs.field(
+        metadata=_setting(
+            "100000",
+            _positive_int,
+            "a positive integer",
+            "Most messages accepted in one request; more get 400.",
+        )
+    )
+    keepalive_timeout: float = attrs.field(
+        metadata=_setting(
+            "75",
+            _positive_float,
+            "a positive number of seconds",
+            "An idle client connection is closed after this long; so is one that takes longer to send its "
+            "request headers.",
+        )
+    )
+    read_timeout: float = attrs.field(
+        metadata=_setting(
+            "60",
+            _positive_float,
+            "a positive number of seconds",
+            "Longest silence allowed while a client sends its request body; then 408 and the connection is "
+            "closed.",
+        )
+    )
+    allowed_origins: tuple[str, ...] = attrs.field(
+        metadata=_setting(
+            "",
+            _origins,
+            "empty, * or a comma-separated list of origins",
+            "Origins allowed by CORS; empty sends no CORS headers at all.",
+        )
+    )
+    admin_token: str = attrs.field(
+        repr=False,  # never in a log line or a traceback
+        metadata=_setting(
+            "",
+            _text,
+            "empty or a secret string",
+            "When set, the dashboard, /metrics.json, /metrics and every other admin route require it "
+            "(Authorization: Bearer, or the dashboard's login form); the API routes never do. Set it "
+            "whenever host is not a loopback address.",
+        ),
+    )
+    admin_hosts: tuple[str, ...] = attrs.field(
+        metadata=_setting(
+            "127.0.0.1, localhost, [::1]",
+            _hosts,
+            "* or a comma-separated list of host names, without ports ([::1] for IPv6)",
+            "Host names the admin routes answer for, with any port; other Host headers get 403, which "
+            "stops DNS-rebinding pages. Add the name clients use when the proxy is reached over the network.",
+        )
+    )
 
 
 @attrs.frozen
 class UpstreamConfig:
-    anthropic_base_url: str
-    openai_base_url: str
-    connect_timeout: float
-    read_timeout: float
+    anthropic_base_url: str = attrs.field(
+        metadata=_setting(
+            "https://api.anthropic.com",
+            _url,
+            "an http(s) URL",
+            "Anthropic API base URL, without /v1 (like ANTHROPIC_BASE_URL).",
+        )
+    )
+    openai_base_url: str = attrs.field(
+        metadata=_setting(
+            "https://api.openai.com/v1",
+            _url,
+            "an http(s) URL",
+            "OpenAI-compatible API base URL, with /v1 (like OPENAI_BASE_URL).",
+        )
+    )
+    connect_timeout: float = attrs.field(
+        metadata=_setting(
+            "10",
+            _positive_float,
+            "a positive number of seconds",
+            "Seconds to wait for a connection to upstream before answering 502.",
+        )
+    )
+    read_timeout: float = attrs.field(
+        metadata=_setting(
+            "600",
+            _positive_float,
+            "a positive number of seconds",
+            "Longest silence allowed while reading from upstream (no total limit on streams); then 504.",
+        )
+    )
 
 
 @attrs.frozen
 class StorageConfig:
-    database: str
-    store_text: bool
-    flush_interval: float
-    max_queued_rows: int
-    shutdown_timeout: float
+    database: str = attrs.field(
+        metadata=_setting(
+            "vidurai.db",
+            _text,
+            "a file path or a postgresql:// URL",
+            "SQLite database file (a relative path is relative to this file's folder), or a PostgreSQL "
+            "database shared by several instances: postgresql://user:password@host:5432/dbname.",
+            is_path=True,
+        )
+    )
+    store_text: bool = attrs.field(
+        metadata=_setting(
+            "true",
+            _bool,
+            "true or false",
+            "Keep conversation text on disk: the memories table's turns and digests, and the sessions' "
+            "snapshots a restart restores. false keeps no text at all (memories keep hashes, positions "
+            "and importances; no snapshots): compression works the same, rebuilt from each request, and a "
+            "restart starts sessions empty.",
+        )
+    )
+    flush_interval: float = attrs.field(
+        metadata=_setting(
+            "0.5",
+            _positive_float,
+            "a positive number of seconds",
+            "How often the single writer commits queued rows (at most 1 second is lost on a crash).",
+        )
+    )
+    max_queued_rows: int = attrs.field(
+        metadata=_setting(
+            "100000",
+            _positive_int,
+            "a positive integer",
+            "Rows kept in memory while the database cannot be written (locked, full, deleted); past this "
+            "the oldest are dropped and counted in /health.",
+        )
+    )
+    shutdown_timeout: float = attrs.field(
+        metadata=_setting(
+            "10",
+            _positive_float,
+            "a positive number of seconds",
+            "On a clean stop, how long to wait for an unwritable database before giving up on the rows "
+            "still queued (their number is logged).",
+        )
+    )
 
 
 @attrs.frozen
 class SessionsConfig:
-    timeout: int
-    max_active: int
-    snapshot_interval: int
+    timeout: int = attrs.field(
+        metadata=_setting(
+            "3600",
+            _positive_int,
+            "a positive integer (seconds)",
+            "A session idle this long is expired and its memory released.",
+        )
+    )
+    max_active: int = attrs.field(
+        metadata=_setting(
+            "1000",
+            _positive_int,
+            "a positive integer",
+            "Most sessions whose compression memory is held in RAM (about 100 KiB each for a 60-message "
+            "conversation). The least recently used beyond this are snapshotted to the database and "
+            "released, and reloaded on their next request.",
+        )
+    )
+    snapshot_interval: int = attrs.field(
+        metadata=_setting(
+            "60",
+            _positive_int,
+            "a positive integer (seconds)",
+            "How often the compression memory of active sessions is snapshotted to the database.",
+        )
+    )
 
 
 @attrs.frozen
 class CompressionConfig:
-    enabled: bool
-    threshold_messages: int
-    min_tokens: int
-    keep_recent: int
-    chunk_messages: int
-    recall_budget_tokens: int
-    recall_share: float
-    cache_aware_recall: bool
-    tool_result_max_tokens: int
-    summarizer: str
-    summary_model_anthropic: str
-    summary_model_openai: str
-    summary_timeout: float
+    enabled: bool = attrs.field(
+        metadata=_setting("true", _bool, "true or false", "Compress long conversations.")
+    )
+    threshold_messages: int = attrs.field(
+        metadata=_setting(
+            "10",
+            _positive_int,
+            "a positive integer",
+            "Compress only conversations with at least this many messages.",
+        )
+    )
+    min_tokens: int = attrs.field(
+        metadata=_setting(
+            "2000",
+            _non_negative_int,
+            "a non-negative integer",
+            "Compress only conversations estimated above this many tokens.",
+        )
+    )
+    keep_recent: int = attrs.field(
+        metadata=_setting(
+            "6",
+            _positive_int,
+            "a positive integer",
+            "The latest messages always forwarded verbatim (widened to keep tool pairs whole).",
+        )
+    )
+    chunk_messages: int = attrs.field(
+        metadata=_setting(
+            "20",
+            _positive_int,
+            "a positive integer",
+            "Old messages are folded in chunks of this many, so the forwarded prefix stays cacheable.",
+        )
+    )
+    recall_budget_tokens: int = attrs.field(
+        metadata=_setting(
+            "6000",
+            _non_negative_int,
+            "a non-negative integer",
+            "At most this many tokens of old turns recalled verbatim for the latest user message; fewer when "
+            "few turns are relevant.",
+        )
+    )
+    recall_share: float = attrs.field(
+        metadata=_setting(
+            "0.3",
+            _fraction,
+            "a number from 0 to 1",
+            "Recall at most this share of the folded history's tokens. Recalled turns are sent uncached with "
+            "every user turn: lower this and the budget when prompt-cache hits matter more than recall.",
+        )
+    )
+    cache_aware_recall: bool = attrs.field(
+        metadata=_setting(
+            "true",
+            _bool,
+            "true or false",
+            "While the provider likely still caches the conversation (Claude with cache_control markers, "
+            "OpenAI always; the previous request within the cache's lifetime), recall at most half of what "
+            "the folded history would cost as cache reads: 5% of it for Claude.",
+        )
+    )
+    tool_result_max_tokens: int = attrs.field(
+        metadata=_setting(
+            "400",
+            _positive_int,
+            "a positive integer",
+            "Old tool results longer than this are cut to head and tail.",
+        )
+    )
+    summarizer: str = attrs.field(
+        metadata=_setting(
+            "extractive",
+            _choice("extractive", "model"),
+            "extractive | model",
+            "Who writes the digest of a folded chunk: extractive quotes its telling lines verbatim; model "
+            "has Vidurai's SemanticCompressor summarise it once, in the background, with summary_model and "
+            "the client's own key (an extra upstream request per chunk, recorded and priced as endpoint "
+            "summary), used from the next fold on. Needs [storage] store_text.",
+        )
+    )
+    summary_model_anthropic: str = attrs.field(
+        metadata=_setting(
+            "claude-haiku-4-5",
+            _text,
+            "a model name",
+            "The model that writes chunk summaries of Anthropic conversations (summarizer = model).",
+        )
+    )
+    summary_model_openai: str = attrs.field(
+        metadata=_setting(
+            "gpt-4o-mini",
+            _text,
+            "a model name",
+            "The model that writes chunk summaries of OpenAI conversations (summarizer = model).",
+        )
+    )
+    summary_timeout: float = attrs.field(
+        metadata=_setting(
+            "30",
+            _positive_float,
+            "a positive number (seconds)",
+            "A summary call not answered within this leaves the chunk's extractive digest in place.",
+        )
+    )
 
 
 @attrs.frozen
 class ClusterConfig:
-    redis_url: str = attrs.field(repr=False)  # may hold a password
-    key_prefix: str
-    timeout: float
+    redis_url: str = attrs.field(
+        repr=False,  # may hold a password
+        metadata=_setting(
+            "",
+            _redis_url,
+            "empty or a redis://, rediss:// or unix:// URL",
+            "Redis shared by every instance (processes, machines) for what they must agree on at once: the "
+            "time of a session's previous request, which says whether the provider's cache is warm, and "
+            "rate-limit and budget counters. Empty keeps all of it in this process. When Redis cannot be "
+            "reached the proxy serves on its own state and says so in the log, /health and /metrics.",
+        ),
+    )
+    key_prefix: str = attrs.field(
+        metadata=_setting(
+            "vidurai:",
+            _text,
+            "a string",
+            "Prefix of every Redis key the proxy writes, so several deployments can share one Redis.",
+        )
+    )
+    timeout: float = attrs.field(
+        metadata=_setting(
+            "0.25",
+            _positive_float,
+            "a positive number of seconds",
+            "Longest wait for one Redis call. Past it, or on any Redis error, the request goes on with "
+            "this instance's own state, and Redis is only probed once a second until it answers again.",
+        )
+    )
 
 
 @attrs.frozen
 class LimitsConfig:
-    requests_per_minute: int | None
-    tokens_per_minute: int | None
-    budget_usd_per_day: float | None
-    budget_usd_per_month: float | None
-    on_store_failure: str
+    requests_per_minute: int | None = attrs.field(
+        metadata=_setting(
+            "",
+            _optional(_positive_int),
+            "empty or a positive integer",
+            "Requests each tenant (client key) may send per minute; more get 429 with retry-after. Empty: no "
+            "limit. A virtual key's own --rpm replaces it for that key.",
+        )
+    )
+    tokens_per_minute: int | None = attrs.field(
+        metadata=_setting(
+            "",
+            _optional(_positive_int),
+            "empty or a positive integer",
+            "Tokens (input, output and both cache tiers, as upstream reports them) each tenant may use per "
+            "minute. Empty: no limit.",
+        )
+    )
+    budget_usd_per_day: float | None = attrs.field(
+        metadata=_setting(
+            "",
+            _optional(_positive_float),
+            "empty or a positive number of US dollars",
+            "Spend each tenant may reach per UTC day, priced as in [pricing]; then 429 with "
+            "x-should-retry: false until midnight UTC. Empty: no budget.",
+        )
+    )
+    budget_usd_per_month: float | None = attrs.field(
+        metadata=_setting(
+            "",
+            _optional(_positive_float),
+            "empty or a positive number of US dollars",
+            "Spend each tenant may reach per UTC calendar month. Empty: no budget.",
+        )
+    )
+    on_store_failure: str = attrs.field(
+        metadata=_setting(
+            "open",
+            _choice("open", "closed"),
+            "open | closed",
+            "When the counters' store ([cluster] redis_url) cannot be reached: open forwards requests "
+            "unlimited (with a warning, a /health flag and a Prometheus counter); closed answers 503.",
+        )
+    )
 
 
 @attrs.frozen
 class LoggingConfig:
-    level: str
-    file: str
-    max_bytes: int
-    backup_count: int
+    level: str = attrs.field(
+        metadata=_setting(
+            "info",
+            _choice("debug", "info", "warning", "error"),
+            "debug | info | warning | error",
+            "Lowest level logged.",
+        )
+    )
+    file: str = attrs.field(
+        metadata=_setting(
+            "",
+            _text,
+            "empty or a file path",
+            "JSON-lines log file (rotated); empty logs to the terminal only. A relative path is relative "
+            "to this file's folder.",
+            is_path=True,
+        )
+    )
+    max_bytes: int = attrs.field(
+        metadata=_setting(
+            "10485760", _positive_int, "a positive integer", "Size at which the log file is rotated."
+        )
+    )
+    backup_count: int = attrs.field(
+        metadata=_setting("5", _positive_int, "a positive integer", "Rotated log files kept.")
+    )
 
 
 @attrs.frozen
 class UIConfig:
-    terminal: str
+    terminal: str = attrs.field(
+        metadata=_setting(
+            "auto",
+            _choice("auto", "on", "off"),
+            "auto | on | off",
+            "Live terminal dashboard: auto or on show it when stdout is a terminal; off never does. "
+            "Off a terminal (a service, CI) logs are always plain lines.",
+        )
+    )
 
 
 @attrs.frozen
@@ -646,17 +597,35 @@ class Config:
     source: str = ""
 
 
-_SECTION_CLASSES: dict[str, type] = {
-    "server": ServerConfig,
-    "upstream": UpstreamConfig,
-    "storage": StorageConfig,
-    "sessions": SessionsConfig,
-    "compression": CompressionConfig,
-    "cluster": ClusterConfig,
-    "limits": LimitsConfig,
-    "logging": LoggingConfig,
-    "ui": UIConfig,
+# Every Config field holding an attrs class is a section, named by the field, in vidurai.ini's order.
+# get_type_hints, not the annotations: under `from __future__ import annotations` those are strings.
+_SECTION_CLASSES: dict[str, type[Any]] = {
+    name: hint for name, hint in get_type_hints(Config).items() if attrs.has(hint)
 }
+
+
+@attrs.frozen
+class Setting:
+    """One setting as the loader, the VIDURAI_* variables and vidurai.ini see it: its field, flattened."""
+
+    section: str
+    key: str
+    default: str
+    parse: Callable[[str], Any]
+    allowed: str
+    help: str
+    is_path: bool
+
+    @property
+    def env_var(self) -> str:
+        return f"VIDURAI_{self.section}_{self.key}".upper()
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(section, field.name, **field.metadata)
+    for section, cls in _SECTION_CLASSES.items()
+    for field in attrs.fields(cls)
+)
 
 
 def _parse_price(model: str, raw: str) -> Price:

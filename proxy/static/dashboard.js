@@ -168,7 +168,8 @@ function barChart(container, points, bottom, top, usd) {
   const width = Math.max(container.clientWidth, 300), height = 190;
   const left = 52, right = 8, up = 10, down = 22;
   const plotW = width - left - right, plotH = height - up - down;
-  const totals = points.map((p) => (p[bottom] || 0) + (p[top] || 0));
+  // A model-written summary's cost is a negative saving: a minute can have paid more than it saved.
+  const totals = points.map((p) => Math.max(p[bottom] || 0, (p[bottom] || 0) + (p[top] || 0)));
   const max = Math.max(...totals, 0) || (usd ? 0.01 : 10);
   const y = (v) => up + plotH - (v / max) * plotH;
   const chart = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "bars" });
@@ -181,7 +182,7 @@ function barChart(container, points, bottom, top, usd) {
   points.forEach((p, i) => {
     const x = left + i * step + step * 0.12, w = Math.max(step * 0.76, 1);
     const b = p[bottom] || 0, t = p[top] || 0;
-    if (b + t > 0) {
+    if (b > 0 || t > 0) {  // a minute whose summary calls cost what it saved still drew its cost
       const group = svg("g", { class: "bar", "data-minute": p.minute });
       const fmt = usd ? fmtUsd : fmtInt;
       group.append(svg("title", {}, `${fmtClock(p.minute).slice(0, 5)}: ${fmt(b)} ${usd ? "paid" : "forwarded"}, `

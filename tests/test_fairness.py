@@ -16,7 +16,7 @@ from proxy.records import MemoryRow
 from proxy.storage.sqlite import SqliteStore
 from tests.conftest import ProxyFactory
 from tests.databases import query, wait_rows
-from tests.test_metrics_e2e import FLUSH_INTERVAL
+from tests.proxy_calls import FLUSH_INTERVAL
 from tests.test_storage_writer import request
 
 BIG = 150_001

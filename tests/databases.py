@@ -1,5 +1,6 @@
-"""Test support for both storage engines: a PostgreSQL database of the test's own, reading any
-engine's tables from a test, and a relay that takes the PostgreSQL server away and brings it back.
+"""Test support for both storage engines: a PostgreSQL database of the test's own, records written
+through the production store, reading any engine's tables from a test, and a relay that takes the
+PostgreSQL server away and brings it back.
 
 Several people run the suite at once against the same PostgreSQL server: every test gets a database
 with a random name (vidurai_t_<hex>), created through the `postgres` database and dropped after it;
@@ -21,7 +22,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from proxy.storage import is_postgresql
+from proxy.records import RequestRecord, SessionRecord, Usage
+from proxy.storage import is_postgresql, open_store
 
 ADMIN_URL = os.environ.get("VIDURAI_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 PREFIX = "vidurai_t_"
@@ -55,6 +57,39 @@ def postgres_database() -> Iterator[str]:
         yield url
     finally:
         drop_database(url)
+
+
+def request(rid: str, *, session: str | None = "s1", at: float = 1000.0, **fields: Any) -> RequestRecord:
+    """An Anthropic messages request of tenant t1 (200, some usage unless `fields` say otherwise)."""
+    fields = {
+        "model": "claude-sonnet-4-5",
+        "status": 200,
+        "usage": Usage(input_tokens=100, output_tokens=20),
+        **fields,
+    }
+    return RequestRecord(
+        id=rid,
+        created_at=at,
+        provider="anthropic",
+        endpoint="messages",
+        method="POST",
+        path="/v1/messages",
+        session_id=session,
+        tenant="t1",
+        **fields,
+    )
+
+
+async def write_db(path: Path | str, sessions: list[SessionRecord], requests: list[RequestRecord]) -> str:
+    """The records written through the production store into a fresh database (a file or a URL)."""
+    writer = open_store(str(path), flush_interval=0.05)
+    await writer.start()
+    for session in sessions:
+        writer.upsert_session(session)
+    for record in requests:
+        writer.add_request(record)
+    await writer.close()
+    return str(path)
 
 
 def query(database: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:

@@ -21,8 +21,8 @@ from proxy.config import Config, LoggingConfig, load_config
 from proxy.logs import configure_logging
 from tests.conftest import ANTHROPIC_KEY, CLIENT_TIMEOUT
 from tests.fake_upstream import FakeUpstream
+from tests.proxy_calls import MARKER, conversation, turn_text
 
-MARKER = "PRIVATE-CONVERSATION-TEXT"
 HEADERS = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}
 COMPRESSED_DETAIL = {
     "messages_folded",
@@ -47,19 +47,6 @@ FROM audit
 WHERE session_id = :session
 ORDER BY id;
 """
-
-
-def turn_text(n: int) -> str:
-    topic = ["the deployment plan", "the database migration", "the billing export", "the cache layout"][n % 4]
-    return (
-        f"{MARKER} message {n}: let us talk about {topic}. We compared three options, measured each "
-        f"one twice and wrote down why the second option was kept for step {n}. "
-    ) * 3
-
-
-def conversation(length: int) -> list[dict[str, Any]]:
-    """A conversation of `length` alternating messages, starting and ending with the user."""
-    return [{"role": "user" if n % 2 == 0 else "assistant", "content": turn_text(n)} for n in range(length)]
 
 
 class Proxy:

@@ -14,7 +14,7 @@ import pytest
 from proxy.compression import SessionMemory
 from proxy.compression.structure import problems
 from proxy.tokens import estimate_request
-from tests.test_compression_helpers import (
+from tests.compression_support import (
     CLAUDE_CACHE,
     anthropic_agent,
     anthropic_chat,
@@ -233,7 +233,7 @@ def test_same_forwarded_body_in_another_process(tmp_path: Path) -> None:
         "import json, logging, sys, structlog\n"
         "structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))\n"
         "from proxy.compression import SessionMemory, compress, route_vidurai_logs\n"
-        "from tests.test_compression_helpers import SETTINGS, anthropic_chat\n"
+        "from tests.compression_support import SETTINGS, anthropic_chat\n"
         "route_vidurai_logs()\n"
         "result = compress('anthropic', anthropic_chat(81), SessionMemory('other'), SETTINGS)\n"
         "sys.stdout.write(json.dumps(result.body))\n"

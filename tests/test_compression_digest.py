@@ -9,7 +9,7 @@ from proxy.compression.content import pieces
 from proxy.compression.digest import digest, message_lines
 from proxy.compression.keylines import key_lines
 from proxy.compression.structure import role
-from tests.test_compression_helpers import anthropic_agent, anthropic_chat, openai_agent, run
+from tests.compression_support import anthropic_agent, anthropic_chat, openai_agent, run
 
 _MARKER = re.compile(r"^\[… \d+ (?:lines|more chars)\]$|^\[… \d+ chars …\]$")
 

@@ -16,9 +16,9 @@ from typing import Any
 import aiohttp
 
 from proxy.tokens import count_message, count_text
+from tests.compression_support import anthropic_chat
 from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ProxyFactory
 from tests.fake_upstream import FakeUpstream
-from tests.test_compression_helpers import anthropic_chat
 
 SYSTEM = [
     {"type": "text", "text": "You are a coding agent. Use the tools.", "cache_control": {"type": "ephemeral"}}

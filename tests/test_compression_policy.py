@@ -9,7 +9,7 @@ import pytest
 
 from proxy.compression import SessionMemory
 from proxy.compression.policy import UNCACHED, CachePrices, fold_pays
-from tests.test_compression_helpers import CLAUDE_CACHE, anthropic_agent, run
+from tests.compression_support import CLAUDE_CACHE, anthropic_agent, run
 
 OPENAI_CACHE = CachePrices(0.5, 1.0)  # gpt-4o: cached input at half price, no write premium
 

@@ -11,7 +11,7 @@ import pytest
 from proxy.compression.compressor import DIGEST_INTRO
 from proxy.compression.structure import problems
 from proxy.tokens import count_text
-from tests.test_compression_helpers import (
+from tests.compression_support import (
     SETTINGS,
     anthropic_agent,
     anthropic_chat,

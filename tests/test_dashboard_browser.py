@@ -16,7 +16,7 @@ from playwright.async_api import Browser, Page, ViewportSize
 
 from proxy.records import RequestRecord, SessionRecord, Usage
 from tests.conftest import ProxyFactory, anthropic_client, openai_client
-from tests.test_ui_terminal import write_db
+from tests.databases import write_db
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 LAPTOP: ViewportSize = {"width": 1440, "height": 900}

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import ANTHROPIC_KEY, ProxyFactory, anthropic_client
 from tests.databases import query, wait_rows
 from tests.fake_upstream import DEEP_EVENT, FakeUpstream
-from tests.test_metrics_e2e import FLUSH_INTERVAL, json_logs
+from tests.proxy_calls import FLUSH_INTERVAL, json_logs
 
 LEAK_KEY = "sk-ant-LEAKCHECK-0123456789abcdef"
 ANTHROPIC_HEADERS = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}

@@ -15,9 +15,8 @@ import aiohttp
 from proxy.records import MemoryRow
 from proxy.storage.sqlite import SqliteStore
 from tests.conftest import ProxyFactory
-from tests.databases import query, wait_rows
-from tests.test_metrics_e2e import FLUSH_INTERVAL
-from tests.test_storage_writer import request
+from tests.databases import query, request, wait_rows
+from tests.proxy_calls import FLUSH_INTERVAL
 
 BIG = 150_001
 HUGE_TIMEOUT = aiohttp.ClientTimeout(total=180)

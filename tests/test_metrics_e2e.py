@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +12,14 @@ import anthropic
 import attrs
 import openai
 import pytest
-import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.config import LoggingConfig
-from proxy.logs import configure_logging
 from proxy.pricing import BUILTIN_PRICES
 from tests.conftest import OPENAI_KEY, ProxyFactory, anthropic_client, openai_client
 from tests.databases import query, wait_rows
 from tests.fake_upstream import FakeUpstream, body_tokens
+from tests.proxy_calls import CLAUDE, CLAUDE_PRICE, FLUSH_INTERVAL, GPT, json_logs, log_lines
 
-# Short, so a row is in SQLite a moment after its response; polling then stays quick.
-FLUSH_INTERVAL = "0.05"
-CLAUDE = "claude-haiku-4-5-20251001"  # priced by the built-in prefix "claude-haiku-4-5"
-CLAUDE_PRICE = "claude-haiku-4-5"
-GPT = "gpt-4o-2024-08-06"  # priced by the built-in prefix "gpt-4o"
 MESSAGES: list[Any] = [{"role": "user", "content": "How much does this cost?"}]
 STATS = re.compile(r"tokens_saved=(\d+); overhead_ms=(\d+(?:\.\d+)?)")
 
@@ -82,38 +71,6 @@ def stats(headers: Any) -> tuple[int, float]:
     match = STATS.search(value)
     assert match, value
     return int(match.group(1)), float(match.group(2))
-
-
-@contextlib.contextmanager
-def json_logs(path: Path) -> Iterator[Path]:
-    """The proxy's production logging (proxy.logs) into a JSON-lines file; the previous setup restored."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    access_level = logging.getLogger("aiohttp.access").level
-    saved = structlog.get_config()
-    configure_logging(
-        LoggingConfig(level="debug", file=str(path), max_bytes=1 << 30, backup_count=1), console=False
-    )
-    # Uncached: a logger first used here must follow whatever configuration later tests install.
-    structlog.configure(cache_logger_on_first_use=False)
-    try:
-        yield path
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-            if handler not in handlers:
-                handler.close()
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
-        logging.getLogger("aiohttp.access").setLevel(access_level)
-        structlog.configure(**saved)
-
-
-def log_lines(path: Path) -> list[dict[str, Any]]:
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from proxy.pricing import PriceTable
 from proxy.prompt_cache import UNKNOWN_READ_RATIO, UNKNOWN_WRITE_RATIO, prompt_cache
 from proxy.providers.anthropic import Anthropic
 from proxy.providers.openai import OpenAI
-from tests.test_compression_helpers import SETTINGS
+from tests.compression_support import SETTINGS
 
 NOW = 1_000_000.0
 PRICES = PriceTable()

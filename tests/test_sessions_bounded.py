@@ -14,9 +14,7 @@ from proxy.sessions import RECORDS_PER_ACTIVE
 from tests.conftest import ProxyFactory
 from tests.databases import query, wait_rows
 from tests.fake_upstream import FakeUpstream
-from tests.proxy_calls import audit_events, health, post_messages
-from tests.test_audit import conversation
-from tests.test_metrics_e2e import FLUSH_INTERVAL
+from tests.proxy_calls import FLUSH_INTERVAL, audit_events, conversation, health, post_messages
 
 # min_tokens 0: every conversation of at least threshold_messages is folded.
 COMPRESSING = {"compression_min_tokens": "0", "storage_flush_interval": FLUSH_INTERVAL}

@@ -19,7 +19,7 @@ from proxy.config import load_config
 from tests.conftest import CLIENT_TIMEOUT, anthropic_client, openai_client
 from tests.databases import query, wait_rows
 from tests.fake_upstream import FakeUpstream
-from tests.test_metrics_e2e import CLAUDE, FLUSH_INTERVAL, GPT, json_logs, log_lines
+from tests.proxy_calls import CLAUDE, FLUSH_INTERVAL, GPT, json_logs, log_lines
 
 SYSTEM = "You are a careful assistant."
 FIRST: list[Any] = [{"role": "user", "content": "Plan a trip to Lisbon."}]

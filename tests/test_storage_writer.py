@@ -19,33 +19,13 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from proxy.records import MemoryRow, RequestRecord, SessionRecord, Usage
+from proxy.records import MemoryRow, SessionRecord, Usage
 from proxy.storage import Store, open_store
 from proxy.storage.rows import SNAPSHOTS_KEPT
 from proxy.storage.sqlite import SqliteStore
-from tests.databases import query
+from tests.databases import query, request
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def request(rid: str, *, session: str | None = "s1", at: float = 1000.0, **fields: Any) -> RequestRecord:
-    fields = {
-        "model": "claude-sonnet-4-5",
-        "status": 200,
-        "usage": Usage(input_tokens=100, output_tokens=20),
-        **fields,
-    }
-    return RequestRecord(
-        id=rid,
-        created_at=at,
-        provider="anthropic",
-        endpoint="messages",
-        method="POST",
-        path="/v1/messages",
-        session_id=session,
-        tenant="t1",
-        **fields,
-    )
 
 
 def rows(path: Path, sql: str, *params: Any) -> list[sqlite3.Row]:

@@ -18,9 +18,9 @@ from proxy.compression import CompressionResult, SessionMemory, compress
 from proxy.compression.compressor import DIGEST_INTRO
 from proxy.compression.summaries import MODEL_DIGEST_INTRO
 from proxy.storage import Store, SummaryStore, open_store
+from tests.compression_support import CLAUDE_CACHE, anthropic_chat, settings
 from tests.databases import execute, query
 from tests.fake_upstream import scripted_summary
-from tests.test_compression_helpers import CLAUDE_CACHE, anthropic_chat, settings
 
 MODEL = settings(summarizer="model")
 

@@ -15,10 +15,10 @@ import structlog
 from proxy.compression import SessionMemory, compress
 from proxy.compression.summaries import MODEL_DIGEST_INTRO
 from proxy.storage import open_store
+from tests.compression_support import anthropic_chat, settings
 from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ProxyFactory
 from tests.databases import query
 from tests.fake_upstream import FakeUpstream
-from tests.test_compression_helpers import anthropic_chat, settings
 
 SETTINGS = settings(summarizer="model", recall_budget_tokens=6000, recall_share=0.3)
 

@@ -16,6 +16,7 @@ from rich.console import Console
 from proxy.records import RequestRecord, SessionRecord, Usage
 from proxy.storage import open_store
 from proxy.ui.terminal import TerminalUI, WarningBuffer, should_show
+from tests.databases import write_db
 
 TENANT_A = "a1b2c3d4e5f60718"
 TENANT_B = "0f1e2d3c4b5a6978"
@@ -114,18 +115,6 @@ def known_records(now: float) -> tuple[list[SessionRecord], list[RequestRecord]]
         ),
     ]
     return sessions, requests
-
-
-async def write_db(path: Path | str, sessions: list[SessionRecord], requests: list[RequestRecord]) -> str:
-    """The records written through the production store into a fresh database (a file or a URL)."""
-    writer = open_store(str(path), flush_interval=0.05)
-    await writer.start()
-    for session in sessions:
-        writer.upsert_session(session)
-    for request in requests:
-        writer.add_request(request)
-    await writer.close()
-    return str(path)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Small generated conversations for the compression tests (and a check that they are valid)."""
+"""Test support for compression: its settings, small generated conversations in both providers' shapes,
+and compress() run on a copy (tests/test_compression_support.py checks the conversations are valid)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import attrs
-import pytest
-from structlog.testing import capture_logs
-from vidurai.core.viveka import VivekaEngine
 
-from proxy.compression import CompressionResult, SessionMemory, compress, route_vidurai_logs
+from proxy.compression import CompressionResult, SessionMemory, compress
 from proxy.compression.policy import UNCACHED, CachePrices
-from proxy.compression.structure import problems
 from proxy.config import CompressionConfig
 
 SETTINGS = CompressionConfig(
@@ -41,6 +38,7 @@ CLAUDE_CACHE = CachePrices(0.1, 1.25, from_breakpoint=True)
 
 
 def settings(**changes: Any) -> CompressionConfig:
+    """SETTINGS with these fields changed."""
     return attrs.evolve(SETTINGS, **changes)
 
 
@@ -156,6 +154,7 @@ def run(
 
 
 def texts(value: Any) -> Iterator[str]:
+    """Every string inside a JSON-like value, at any depth."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
@@ -164,32 +163,3 @@ def texts(value: Any) -> Iterator[str]:
     elif isinstance(value, list):
         for item in value:
             yield from texts(item)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _quiet_vidurai() -> None:
-    route_vidurai_logs()
-
-
-@pytest.mark.parametrize("body", [anthropic_chat(40), anthropic_agent(12)])
-def test_generated_anthropic_conversations_are_valid(body: dict[str, Any]) -> None:
-    assert problems("anthropic", body["messages"]) == []
-
-
-def test_generated_openai_conversation_is_valid() -> None:
-    assert problems("openai", openai_agent(6)["messages"]) == []
-
-
-def test_vidurai_logs_go_to_structlog_at_debug() -> None:
-    try:
-        route_vidurai_logs(debug=True)
-        with capture_logs() as logs:
-            VivekaEngine()  # vidurai logs through loguru as it starts
-        assert logs and all(entry["log_level"] == "debug" for entry in logs)
-        assert any("Viveka" in entry["event"] for entry in logs)
-        route_vidurai_logs(debug=False)  # the proxy logs at info: nothing to format
-        with capture_logs() as logs:
-            VivekaEngine()
-        assert logs == []
-    finally:
-        route_vidurai_logs(debug=True)

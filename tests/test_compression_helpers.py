@@ -14,8 +14,10 @@ from vidurai.core.viveka import VivekaEngine
 
 from proxy.compression import CompressionResult, SessionMemory, compress, route_vidurai_logs
 from proxy.compression.policy import UNCACHED, CachePrices
+from proxy.compression.shape import ConversationShape
 from proxy.compression.structure import problems
 from proxy.config import CompressionConfig
+from proxy.providers import Anthropic, OpenAI
 
 SETTINGS = CompressionConfig(
     enabled=True,
@@ -32,6 +34,8 @@ SETTINGS = CompressionConfig(
     summary_model_openai="gpt-4o-mini",
     summary_timeout=30.0,
 )
+# Each provider's conversation shape by name, as the tests name providers.
+SHAPES: dict[str, ConversationShape] = {"anthropic": Anthropic.shape, "openai": OpenAI.shape}
 TOPICS = ["sailing", "pottery", "chess", "violin", "gardening", "astronomy", "baking", "climbing"]
 LINE = "We talked again about {topic} and the plans for the weekend, which keep changing every week. "
 
@@ -150,7 +154,7 @@ def run(
     (UNCACHED: Claude without cache_control markers)."""
     before = copy.deepcopy(body)
     memory = memory or SessionMemory("test")
-    result = compress(provider, body, memory, config, None, prices)  # type: ignore[arg-type]
+    result = compress(SHAPES[provider], body, memory, config, None, prices)
     assert body == before, "compress() mutated the request body"
     return result
 
@@ -173,11 +177,11 @@ def _quiet_vidurai() -> None:
 
 @pytest.mark.parametrize("body", [anthropic_chat(40), anthropic_agent(12)])
 def test_generated_anthropic_conversations_are_valid(body: dict[str, Any]) -> None:
-    assert problems("anthropic", body["messages"]) == []
+    assert problems(Anthropic.shape, body["messages"]) == []
 
 
 def test_generated_openai_conversation_is_valid() -> None:
-    assert problems("openai", openai_agent(6)["messages"]) == []
+    assert problems(OpenAI.shape, openai_agent(6)["messages"]) == []
 
 
 def test_vidurai_logs_go_to_structlog_at_debug() -> None:

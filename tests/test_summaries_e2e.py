@@ -18,7 +18,7 @@ from proxy.storage import open_store
 from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ProxyFactory
 from tests.databases import query
 from tests.fake_upstream import FakeUpstream
-from tests.test_compression_helpers import anthropic_chat, settings
+from tests.test_compression_helpers import SHAPES, anthropic_chat, settings
 
 SETTINGS = settings(summarizer="model", recall_budget_tokens=6000, recall_share=0.3)
 
@@ -51,7 +51,7 @@ async def _chunks(body: dict[str, Any], provider: str = "anthropic") -> int:
         await store.start()
         try:
             book = store.summaries()
-            result = compress(provider, body, SessionMemory("s"), SETTINGS, None, summaries=book)  # type: ignore[arg-type]
+            result = compress(SHAPES[provider], body, SessionMemory("s"), SETTINGS, None, summaries=book)
         finally:
             await store.close()
     return len(result.to_summarize)

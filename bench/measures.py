@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from proxy.compression.shape import ConversationShape
 from proxy.compression.structure import problems
+from proxy.providers import Anthropic, OpenAI
+
+SHAPES: dict[str, ConversationShape] = {"anthropic": Anthropic.shape, "openai": OpenAI.shape}
 
 
 def valid(provider: str, original: dict[str, Any], forwarded: dict[str, Any]) -> bool:
     """Valid for the provider, and everything but the messages unchanged."""
     rest = {k: v for k, v in original.items() if k != "messages"}
     return rest == {k: v for k, v in forwarded.items() if k != "messages"} and not problems(
-        provider,  # type: ignore[arg-type]
-        forwarded.get("messages"),  # type: ignore[arg-type]
+        SHAPES[provider], forwarded.get("messages")
     )
 
 

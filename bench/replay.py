@@ -102,7 +102,8 @@ def in_process(requests: list[Request], settings: CompressionConfig) -> Forwarde
             # A session's memory is made at its first request that can fold, as the proxy does.
             memory = memories.setdefault(request.session, SessionMemory(request.session))
         started = time.perf_counter()
-        result = compress(request.provider, request.body, memory, settings, warm, cache)  # type: ignore[arg-type]
+        shape = providers[request.provider].shape
+        result = compress(shape, request.body, memory, settings, warm, cache)
         # The first request of a memory does its cold work once: not timed.
         out.times_ms.append((time.perf_counter() - started) * 1000 if repeat else None)
         if memory is not None:

@@ -112,13 +112,13 @@ async def _remember_and_compress(
             # In a thread: a cold session with a long history takes longer than other streams should wait.
             book = summarizer.book
             result = await asyncio.to_thread(
-                compress, provider.name, body, memory, settings, warm, prices, book
+                compress, provider.shape, body, memory, settings, warm, prices, book
             )
             rows = memory.drain_memory_rows()
         if result.to_summarize:  # in the background: this request goes out with what it has
             summarizer.submit(result.to_summarize, request.headers, session_id, tenant)
     else:  # nothing to fold, only to count (even with compression off)
-        result = await in_thread_if(large, compress, provider.name, body, None, settings, warm, prices)
+        result = await in_thread_if(large, compress, provider.shape, body, None, settings, warm, prices)
     store = app[STORE]
     if rows:
         store.add_memories(rows)

@@ -12,7 +12,9 @@ import attrs
 
 from proxy.compression import CompressionResult, SessionMemory, compress
 from proxy.compression.policy import UNCACHED, CachePrices
+from proxy.compression.shape import ConversationShape
 from proxy.config import CompressionConfig
+from proxy.providers import Anthropic, OpenAI
 
 SETTINGS = CompressionConfig(
     enabled=True,
@@ -29,6 +31,8 @@ SETTINGS = CompressionConfig(
     summary_model_openai="gpt-4o-mini",
     summary_timeout=30.0,
 )
+# Each provider's conversation shape by name, as the tests name providers.
+SHAPES: dict[str, ConversationShape] = {"anthropic": Anthropic.shape, "openai": OpenAI.shape}
 TOPICS = ["sailing", "pottery", "chess", "violin", "gardening", "astronomy", "baking", "climbing"]
 LINE = "We talked again about {topic} and the plans for the weekend, which keep changing every week. "
 
@@ -148,7 +152,7 @@ def run(
     (UNCACHED: Claude without cache_control markers)."""
     before = copy.deepcopy(body)
     memory = memory or SessionMemory("test")
-    result = compress(provider, body, memory, config, None, prices)  # type: ignore[arg-type]
+    result = compress(SHAPES[provider], body, memory, config, None, prices)
     assert body == before, "compress() mutated the request body"
     return result
 

@@ -13,6 +13,7 @@ import pytest
 
 from proxy.compression import SessionMemory
 from proxy.compression.structure import problems
+from proxy.providers import Anthropic, OpenAI
 from proxy.tokens import estimate_request
 from tests.compression_support import (
     CLAUDE_CACHE,
@@ -66,7 +67,7 @@ def test_prefix_is_byte_identical_from_turn_to_turn_until_the_next_chunk_folds()
         if result.body is None:  # no fold has paid yet: forwarded as sent
             assert result.reason == "no_fold_pays" and previous is None
             continue
-        assert problems("anthropic", result.body["messages"]) == []
+        assert problems(Anthropic.shape, result.body["messages"]) == []
         if previous is not None:
             before, now = previous["messages"][0]["content"], result.body["messages"][0]["content"]
             if len(now) == len(before):
@@ -158,8 +159,8 @@ def test_malformed_requests_fail_open(make: Any) -> None:
         assert result.reason == "compressed"
         assert [
             p
-            for p in problems("anthropic", result.body["messages"])
-            if p not in problems("anthropic", body["messages"])
+            for p in problems(Anthropic.shape, result.body["messages"])
+            if p not in problems(Anthropic.shape, body["messages"])
         ] == []
 
 
@@ -187,7 +188,7 @@ def test_images_documents_and_unusual_blocks_compress_validly() -> None:
     body["messages"][-1] = {"role": "user", "content": [image, {"type": "text", "text": "Is this my cat?"}]}
     result = run("anthropic", body)
     assert result.reason == "compressed" and result.body is not None
-    assert problems("anthropic", result.body["messages"]) == []
+    assert problems(Anthropic.shape, result.body["messages"]) == []
     digests = json.dumps(result.body["messages"][0])
     assert "[image]" in digests and "Lease.pdf" in digests
     assert result.body["messages"][-1]["content"][0] is image  # the latest attachment goes through untouched
@@ -203,7 +204,7 @@ def test_openai_unusual_content_compresses_validly() -> None:
     result = run("openai", body)
     assert result.reason == "compressed" and result.body is not None
     out = result.body["messages"]
-    assert problems("openai", out) == []
+    assert problems(OpenAI.shape, out) == []
     assert {"role": "developer", "content": "Prefer short answers."} in out  # instructions are never folded
 
 
@@ -233,9 +234,10 @@ def test_same_forwarded_body_in_another_process(tmp_path: Path) -> None:
         "import json, logging, sys, structlog\n"
         "structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))\n"
         "from proxy.compression import SessionMemory, compress, route_vidurai_logs\n"
+        "from proxy.providers import Anthropic\n"
         "from tests.compression_support import SETTINGS, anthropic_chat\n"
         "route_vidurai_logs()\n"
-        "result = compress('anthropic', anthropic_chat(81), SessionMemory('other'), SETTINGS)\n"
+        "result = compress(Anthropic.shape, anthropic_chat(81), SessionMemory('other'), SETTINGS)\n"
         "sys.stdout.write(json.dumps(result.body))\n"
     )
     here = run("anthropic", anthropic_chat(81))

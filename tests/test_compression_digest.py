@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from proxy.compression.content import pieces
 from proxy.compression.digest import digest, message_lines
 from proxy.compression.keylines import key_lines
 from proxy.compression.structure import role
-from tests.compression_support import anthropic_agent, anthropic_chat, openai_agent, run
+from proxy.providers import Anthropic
+from tests.compression_support import SHAPES, anthropic_agent, anthropic_chat, openai_agent, run
 
 _MARKER = re.compile(r"^\[… \d+ (?:lines|more chars)\]$|^\[… \d+ chars …\]$")
 
@@ -27,9 +27,9 @@ def _quoted_parts(line: str, speaker: str) -> list[str]:
 
 
 def assert_verbatim(provider: str, message: Any) -> None:
-    texts = [p.text for p in pieces(provider, message)]  # type: ignore[arg-type]
+    texts = [p.text for p in SHAPES[provider].pieces(message)]
     speaker = role(message)
-    lines = "\n".join(message_lines(provider, message)).split("\n")  # type: ignore[arg-type]
+    lines = "\n".join(message_lines(SHAPES[provider], message)).split("\n")
     for line in lines:
         if _MARKER.match(line):
             continue
@@ -47,7 +47,7 @@ def test_chat_digest_lines_are_sentences_of_their_messages() -> None:
     }
     for message in body["messages"]:
         assert_verbatim("anthropic", message)
-    lines = message_lines("anthropic", body["messages"][4])
+    lines = message_lines(Anthropic.shape, body["messages"][4])
     # The best sentence, whole; no greeting, no stripped words; "…" for what was left out before it.
     assert lines == ["user: … On 3 May, 2024 I moved to Lisbon for my new job at the harbour office."]
 
@@ -63,7 +63,7 @@ def test_agent_digest_keeps_calls_reasoning_and_telling_output_lines() -> None:
             {"type": "tool_use", "id": "t1", "name": "bash", "input": {"command": "grep -n parse src/*.py"}},
         ],
     }
-    lines = message_lines("anthropic", step)
+    lines = message_lines(Anthropic.shape, step)
     assert lines[0] == "assistant: I will look for the parser."  # what it set out to do
     assert lines[1] == 'assistant called bash {"command": "grep -n parse src/*.py"}'  # exactly as made
 
@@ -99,7 +99,9 @@ def test_key_lines_keep_matches_definitions_and_errors_verbatim() -> None:
 
 def test_digest_is_a_pure_function_of_its_chunk() -> None:
     messages = anthropic_chat(40)["messages"]
-    assert digest("anthropic", messages[1:21]) == digest("anthropic", [dict(m) for m in messages[1:21]])
+    assert digest(Anthropic.shape, messages[1:21]) == digest(
+        Anthropic.shape, [dict(m) for m in messages[1:21]]
+    )
 
 
 def test_the_task_is_never_folded() -> None:

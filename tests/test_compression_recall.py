@@ -20,6 +20,7 @@ from proxy.compression.recall import (
 )
 from proxy.compression.semantic import TOKENIZER_FILE, WEIGHTS_FILE, load
 from proxy.compression.text import terms
+from proxy.providers import OpenAI
 
 FILLER = [
     f"We spoke about the weather and the {word} in town today."
@@ -158,7 +159,7 @@ def test_a_message_is_recalled_by_paragraph() -> None:
         "role": "user",
         "content": "Caroline: the parade was fun.\n\n  \nMelanie: I went camping.\nWith the kids.",
     }
-    assert units("openai", message) == [
+    assert units(OpenAI.shape, message) == [
         ("text", "Caroline: the parade was fun."),
         ("text", "Melanie: I went camping.\nWith the kids."),
     ]

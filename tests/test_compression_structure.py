@@ -10,6 +10,7 @@ import pytest
 
 from proxy.compression.compressor import DIGEST_INTRO
 from proxy.compression.structure import problems
+from proxy.providers import Anthropic, OpenAI
 from proxy.tokens import count_text
 from tests.compression_support import (
     SETTINGS,
@@ -37,7 +38,7 @@ def test_anthropic_tool_pairs_stay_whole() -> None:
     result = run("anthropic", body)
     assert result.reason == "compressed" and result.body is not None
     out = result.body["messages"]
-    assert problems("anthropic", out) == []
+    assert problems(Anthropic.shape, out) == []
     assert result.messages_folded > 0
     # Each tool_use that survived is answered in the very next message, and vice versa.
     for index, message in enumerate(out):
@@ -70,7 +71,7 @@ def test_latest_assistant_turn_with_thinking_is_never_folded() -> None:
     assert result.reason == "compressed" and result.body is not None
     assert result.messages_folded == 0
     out = result.body["messages"]
-    assert problems("anthropic", out) == []
+    assert problems(Anthropic.shape, out) == []
     for original, forwarded in zip(body["messages"], out, strict=True):
         if original["role"] == "assistant":
             assert forwarded is original  # thinking, text and tool_use blocks: the very same objects
@@ -85,7 +86,7 @@ def test_thinking_of_earlier_turns_is_folded_whole_and_latest_kept() -> None:
     result = run("anthropic", body)
     assert result.reason == "compressed" and result.body is not None
     out = result.body["messages"]
-    assert problems("anthropic", out) == []
+    assert problems(Anthropic.shape, out) == []
     originals = {id(b) for m in messages if isinstance(m["content"], list) for b in m["content"]}
     latest_turn = messages[len(first) + 1 :]
     for message in latest_turn[1:]:
@@ -101,7 +102,7 @@ def test_openai_tool_messages_follow_their_calls() -> None:
     result = run("openai", body)
     assert result.reason == "compressed" and result.body is not None
     out = result.body["messages"]
-    assert problems("openai", out) == []
+    assert problems(OpenAI.shape, out) == []
     assert out[0] == body["messages"][0]  # the system message stays first and unchanged
     for index, message in enumerate(out):
         if message.get("tool_calls"):
@@ -141,7 +142,7 @@ def test_recent_window_widens_over_tool_pairs() -> None:
     for keep in (1, 2, 3, 4):
         result = run("anthropic", body, config=settings(keep_recent=keep))
         assert result.body is not None
-        assert problems("anthropic", result.body["messages"]) == []
+        assert problems(Anthropic.shape, result.body["messages"]) == []
         # The window starts at the assistant tool_use whose result is the latest message.
         assert result.body["messages"][-2] is body["messages"][-2]
 

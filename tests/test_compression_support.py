@@ -10,6 +10,7 @@ from vidurai.core.viveka import VivekaEngine
 
 from proxy.compression import route_vidurai_logs
 from proxy.compression.structure import problems
+from proxy.providers import Anthropic, OpenAI
 from tests.compression_support import anthropic_agent, anthropic_chat, openai_agent
 
 
@@ -20,11 +21,11 @@ def _quiet_vidurai() -> None:
 
 @pytest.mark.parametrize("body", [anthropic_chat(40), anthropic_agent(12)])
 def test_generated_anthropic_conversations_are_valid(body: dict[str, Any]) -> None:
-    assert problems("anthropic", body["messages"]) == []
+    assert problems(Anthropic.shape, body["messages"]) == []
 
 
 def test_generated_openai_conversation_is_valid() -> None:
-    assert problems("openai", openai_agent(6)["messages"]) == []
+    assert problems(OpenAI.shape, openai_agent(6)["messages"]) == []
 
 
 def test_vidurai_logs_go_to_structlog_at_debug() -> None:

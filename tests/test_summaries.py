@@ -17,6 +17,7 @@ import pytest
 from proxy.compression import CompressionResult, SessionMemory, compress
 from proxy.compression.compressor import DIGEST_INTRO
 from proxy.compression.summaries import MODEL_DIGEST_INTRO
+from proxy.providers import Anthropic
 from proxy.storage import Store, SummaryStore, open_store
 from tests.compression_support import CLAUDE_CACHE, anthropic_chat, settings
 from tests.databases import execute, query
@@ -56,7 +57,7 @@ def _summarize(store: SummaryStore, result: CompressionResult) -> None:
 
 
 def _turn(memory: SessionMemory, store: SummaryStore, turns: int) -> CompressionResult:
-    return compress("anthropic", anthropic_chat(turns), memory, MODEL, 0.1, CLAUDE_CACHE, store)
+    return compress(Anthropic.shape, anthropic_chat(turns), memory, MODEL, 0.1, CLAUDE_CACHE, store)
 
 
 async def test_a_fold_keeps_its_digests_when_summaries_arrive_and_the_next_fold_uses_them(
@@ -108,10 +109,10 @@ async def test_without_a_prompt_cache_a_stored_summary_is_used_at_once(instance:
     store = await instance()
     memory = SessionMemory("s")
     body: dict[str, Any] = anthropic_chat(81)
-    first = compress("anthropic", body, memory, MODEL, None, summaries=store)
+    first = compress(Anthropic.shape, body, memory, MODEL, None, summaries=store)
     assert first.summarizers[0] == "extractive" and first.to_summarize
     _summarize(store, first)
-    second = compress("anthropic", body, memory, MODEL, None, summaries=store)
+    second = compress(Anthropic.shape, body, memory, MODEL, None, summaries=store)
     whole = len(first.to_summarize)
     assert second.summarizers[:whole] == ("model",) * whole
     assert second.to_summarize == ()  # asked for once
@@ -121,7 +122,7 @@ async def test_extractive_ignores_stored_summaries(instance: Instance) -> None:
     store = await instance()
     memory = SessionMemory("s")
     body = anthropic_chat(81)
-    first = compress("anthropic", body, memory, settings(), None, summaries=store)
+    first = compress(Anthropic.shape, body, memory, settings(), None, summaries=store)
     assert first.to_summarize == () and set(first.summarizers) == {"extractive"}
     assert DIGEST_INTRO in _prefix(first)
 

@@ -15,7 +15,7 @@ import structlog
 from proxy.compression import SessionMemory, compress
 from proxy.compression.summaries import MODEL_DIGEST_INTRO
 from proxy.storage import open_store
-from tests.compression_support import anthropic_chat, settings
+from tests.compression_support import SHAPES, anthropic_chat, settings
 from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ProxyFactory
 from tests.databases import query
 from tests.fake_upstream import FakeUpstream
@@ -51,7 +51,7 @@ async def _chunks(body: dict[str, Any], provider: str = "anthropic") -> int:
         await store.start()
         try:
             book = store.summaries()
-            result = compress(provider, body, SessionMemory("s"), SETTINGS, None, summaries=book)  # type: ignore[arg-type]
+            result = compress(SHAPES[provider], body, SessionMemory("s"), SETTINGS, None, summaries=book)
         finally:
             await store.close()
     return len(result.to_summarize)

@@ -9,16 +9,8 @@ from typing import Any
 import attrs
 
 from .policy import UNCACHED, CachePrices, History, frontier
-from .structure import (
-    Provider,
-    answered_ids,
-    has_thinking,
-    is_dependent,
-    is_plain_user,
-    leading_instructions,
-    opened_ids,
-    role,
-)
+from .shape import ConversationShape
+from .structure import has_thinking, is_plain_user, leading_instructions, role
 
 
 @attrs.frozen
@@ -45,11 +37,13 @@ class Plan:
         return list(itertools.pairwise(self.boundaries))
 
 
-def verbatim_start(provider: Provider, messages: list[Any], start: int, keep_recent: int, end: int) -> int:
+def verbatim_start(
+    shape: ConversationShape, messages: list[Any], start: int, keep_recent: int, end: int
+) -> int:
     """First message of the verbatim window of messages[:end]: its last keep_recent, widened so no
     tool pair is split."""
     index = max(start, end - keep_recent)
-    while index > start and is_dependent(provider, messages[index]):
+    while index > start and shape.is_dependent(messages[index]):
         index -= 1
     return index
 
@@ -63,8 +57,8 @@ class FoldLimits:
     For one end it looks back from there; replaying every end computes all at once, in linear time.
     """
 
-    def __init__(self, provider: Provider, messages: list[Any], start: int, keep_recent: int) -> None:
-        self._provider, self._messages = provider, messages
+    def __init__(self, shape: ConversationShape, messages: list[Any], start: int, keep_recent: int) -> None:
+        self._shape, self._messages = shape, messages
         self._start, self._keep = start, keep_recent
         self._turn: list[int | None] = []  # latest plain user message at or before each index
         self._thinking = [0]  # messages with thinking blocks before each index
@@ -72,13 +66,13 @@ class FoldLimits:
     def _index(self) -> None:
         turn: int | None = None
         for index, message in enumerate(self._messages):
-            if is_plain_user(self._provider, message):
+            if is_plain_user(self._shape, message):
                 turn = index
             self._turn.append(turn)
             self._thinking.append(self._thinking[-1] + has_thinking(message))
 
     def verbatim(self, end: int) -> int:
-        return verbatim_start(self._provider, self._messages, self._start, self._keep, end)
+        return verbatim_start(self._shape, self._messages, self._start, self._keep, end)
 
     def __call__(self, last: int) -> int:
         """The fold limit of a request whose last message is messages[last]."""
@@ -88,7 +82,7 @@ class FoldLimits:
             thinks = turn is not None and self._thinking[last + 1] > self._thinking[turn]
         else:
             messages = self._messages
-            turn = next((i for i in range(last, -1, -1) if is_plain_user(self._provider, messages[i])), None)
+            turn = next((i for i in range(last, -1, -1) if is_plain_user(self._shape, messages[i])), None)
             thinks = turn is not None and any(has_thinking(m) for m in messages[turn : last + 1])
         return turn if turn is not None and turn < verbatim and thinks else verbatim
 
@@ -99,7 +93,7 @@ class FoldLimits:
         return self
 
 
-def cut_points(provider: Provider, messages: list[Any], start: int, limit: int) -> list[int]:
+def cut_points(shape: ConversationShape, messages: list[Any], start: int, limit: int) -> list[int]:
     """Where a fold may end, up to `limit`: before an assistant message with no tool call left open,
     so the digest can be a user message and every tool pair stays on one side of the cut."""
     found: list[int] = []
@@ -108,8 +102,8 @@ def cut_points(provider: Provider, messages: list[Any], start: int, limit: int) 
         message = messages[index]
         if not pending and role(message) == "assistant":
             found.append(index)
-        pending.difference_update(answered_ids(provider, message))
-        opened = opened_ids(provider, message)
+        pending.difference_update(shape.answered_ids(message))
+        opened = shape.opened_ids(message)
         if opened:
             pending = set(opened)  # an earlier unanswered call is the client's error, not ours to fix
     return found
@@ -138,17 +132,17 @@ def request_ends(messages: list[Any]) -> list[int]:
     return [*ends, len(messages) - 1]
 
 
-def first_foldable(provider: Provider, messages: list[Any]) -> int:
+def first_foldable(shape: ConversationShape, messages: list[Any]) -> int:
     """The first message that may fold: after OpenAI's leading instructions and after the task (the
     first message a person wrote), which every later turn of an agent works from."""
-    start = leading_instructions(provider, messages)
-    if start < len(messages) and is_plain_user(provider, messages[start]):
+    start = leading_instructions(shape, messages)
+    if start < len(messages) and is_plain_user(shape, messages[start]):
         start += 1
     return start
 
 
 def plan(
-    provider: Provider,
+    shape: ConversationShape,
     messages: list[Any],
     keep_recent: int,
     chunk: int,
@@ -163,11 +157,11 @@ def plan(
     chunks fold only at the requests where policy.fold_pays says a fold pays, and nothing else
     changes between folds, so the prefix the provider cached stays byte for byte the same.
     """
-    start = first_foldable(provider, messages)
-    limits = FoldLimits(provider, messages, start, keep_recent)
+    start = first_foldable(shape, messages)
+    limits = FoldLimits(shape, messages, start, keep_recent)
     last = len(messages) - 1
     limit = limits(last)
-    points = cut_points(provider, messages, start, limit)
+    points = cut_points(shape, messages, start, limit)
     starts = chunk_starts(points, start, chunk)
     verbatim = limits.verbatim(last + 1)
     if prices == UNCACHED:

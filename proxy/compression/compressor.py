@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 import structlog
@@ -17,17 +17,8 @@ from .digest import is_header
 from .memory import Chunk, SessionMemory, chunk_key
 from .policy import UNCACHED, CachePrices, History
 from .recall import Candidate, render, select
-from .structure import (
-    INSTRUCTION_ROLES,
-    Provider,
-    blocks,
-    cache_markers,
-    has_thinking,
-    markers_ordered,
-    problems,
-    role,
-    thinking_blocks,
-)
+from .shape import ConversationShape
+from .structure import blocks, has_thinking, problems, role, thinking_blocks
 from .summaries import EXTRACTIVE, MODEL, MODEL_DIGEST_INTRO, SummaryBook, SummaryJob, fold_key, summary_lines
 from .toolcut import cut_tool_results
 
@@ -71,7 +62,7 @@ def _estimate(body: Mapping[str, Any]) -> tuple[list[int], int]:
 
 
 def compress(
-    provider: Literal["anthropic", "openai"],
+    shape: ConversationShape,
     body: Mapping[str, Any],
     memory: SessionMemory | None,
     settings: CompressionConfig,
@@ -81,6 +72,7 @@ def compress(
 ) -> CompressionResult:
     """Fold old turns of a long conversation; never raises and never changes `body`.
 
+    `shape`: how the provider's messages are read and written (its adapter's `shape`).
     `memory` None: the caller knows there is nothing to fold (below the threshold); only counted.
 
     `warm_read_ratio`: the cache-read price over the input price when the provider likely still
@@ -96,9 +88,9 @@ def compress(
         count = len(messages) if isinstance(messages, list) else 0
         tokens = (per_message, fixed)
         book = summaries if settings.summarizer == MODEL else None
-        return _compress(provider, body, memory, settings, tokens, prices, warm_read_ratio, book)
+        return _compress(shape, body, memory, settings, tokens, prices, warm_read_ratio, book)
     except Exception as exc:
-        log.warning("compression failed open", provider=provider, error=type(exc).__name__)
+        log.warning("compression failed open", provider=shape.name, error=type(exc).__name__)
         reason = f"failed_open:{type(exc).__name__}"
         return CompressionResult(None, original, original, count, count, 0, reason)
 
@@ -123,7 +115,7 @@ def _manages_own_context(body: Mapping[str, Any], messages: list[Any]) -> bool:
 
 
 def _compress(
-    provider: Provider,
+    shape: ConversationShape,
     body: Mapping[str, Any],
     memory: SessionMemory | None,
     settings: CompressionConfig,
@@ -148,35 +140,34 @@ def _compress(
         return _unchanged(original, count, "client_context_management")
 
     def digest_tokens(a: int, b: int) -> int:
-        return memory.chunk(provider, messages[a:b], a).digest_tokens
+        return memory.chunk(shape, messages[a:b], a).digest_tokens
 
     # What replaying the fold decisions needs: where earlier requests ended, what each message costs.
     history = History(
         per_message, request_ends(messages), fixed, settings.threshold_messages, settings.min_tokens
     )
-    cut = plan(
-        provider, messages, settings.keep_recent, settings.chunk_messages, prices, history, digest_tokens
-    )
+    cut = plan(shape, messages, settings.keep_recent, settings.chunk_messages, prices, history, digest_tokens)
     # The part of a chunk reached so far (no cache to keep) is folded now, digested again as it grows.
     chunks = [
-        memory.chunk(provider, messages[a:b], a, remember_digest=not (cut.partial and b == cut.folded_end))
+        memory.chunk(shape, messages[a:b], a, remember_digest=not (cut.partial and b == cut.folded_end))
         for a, b in cut.chunks
     ]
     intro, writers = DIGEST_INTRO, tuple(EXTRACTIVE for _ in chunks)
     jobs: tuple[SummaryJob, ...] = ()
     if book is not None:
         intro = MODEL_DIGEST_INTRO
-        jobs = _summary_jobs(provider, messages, memory, cut.complete, chunks)
+        jobs = _summary_jobs(shape, messages, memory, cut.complete, chunks)
         chunks, writers = _summarized(memory, book, chunks, cut.partial, cached=prices != UNCACHED)
     folded_end = cut.folded_end
     out: list[Any] = list(messages[: cut.start])
     if chunks:
-        if provider == "openai":  # instructions given mid-conversation are kept, not summarised
-            out.extend(m for m in messages[cut.start : folded_end] if role(m) in INSTRUCTION_ROLES)
-        _add_digests(provider, out, intro, chunks, messages[cut.start : folded_end], messages[folded_end:])
+        gone = messages[cut.start : folded_end]
+        out.extend(m for m in gone if shape.is_instruction(m))  # instructions are kept, not summarised
+        # After the task: the constant intro, then one digest per chunk.
+        out = shape.with_digests(out, [intro, *(c.digest for c in chunks)], gone, messages[folded_end:])
     if cut.cut_tools:
         out.extend(
-            cut_tool_results(provider, m, settings.tool_result_max_tokens)
+            cut_tool_results(shape, m, settings.tool_result_max_tokens)
             for m in messages[folded_end : cut.verbatim]
         )
     else:
@@ -186,9 +177,9 @@ def _compress(
         return _unchanged(original, count, "no_fold_pays", jobs)
     budget = recall_budget(settings, sum(c.tokens for c in chunks), warm_read_ratio)
     if chunks and budget > 0:
-        out[-1] = _with_recall(provider, out[-1], memory, chunks, budget)
+        out[-1] = _with_recall(shape, out[-1], memory, chunks, budget)
     forwarded = {**body, "messages": out}
-    why = _check(provider, messages, out)
+    why = _check(shape, messages, out)
     if why:
         return _unchanged(original, count, f"invalid:{why}", jobs)
     estimate = estimate_request(forwarded)
@@ -201,7 +192,7 @@ def _compress(
 
 
 def _summary_jobs(
-    provider: Provider,
+    shape: ConversationShape,
     messages: list[Any],
     memory: SessionMemory,
     complete: tuple[int, ...],
@@ -211,11 +202,11 @@ def _summary_jobs(
     ahead of their fold, so the fold that first takes them can mostly use it."""
     known = {(c.start, c.end): c.key for c in folded}
     spans = {
-        known.get((a, b)) or chunk_key(provider, messages[a:b], a): (a, b)
+        known.get((a, b)) or chunk_key(shape, messages[a:b], a): (a, b)
         for a, b in itertools.pairwise(complete)
     }
     return tuple(
-        SummaryJob(key, provider, summary_lines(provider, messages[spans[key][0] : spans[key][1]]))
+        SummaryJob(key, shape.name, summary_lines(shape, messages[spans[key][0] : spans[key][1]]))
         for key in memory.to_summarize(list(spans))
     )
 
@@ -248,43 +239,13 @@ def recall_budget(settings: CompressionConfig, folded_tokens: int, warm_read_rat
     return budget
 
 
-def _add_digests(
-    provider: Provider, out: list[Any], intro: str, chunks: list[Chunk], folded: list[Any], kept: list[Any]
-) -> None:
-    """The digests of the folded chunks after the task: a fixed intro, then one digest per chunk.
-
-    On Anthropic they join the task's own user message (roles must alternate and a fold always ends
-    before an assistant message); elsewhere they are a user message of their own.
-    """
-    if provider == "openai":
-        out.append({"role": "user", "content": "\n\n".join([intro, *(c.digest for c in chunks)])})
-        return
-    content: list[dict[str, Any]] = [{"type": "text", "text": intro}]
-    content.extend({"type": "text", "text": c.digest} for c in chunks)
-    removed = cache_markers(folded)
-    if removed:
-        # A cache breakpoint that sat in the folded part moves to the end of the digests, where the
-        # stable prefix ends, so the client keeps as many breakpoints as it set and no more.
-        marker = next((m for m in removed if m.get("ttl") == "1h"), removed[-1])
-        if markers_ordered([*cache_markers(out), marker, *cache_markers(kept)]):
-            content[-1] = {**content[-1], "cache_control": marker}
-    task = out[-1] if out else None
-    if role(task) != "user":
-        out.append({"role": "user", "content": content})
-        return
-    assert isinstance(task, dict)
-    own = task.get("content")
-    blocks_before = [{"type": "text", "text": own}] if isinstance(own, str) else list(own or [])
-    out[-1] = {**task, "content": [*blocks_before, *content]}
-
-
 def _with_recall(
-    provider: Provider, message: Any, memory: SessionMemory, chunks: list[Chunk], budget: int
+    shape: ConversationShape, message: Any, memory: SessionMemory, chunks: list[Chunk], budget: int
 ) -> Any:
     """The latest user message with the recalled old turns appended as one more text block."""
     if role(message) != "user":
         return message
-    query = query_text(provider, message)
+    query = query_text(shape, message)
     if not query.strip():
         return message  # an agent step (tool results only): recall would repeat uncached every step
     candidates: list[Candidate] = []
@@ -301,22 +262,14 @@ def _with_recall(
     chosen = select(memory.index, query, candidates, budget)
     if not chosen:
         return message
-    text = render(memory.index, chosen)
-    content = message.get("content")
-    if isinstance(content, str):
-        if provider == "openai":
-            return {**message, "content": content + "\n\n" + text}
-        return {**message, "content": [{"type": "text", "text": content}, {"type": "text", "text": text}]}
-    if isinstance(content, list):
-        return {**message, "content": [*content, {"type": "text", "text": text}]}
-    return message
+    return shape.with_text(message, render(memory.index, chosen))
 
 
-def _check(provider: Provider, messages: list[Any], out: list[Any]) -> str | None:
+def _check(shape: ConversationShape, messages: list[Any], out: list[Any]) -> str | None:
     """Why the rewritten list is worse than the original for the provider, or None when it is not."""
-    found = problems(provider, out)
+    found = problems(shape, out)
     if found:  # the client's own mistakes are no reason to forward its original instead
-        before = problems(provider, messages)
+        before = problems(shape, messages)
         new = [p for p in found if p not in before]
         if new:
             return new[0]
@@ -328,11 +281,4 @@ def _check(provider: Provider, messages: list[Any], out: list[Any]) -> str | Non
         kept = {id(b) for b in thinking_blocks(out)}
         if any(id(b) not in kept for b in thinking_blocks([last_assistant])):
             return "latest_thinking_dropped"
-    if provider == "anthropic":
-        markers = cache_markers(out)
-        original_markers = cache_markers(messages)
-        if len(markers) > len(original_markers):
-            return "cache_markers_added"
-        if markers_ordered(original_markers) and not markers_ordered(markers):
-            return "cache_markers_misordered"
-    return None
+    return shape.rewrite_problem(messages, out)

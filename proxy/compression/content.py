@@ -1,4 +1,4 @@
-"""Reading the text out of messages of either provider, and cutting it into recallable units."""
+"""Reading the text out of messages, and cutting it into recallable units."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any
 import attrs
 
 from ..tokens import count_text
-from .structure import Provider, blocks, role
+from .shape import ConversationShape
+from .structure import blocks
 
 # A recalled unit stays small enough to be worth its tokens; longer texts are split on lines.
 UNIT_MAX_TOKENS = 200
@@ -45,7 +46,7 @@ class Piece:
     text: str = attrs.field(converter=_encodable)
 
 
-def _result_text(content: Any) -> str:
+def result_text(content: Any) -> str:
     """The readable text of a tool result's content (a string or a list of blocks)."""
     if isinstance(content, str):
         return content
@@ -68,12 +69,12 @@ def _attachment(block: dict[str, Any]) -> str:
     return f"[{kind}: {title}]" if isinstance(title, str) and title else f"[{kind}]"
 
 
-def pieces(provider: Provider, message: Any) -> list[Piece]:
-    """The readable parts of a message, in order; thinking blocks are left out (never reused)."""
+def block_pieces(message: Any) -> list[Piece]:
+    """The readable parts of a message's content blocks and tool calls, in order; thinking blocks are
+    left out (never reused). Either provider's block types are read in either's messages: a body is
+    read as it was sent, not as its API documents it."""
     if not isinstance(message, dict):
         return []
-    if provider == "openai" and role(message) in ("tool", "function"):
-        return [Piece("tool_result", _result_text(message.get("content")))]
     found: list[Piece] = []
     for block in blocks(message):
         if isinstance(block, str):
@@ -88,7 +89,7 @@ def pieces(provider: Provider, message: Any) -> list[Piece]:
             arguments = json.dumps(block.get("input", {}), ensure_ascii=False, sort_keys=True)
             found.append(Piece("tool_use", f"{block.get('name', '')} {arguments}"))
         elif kind == "tool_result":
-            found.append(Piece("tool_result", _result_text(block.get("content"))))
+            found.append(Piece("tool_result", result_text(block.get("content"))))
         elif kind in _ATTACHMENTS:
             found.append(Piece("attachment", _attachment(block)))
     for call in message.get("tool_calls") or ():
@@ -118,10 +119,10 @@ def split_long(text: str, max_tokens: int = UNIT_MAX_TOKENS) -> Iterator[str]:
         yield "\n".join(run)
 
 
-def units(provider: Provider, message: Any) -> list[tuple[str, str]]:
+def units(shape: ConversationShape, message: Any) -> list[tuple[str, str]]:
     """(kind, text) units of a message for the recall index: texts and tool output, not attachments."""
     found: list[tuple[str, str]] = []
-    for piece in pieces(provider, message):
+    for piece in shape.pieces(message):
         if piece.kind == "attachment" or not piece.text.strip():
             continue
         for paragraph in _PARAGRAPH_BREAK.split(piece.text) if piece.kind == "text" else [piece.text]:
@@ -129,11 +130,11 @@ def units(provider: Provider, message: Any) -> list[tuple[str, str]]:
     return found
 
 
-def query_text(provider: Provider, message: Any) -> str:
+def query_text(shape: ConversationShape, message: Any) -> str:
     """What recall searches for: the last text a person wrote in the message (not tool results).
 
     Only the last text block: clients put reminders and pasted context first and the request last,
     and a chat whose latest message holds several turns asks about its last one.
     """
-    texts = [p.text for p in pieces(provider, message) if p.kind == "text" and p.text.strip()]
+    texts = [p.text for p in shape.pieces(message) if p.kind == "text" and p.text.strip()]
     return texts[-1] if texts else ""

@@ -12,9 +12,9 @@ import functools
 import re
 from typing import Any
 
-from .content import pieces
 from .keylines import key_lines
-from .structure import Provider, role
+from .shape import ConversationShape
+from .structure import role
 from .text import SPEAKER, STOPWORDS, dates, said, sentences
 
 # A sentence is quoted when its quote_score reaches this: it names, counts, dates or decides
@@ -118,10 +118,10 @@ def _call(text: str) -> str:
     return f"{text[:half]} [… {len(text) - 2 * half} chars …] {text[-half:]}"
 
 
-def message_lines(provider: Provider, message: Any) -> list[str]:
+def message_lines(shape: ConversationShape, message: Any) -> list[str]:
     """The digest lines of one message: quoted prose, calls as made, tool output's key lines."""
     speaker = role(message) or "message"
-    found = pieces(provider, message)
+    found = shape.pieces(message)
     reasoning = any(p.kind == "tool_use" for p in found)
     lines: list[str] = []
     for piece in found:
@@ -141,6 +141,6 @@ def message_lines(provider: Provider, message: Any) -> list[str]:
     return lines
 
 
-def digest(provider: Provider, messages: list[Any]) -> str:
+def digest(shape: ConversationShape, messages: list[Any]) -> str:
     """The verbatim digest of a chunk of messages, in order (the intro says messages are left out)."""
-    return "\n".join(line for message in messages for line in message_lines(provider, message)) or "…"
+    return "\n".join(line for message in messages for line in message_lines(shape, message)) or "…"

@@ -15,7 +15,8 @@ from ..tokens import count_message, count_text
 from .content import units
 from .digest import digest, importance
 from .recall import RecallIndex
-from .structure import Provider, role
+from .shape import ConversationShape
+from .structure import role
 from .summaries import SummaryBook
 from .text import canonical, dates, sha
 
@@ -60,16 +61,16 @@ class Chunk:
         return next((u.date for u in reversed(self.units) if u.date), None)
 
 
-def chunk_key(provider: Provider, messages: list[Any], start: int) -> str:
+def chunk_key(shape: ConversationShape, messages: list[Any], start: int) -> str:
     """What a chunk's cached work is filed under: its provider, position and exact messages."""
-    return sha(f"{provider}\n{start}\n{canonical(messages)}")
+    return sha(f"{shape.name}\n{start}\n{canonical(messages)}")
 
 
-def _units_of(provider: Provider, messages: list[Any], start: int) -> list[Unit]:
+def _units_of(shape: ConversationShape, messages: list[Any], start: int) -> list[Unit]:
     found: list[Unit] = []
     current: str | None = None
     for offset, message in enumerate(messages):
-        for kind, text in units(provider, message):
+        for kind, text in units(shape, message):
             written = dates(text)
             if written:
                 current = written[-1]
@@ -97,23 +98,23 @@ class SessionMemory:
         self._requested: set[str] = set()  # chunks handed to the summarizer by this memory
 
     def chunk(
-        self, provider: Provider, messages: list[Any], start: int, remember_digest: bool = True
+        self, shape: ConversationShape, messages: list[Any], start: int, remember_digest: bool = True
     ) -> Chunk:
         """The folded form of messages[start:start+len], computed once and then reused.
 
         `remember_digest=False` for the part of a chunk folded so far, which changes every turn: its
         turns are remembered, its passing digest is not stored.
         """
-        key = chunk_key(provider, messages, start)
+        key = chunk_key(shape, messages, start)
         cached = self._chunks.get(key)
         if cached is not None:
             return cached
-        found = _units_of(provider, messages, start)
+        found = _units_of(shape, messages, start)
         made = Chunk(
             key,
             start,
             start + len(messages),
-            digest(provider, messages),
+            digest(shape, messages),
             tuple(found),
             tuple(self._remember(unit) for unit in found),
             sum(count_message(m) for m in messages),

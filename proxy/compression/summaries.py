@@ -24,9 +24,9 @@ from typing import Any, Protocol
 
 import attrs
 
-from .content import pieces
 from .digest import message_lines
-from .structure import Provider, role
+from .shape import ConversationShape, ProviderName
+from .structure import role
 from .text import sha
 
 # Replaces the extractive intro when summaries may be among the digests: constant too, so the first
@@ -55,7 +55,7 @@ class SummaryJob:
     """A whole chunk with no summary yet: what the summarizer sends for it."""
 
     key: str
-    provider: Provider
+    provider: ProviderName  # whose model writes the summary
     lines: tuple[tuple[str, str], ...]  # (role, text) of each message, as the model reads them
 
 
@@ -64,18 +64,18 @@ def fold_key(keys: Sequence[str]) -> str:
     return sha("fold\n" + "\n".join(keys))
 
 
-def summary_lines(provider: Provider, messages: list[Any]) -> tuple[tuple[str, str], ...]:
+def summary_lines(shape: ConversationShape, messages: list[Any]) -> tuple[tuple[str, str], ...]:
     """The chunk as the summarizing model reads it: what people wrote in full; tool calls and tool
     output as the extractive digest quotes them (their head and tail, their telling lines), so a
     chunk of large tool results costs a summary call no more than its digest would."""
     found: list[tuple[str, str]] = []
     for message in messages:
         speaker = role(message) or "user"
-        tool_lines = any(p.kind in ("tool_use", "tool_result") for p in pieces(provider, message))
+        tool_lines = any(p.kind in ("tool_use", "tool_result") for p in shape.pieces(message))
         if tool_lines:
-            text = "\n".join(message_lines(provider, message))
+            text = "\n".join(message_lines(shape, message))
         else:
-            text = "\n\n".join(p.text for p in pieces(provider, message))
+            text = "\n\n".join(p.text for p in shape.pieces(message))
         if text.strip():
             found.append((speaker, text))
     return tuple(found)

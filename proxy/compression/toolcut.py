@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..tokens import count_text
-from .structure import Provider, role
+from .shape import ConversationShape
 
 
 def cut_text(text: str, max_tokens: int) -> str:
@@ -51,25 +51,6 @@ def _cut_content(content: Any, max_tokens: int) -> Any:
     return out if changed else content
 
 
-def cut_tool_results(provider: Provider, message: Any, max_tokens: int) -> Any:
+def cut_tool_results(shape: ConversationShape, message: Any, max_tokens: int) -> Any:
     """The message with its long tool results cut; the very same object when nothing was cut."""
-    if not isinstance(message, dict):
-        return message
-    if provider == "openai":
-        if role(message) not in ("tool", "function"):
-            return message
-        content = _cut_content(message.get("content"), max_tokens)
-        return message if content is message.get("content") else {**message, "content": content}
-    content = message.get("content")
-    if role(message) != "user" or not isinstance(content, list):
-        return message
-    changed = False
-    out = []
-    for block in content:
-        if isinstance(block, dict) and block.get("type") == "tool_result":
-            inner = _cut_content(block.get("content"), max_tokens)
-            if inner is not block.get("content"):
-                block = {**block, "content": inner}
-                changed = True
-        out.append(block)
-    return {**message, "content": out} if changed else message
+    return shape.with_tool_results(message, lambda content: _cut_content(content, max_tokens))

@@ -1,4 +1,5 @@
-"""Provider adapters: everything that differs between Anthropic and OpenAI lives here."""
+"""Provider adapters: everything that differs between Anthropic and OpenAI lives here (the message
+shapes compression reads and writes too: *_shape.py)."""
 
 from .anthropic import Anthropic
 from .base import Provider, UsageObserver

@@ -10,6 +10,7 @@ from typing import Any
 from multidict import CIMultiDict
 
 from ..records import Usage
+from .anthropic_shape import AnthropicShape
 from .base import SUMMARY_MAX_TOKENS, SUMMARY_TEMPERATURE, Provider, UsageObserver, token_field
 
 _ERROR_TYPES = {
@@ -27,6 +28,7 @@ _ERROR_TYPES = {
 class Anthropic(Provider):
     name = "anthropic"
     cache_reads_at_breakpoints = True
+    shape = AnthropicShape()
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url  # without /v1, like ANTHROPIC_BASE_URL

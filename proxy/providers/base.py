@@ -8,6 +8,7 @@ from typing import Any, Literal
 from multidict import CIMultiDict
 
 from .. import jsonio
+from ..compression.shape import ConversationShape
 from ..records import Usage
 from ..sse import SSEDecoder, SSEEvent, decode_event, whole_events
 
@@ -101,6 +102,8 @@ class Provider(abc.ABC):
     # cache_control) rather than up to wherever a prefix stops matching (OpenAI's).
     cache_reads_at_breakpoints: bool = False
     base_url: str
+    # How compression reads, checks and rewrites this API's messages.
+    shape: ConversationShape
 
     @abc.abstractmethod
     def upstream_url(self, path: str, query_string: str) -> str:

@@ -17,6 +17,7 @@ from .base import (
     UsageObserver,
     token_field,
 )
+from .openai_shape import OpenAIShape
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -34,6 +35,7 @@ _NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,?')
 
 class OpenAI(Provider):
     name = "openai"
+    shape = OpenAIShape()
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url  # with /v1, like OPENAI_BASE_URL

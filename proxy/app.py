@@ -14,7 +14,6 @@ from aiohttp import web
 from . import admin, dashboard, edges, handlers
 from .access import log_request
 from .admin import Access, AdminGuard, guard_middleware
-from .buffering import no_buffering_for_streams
 from .cluster import Cluster
 from .compression import route_vidurai_logs
 from .compression.semantic import warm_up as warm_up_recall
@@ -171,7 +170,6 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
     app[CLUSTER] = Cluster(config.cluster)
     app[PROM].watch_cluster(app[CLUSTER].health)
     setup_cors(app, config.server.allowed_origins)
-    app.on_response_prepare.append(no_buffering_for_streams)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_cluster_ctx)
     app.cleanup_ctx.append(_storage_ctx)

@@ -2,7 +2,8 @@
 
 A change to the hot path is a few percent of a request's CPU, less than what other work on a
 shared machine moves a single figure by. So the old and the new proxy run at once, in front of the
-same upstream, and take turns under the same wrk load (the order alternates every round); each
+same upstream, and take turns under the same wrk load (the order alternates every round), or with
+--together both are loaded at once, each by its own wrk, so both see the same moment's load; each
 round gives a ratio new/old of CPU per request (read from /proc/PID/stat, all threads), and the
 median of those ratios is the figure.
 
@@ -15,6 +16,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import wrk
@@ -31,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--connections", type=int, default=HIGH)
     parser.add_argument("--only", help="scenarios whose name contains this (e.g. JSON)")
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="load both proxies at once (each its own wrk) rather than in turn: the same moment's load",
+    )
     args = parser.parse_args(argv)
     wrk.binary()
     scenarios = [s for s in SCENARIOS if not args.only or args.only.lower() in s.name.lower()]
@@ -57,20 +64,29 @@ def main(argv: list[str] | None = None) -> int:
             for round_no in range(args.rounds):
                 order = ("old", "new") if round_no % 2 == 0 else ("new", "old")
                 for scenario in scenarios:
-                    for name in order:
-                        proxy = proxies[name]
-                        before = cpu_seconds(proxy.pid)
-                        run = wrk.run(
-                            proxy.url + scenario.path("proxy"),
-                            scripts[scenario.name],
-                            connections=args.connections,
-                            seconds=args.seconds,
-                        )
-                        used = cpu_seconds(proxy.pid) - before
-                        key = (scenario.name, name)
-                        cpu.setdefault(key, []).append(used * 1000 / max(run.requests, 1))
-                        rps.setdefault(key, []).append(run.rps)
-                        p50.setdefault(key, []).append(run.p50_ms)
+                    groups = [order] if args.together else [(name,) for name in order]
+                    for group in groups:
+                        before = {name: cpu_seconds(proxies[name].pid) for name in group}
+                        with ThreadPoolExecutor(len(group)) as pool:
+                            url = {name: proxies[name].url + scenario.path("proxy") for name in group}
+                            script = scripts[scenario.name]
+                            futures = {
+                                name: pool.submit(
+                                    wrk.run,
+                                    url[name],
+                                    script,
+                                    connections=args.connections,
+                                    seconds=args.seconds,
+                                )
+                                for name in group
+                            }
+                            runs = {name: future.result() for name, future in futures.items()}
+                        for name, run in runs.items():
+                            used = cpu_seconds(proxies[name].pid) - before[name]
+                            key = (scenario.name, name)
+                            cpu.setdefault(key, []).append(used * 1000 / max(run.requests, 1))
+                            rps.setdefault(key, []).append(run.rps)
+                            p50.setdefault(key, []).append(run.p50_ms)
                 print(f"  round {round_no + 1}/{args.rounds}", file=sys.stderr)
         finally:
             for proxy in proxies.values():
@@ -78,15 +94,19 @@ def main(argv: list[str] | None = None) -> int:
             upstream.stop()
     print(f"c={args.connections}, {args.rounds} rounds of {args.seconds:g} s; medians")
     print(
-        "| Request | old CPU ms/req | new CPU ms/req | new/old (median of ratios) | old req/s | new req/s "
+        "| Request | old CPU ms/req | new CPU ms/req | new/old (median of ratios, quartiles) | old req/s "
+        "| new req/s "
         "| old p50 | new p50 |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for scenario in scenarios:
         old, new = cpu[(scenario.name, "old")], cpu[(scenario.name, "new")]
-        ratio = statistics.median(n / o for n, o in zip(new, old, strict=True))
+        ratios = sorted(n / o for n, o in zip(new, old, strict=True))
+        ratio = statistics.median(ratios)
+        quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratio, ratio, ratio]
         print(
-            f"| {scenario.name} | {statistics.median(old):.3f} | {statistics.median(new):.3f} | {ratio:.3f} "
+            f"| {scenario.name} | {statistics.median(old):.3f} | {statistics.median(new):.3f} "
+            f"| {ratio:.3f} ({quartiles[0]:.3f}-{quartiles[2]:.3f}) "
             f"| {statistics.median(rps[(scenario.name, 'old')]):.0f} "
             f"| {statistics.median(rps[(scenario.name, 'new')]):.0f} "
             f"| {statistics.median(p50[(scenario.name, 'old')]):.2f} "

@@ -141,6 +141,10 @@ class _AccessBatching(logging.StreamHandler):  # type: ignore[type-arg]
             self._deferring = True
             try:
                 self._write_text(text)
+            except RecursionError:
+                raise
+            except Exception:  # a full disk: reported as emit() reports it, never raised to the request
+                self.handleError(logging.makeLogRecord({"name": ACCESS_LOGGER, "msg": text}))
             finally:
                 self._deferring = False
 

@@ -268,3 +268,26 @@ def test_access_lines_rotate_by_size_like_any_line(tmp_path: Path) -> None:
         assert (tmp_path / name).stat().st_size <= 2_000
     ns = [r["n"] for r in read_lines(*(tmp_path / n for n in reversed(files)))]
     assert ns == list(range(ns[0], 200)) and ns[0] > 0
+
+
+def test_an_access_line_that_cannot_be_written_is_reported_not_raised(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A full disk: the request it ends must still be answered (tests/test_crash_e2e.py's full disk).
+    setup_logging(file_config(tmp_path / "proxy.log", level="info"), console=False)
+
+    class Full:
+        def write(self, text: str) -> int:
+            raise OSError(27, "File too large")
+
+        def flush(self) -> None:
+            raise OSError(27, "File too large")
+
+    handler = next(h for h in logging.getLogger().handlers if h.__class__.__name__ == "_BatchedRotatingFile")
+    stream, handler.stream = handler.stream, Full()  # type: ignore[attr-defined]
+    handler._size = 0  # type: ignore[attr-defined]
+    try:
+        log_request(status=200, duration_ms=1.0)
+    finally:
+        handler.stream = stream  # type: ignore[attr-defined]
+    assert "File too large" in capsys.readouterr().err  # as logging reports a handler's failure

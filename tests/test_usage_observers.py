@@ -9,7 +9,7 @@ import pytest
 
 from proxy.pricing import PriceTable
 from proxy.providers import Anthropic, OpenAI
-from proxy.sse import SSEDecoder, decode_event, event_data
+from proxy.sse import SSEDecoder
 
 
 def anthropic_stream(newline: bytes = b"\n") -> bytes:
@@ -175,18 +175,3 @@ def test_compaction_iterations_are_counted_in_usage_and_cost() -> None:
     assert (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens) == (203000, 4500, 0)
     cost = PriceTable().cost("claude-sonnet-4-5", usage)
     assert cost == pytest.approx((203000 * 3.00 + 4500 * 15.00) / 1e6)
-
-
-@pytest.mark.parametrize(
-    "raw",
-    [
-        b'event: message_start\ndata: {"type":"message_start"}',
-        b"data:x\ndata: y\n: a comment\nid: 3",
-        b"\ndata",
-        b"data: \xe2\x82",  # a character cut short: replaced, as the decoder does
-        b"event: ping",
-        b"datax: 1\ndata: ok\n\n",
-    ],
-)
-def test_event_data_is_what_the_decoder_reads(raw: bytes) -> None:
-    assert event_data(raw) == decode_event(raw + b"\n\n").data

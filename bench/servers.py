@@ -167,7 +167,10 @@ class Proxy:
         return self.process.pid
 
     @classmethod
-    def start(cls, upstream: str, workdir: Path, ini: str = "", **settings: str) -> Proxy:
+    def start(
+        cls, upstream: str, workdir: Path, ini: str = "", python: str = sys.executable, **settings: str
+    ) -> Proxy:
+        """`python`: another interpreter, e.g. an older checkout's venv (bench/paired.py)."""
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "empty.ini").write_text(ini)  # e.g. a [pricing] section
         port = _free_port()
@@ -184,7 +187,7 @@ class Proxy:
         log = workdir / "proxy.log"
         with log.open("wb") as handle:  # the default level (info): one JSON line per request
             process = subprocess.Popen(
-                [sys.executable, "-m", "proxy"],
+                [python, "-m", "proxy"],
                 cwd=workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,

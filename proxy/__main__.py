@@ -16,6 +16,7 @@ import attrs
 import structlog
 import uvloop
 
+from . import heap
 from .admin import exposure_warning
 from .app import create_app, start_server
 from .config import Config, ConfigError, LoggingConfig, load_config
@@ -45,6 +46,7 @@ async def serve(config: Config, ui: TerminalUI | None, ready: Callable[[], None]
     runner, port = await start_server(
         app, config.server.host, config.server.port, reuse_port=ready is not None
     )
+    heap.settle()  # startup's objects are there for good: the collector stops walking them
     if ready is None:
         url = _announce(config, port, app[STORE].describe())
     else:

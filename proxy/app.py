@@ -12,8 +12,8 @@ import structlog
 from aiohttp import web
 
 from . import admin, dashboard, edges, handlers
+from .access import log_request
 from .admin import Access, AdminGuard, guard_middleware
-from .buffering import no_buffering_for_streams
 from .cluster import Cluster
 from .compression import route_vidurai_logs
 from .compression.semantic import warm_up as warm_up_recall
@@ -36,7 +36,6 @@ from .keys import (
     UPSTREAM,
 )
 from .limits.context import limits_ctx
-from .logs import ACCESS_LOGGER
 from .maintenance import expire_idle, maintain_sessions
 from .pricing import PriceTable
 from .prom import PromMetrics
@@ -49,7 +48,6 @@ from .upstream import client_session
 from .views import metrics_json, metrics_text
 
 log = structlog.get_logger(__name__)
-access_log = structlog.get_logger(ACCESS_LOGGER)
 
 
 @web.middleware
@@ -85,9 +83,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         )
     finally:
         if request.path not in ("/health", "/metrics", "/metrics.json"):
-            access_log.info(
-                "request", status=status, duration_ms=round((time.monotonic() - started) * 1000, 2)
-            )
+            log_request(status=status, duration_ms=round((time.monotonic() - started) * 1000, 2))
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -174,7 +170,6 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
     app[CLUSTER] = Cluster(config.cluster)
     app[PROM].watch_cluster(app[CLUSTER].health)
     setup_cors(app, config.server.allowed_origins)
-    app.on_response_prepare.append(no_buffering_for_streams)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_cluster_ctx)
     app.cleanup_ctx.append(_storage_ctx)

@@ -7,12 +7,15 @@ behind nginx streams without any nginx setting; other servers and clients ignore
 
 from __future__ import annotations
 
-from aiohttp import web
+from multidict import CIMultiDict
 
 HEADER = "X-Accel-Buffering"
 
 
-async def no_buffering_for_streams(request: web.Request, response: web.StreamResponse) -> None:
-    """An on_response_prepare hook: mark event streams unbuffered (an upstream's own value wins)."""
-    if response.content_type == "text/event-stream" and HEADER not in response.headers:
-        response.headers[HEADER] = "no"
+def no_buffering(headers: CIMultiDict[str]) -> None:
+    """For an event stream's response headers: mark it unbuffered (an upstream's own value wins).
+
+    Set by relay.py, the one place that answers with event streams, rather than by an
+    on_response_prepare hook that every response of the proxy went through (a signal, a coroutine
+    and the Content-Type parsed again, per request)."""
+    headers.setdefault(HEADER, "no")

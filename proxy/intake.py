@@ -38,13 +38,8 @@ async def read_body(request: web.Request) -> bytes:
     """The whole body, within [server] max_body_mb, each read within [server] read_timeout."""
     settings = request.app[CONFIG].server
     limit = settings.max_body_mb * 1024 * 1024
-    too_large = BadRequest(
-        413,
-        f"Request body exceeds the proxy's limit of {settings.max_body_mb} MiB "
-        "(raise [server] max_body_mb in vidurai.ini).",
-    )
     if request.content_length is not None and request.content_length > limit:
-        raise too_large  # refused before a byte of it is read
+        raise _too_large(settings.max_body_mb)  # refused before a byte of it is read
     content = request.content
     chunks: list[bytes] = []
     size = 0
@@ -62,7 +57,7 @@ async def read_body(request: web.Request) -> bytes:
                     break
             size += len(chunk)
             if size > limit:
-                raise too_large
+                raise _too_large(settings.max_body_mb)
             chunks.append(chunk)
     except TimeoutError:
         raise BadRequest(
@@ -71,6 +66,14 @@ async def read_body(request: web.Request) -> bytes:
             "([server] read_timeout in vidurai.ini).",
         ) from None
     return b"".join(chunks)
+
+
+def _too_large(max_body_mb: int) -> BadRequest:
+    return BadRequest(
+        413,
+        f"Request body exceeds the proxy's limit of {max_body_mb} MiB "
+        "(raise [server] max_body_mb in vidurai.ini).",
+    )
 
 
 async def parse_object(raw: bytes) -> dict[str, Any]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import logging
 import logging.handlers
+import os
 import sys
 import threading
 import time
 from typing import Any
 
+import attrs
 import orjson
 import structlog
 
@@ -90,11 +92,28 @@ _SHARED: list[Any] = [
     _timestamp,
     _drop_secrets,
 ]
+# Fields every structlog line of this process carries (a worker's number, proxy/workers.py).
+_STATIC: dict[str, Any] = {}
+
+
+def _static_fields(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key, value in _STATIC.items():
+        event.setdefault(key, value)
+    return event
+
+
+def add_static_fields(**fields: Any) -> None:
+    """Fields every later structlog line carries, e.g. worker=2."""
+    _STATIC.update(fields)
+
+
 # One list for the life of the process: loggers cached on first use keep a reference to it, so a
 # later configure_logging (the terminal UI taking the screen) and capture_logs still reach them.
 # No level filter among them: the bound logger (make_filtering_bound_logger below) returns at once
 # from a call below the level, before any processor runs.
-_PROCESSORS: list[Any] = [*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter]
+_PROCESSORS: list[Any] = [_static_fields, *_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter]
+# What _PROCESSORS holds as configure_logging sets it (capture_logs changes it in place).
+_CONFIGURED = tuple(_PROCESSORS)
 
 
 class _AccessBatching(logging.StreamHandler):  # type: ignore[type-arg]
@@ -105,11 +124,33 @@ class _AccessBatching(logging.StreamHandler):  # type: ignore[type-arg]
     _flushed_at = 0.0
 
     def emit(self, record: logging.LogRecord) -> None:
+        # StreamHandler.emit, with the writing apart so that write_access can share it.
         self._deferring = record.name == ACCESS_LOGGER
         try:
-            super().emit(record)  # flushes through self.flush()
+            self._write_text(self.format(record))
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
         finally:
             self._deferring = False
+
+    def write_access(self, text: str) -> None:
+        """An access line already rendered (proxy/access.py), written as emit() writes one."""
+        with self.lock:  # type: ignore[union-attr]
+            self._deferring = True
+            try:
+                self._write_text(text)
+            except RecursionError:
+                raise
+            except Exception:  # a full disk: reported as emit() reports it, never raised to the request
+                self.handleError(logging.makeLogRecord({"name": ACCESS_LOGGER, "msg": text}))
+            finally:
+                self._deferring = False
+
+    def _write_text(self, text: str) -> None:
+        self.stream.write(text + self.terminator)
+        self.flush()  # deferred for an access line
 
     def flush(self) -> None:
         now = time.monotonic()
@@ -141,7 +182,39 @@ def _console_handler() -> logging.Handler:
 
 
 class _BatchedRotatingFile(_AccessBatching, logging.handlers.RotatingFileHandler):
-    """The [logging] file, rotated by size, with access lines batched."""
+    """The [logging] file, rotated by size, with access lines batched.
+
+    The stdlib's handler asks the file its size before every line (two stat calls and a seek,
+    which also wrote out the batch at each line) and formats each line twice to know its length;
+    here the size is counted as lines are written and asked of the file again only after the
+    batch is written (another process may write to the same file), and a line is formatted once.
+    """
+
+    _size: int | None = None  # bytes in the file, those still buffered included
+    _regular = True  # never roll over anything but a regular file (bpo-45401: /dev/null)
+
+    def _write_text(self, text: str) -> None:
+        if self.stream is None:
+            self.stream = self._open()
+        line = text + self.terminator
+        if self._size is None:
+            self._size = self.stream.seek(0, 2)
+            self._regular = not os.path.exists(self.baseFilename) or os.path.isfile(self.baseFilename)
+        length = len(line) if line.isascii() else len(line.encode(self.encoding or "utf-8", "replace"))
+        if self.maxBytes > 0 and self._regular and self._size + length >= self.maxBytes:
+            self.doRollover()  # reopens the file (typeshed does not say the stream is set again)
+            self.stream = self.stream or self._open()
+            self._size = self.stream.seek(0, 2)
+        self.stream.write(line)
+        self._size += length
+        self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            flushed_at = self._flushed_at
+            super().flush()
+            if self._flushed_at != flushed_at:
+                self._size = None  # asked of the file again at the next line
 
 
 def _flush_access_lines() -> None:
@@ -213,17 +286,22 @@ def configure_logging(config: LoggingConfig, *, console: bool = True, tty: bool 
     root.setLevel(config.level.upper())
 
     json_renderer = structlog.processors.JSONRenderer(serializer=_json)
+    json_handlers: list[_AccessBatching] = []
     if console:
         if tty:  # a person reading: every line at once
             console_renderer = structlog.dev.ConsoleRenderer(colors=True)
             root.addHandler(_with_renderer(logging.StreamHandler(sys.stderr), console_renderer))
         else:
-            root.addHandler(_with_renderer(_console_handler(), json_renderer))
+            console_handler = _console_handler()
+            root.addHandler(_with_renderer(console_handler, json_renderer))
+            if isinstance(console_handler, _AccessBatching):
+                json_handlers.append(console_handler)
     if config.file:
         rotating = _BatchedRotatingFile(
             config.file, maxBytes=config.max_bytes, backupCount=config.backup_count, encoding="utf-8"
         )
         root.addHandler(_with_renderer(rotating, json_renderer))
+        json_handlers.append(rotating)
     # aiohttp's access log repeats our one line per request.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     _start_flusher()
@@ -234,12 +312,54 @@ def configure_logging(config: LoggingConfig, *, console: bool = True, tty: bool 
     logging.logProcesses = False
     logging.logMultiprocessing = False
 
+    wrapper_class = structlog.make_filtering_bound_logger(logging.getLevelName(config.level.upper()))
     structlog.configure(
         processors=_PROCESSORS,
         logger_factory=structlog.stdlib.LoggerFactory(),
         # Calls below the level return at once (a debug line at info costs a function call), and
         # the others go through structlog's lean bound logger to the stdlib handlers.
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(config.level.upper())),
+        wrapper_class=wrapper_class,
         # Cached: binding a fresh logger for every line cost more than the line's own work.
         cache_logger_on_first_use=True,
     )
+    global _json_setup
+    _json_setup = JSONSetup(tuple(json_handlers), wrapper_class)
+
+
+@attrs.frozen
+class JSONSetup:
+    """What configure_logging installed: the handlers that render every line as JSON, and the
+    bound logger class that filters by level (proxy/access.py writes to those handlers itself)."""
+
+    handlers: tuple[_AccessBatching, ...]
+    wrapper_class: Any
+
+
+_json_setup: JSONSetup | None = None
+
+
+def json_setup() -> JSONSetup | None:
+    """The JSON handlers configure_logging installed, while structlog is still configured as it
+    left it (None otherwise: capture_logs in a test, a structlog.configure since)."""
+    setup = _json_setup
+    if setup is None:
+        return None
+    config = structlog.get_config()
+    if (
+        config["processors"] is not _PROCESSORS
+        or config["wrapper_class"] is not setup.wrapper_class
+        or tuple(_PROCESSORS) != _CONFIGURED
+    ):
+        return None
+    return setup
+
+
+def render_line(event: dict[str, Any], level: str, logger: str) -> str:
+    """A structlog line of `logger` at `level` as the JSON handlers write it, rendered once: the
+    processors of _PROCESSORS, then the formatter's (none of which changes a line without an
+    exception), then the JSON renderer."""
+    _static_fields(None, level, event)
+    structlog.contextvars.merge_contextvars(None, level, event)  # in place
+    event["level"] = level
+    event["logger"] = logger
+    return _json(_drop_secrets(None, level, _timestamp(None, level, event)))

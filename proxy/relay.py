@@ -11,6 +11,7 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
+from .buffering import no_buffering
 from .call import Call
 from .keys import CALIBRATION, UPSTREAM
 from .providers import Provider, UsageObserver
@@ -67,9 +68,10 @@ async def relay(
             streaming = upstream.content_type == "text/event-stream"
             observer = provider.observer(streaming, rewritten)
             kind = web.StreamResponse if streaming else _WholeResponse
-            response = kind(
-                status=upstream.status, reason=upstream.reason, headers=response_headers(upstream.headers)
-            )
+            answer_headers = response_headers(upstream.headers)
+            if streaming:
+                no_buffering(answer_headers)
+            response = kind(status=upstream.status, reason=upstream.reason, headers=answer_headers)
             response.headers[STATS_HEADER] = call.stats_header()
             if call.limit_headers:
                 response.headers.update(call.limit_headers)

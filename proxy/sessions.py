@@ -57,12 +57,49 @@ def _canonical(value: Any) -> str:
 
 def session_id_for(tenant: str, provider: str, explicit: str | None, conversation_start: Any) -> str:
     """A session id scoped to its tenant, from the client's header or the conversation's beginning."""
+    key = _plain_key(conversation_start) if not explicit else None
+    if key is not None:
+        known = _KNOWN_STARTS.get((tenant, provider, key))
+        if known is not None:
+            return known
     if explicit:
         basis = "header\0" + explicit
     else:
         basis = "start\0" + _canonical(conversation_start)
-    digest = hashlib.sha256(f"{tenant}\0{provider}\0{basis}".encode()).hexdigest()
-    return digest[:24]
+    digest = hashlib.sha256(f"{tenant}\0{provider}\0{basis}".encode()).hexdigest()[:24]
+    if key is not None:
+        if len(_KNOWN_STARTS) >= KNOWN_STARTS:
+            _KNOWN_STARTS.pop(next(iter(_KNOWN_STARTS)))  # the oldest
+        _KNOWN_STARTS[(tenant, provider, key)] = digest
+    return digest
+
+
+# Every turn of a conversation sends its beginning again, and its id was that beginning as sorted
+# JSON, hashed (3.3 µs a request): ids of beginnings made of short plain text are remembered.
+KNOWN_STARTS = 4096
+PLAIN_START_CHARS = 4096  # at most 16 MiB held in all
+_KNOWN_STARTS: dict[tuple[str, str, tuple[Any, ...]], str] = {}
+
+
+def _plain_key(start: Any) -> tuple[Any, ...] | None:
+    """A hashable stand-in for a conversation start made only of short strings (or lists of them),
+    which JSON renders one way only; None for any other (content blocks, cache markers, ...)."""
+    if type(start) is not dict:
+        return None
+    key: list[Any] = []
+    size = 0
+    for name, value in start.items():
+        if type(value) is list:
+            if not all(type(item) is str or item is None for item in value):
+                return None
+            size += sum(len(item) for item in value if item)
+            value = tuple(value)
+        elif type(value) is str:
+            size += len(value)
+        elif value is not None:
+            return None
+        key += (name, value)
+    return tuple(key) if size <= PLAIN_START_CHARS else None
 
 
 @attrs.define(eq=False)

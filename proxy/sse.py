@@ -87,6 +87,18 @@ class SSEDecoder:
         return rest
 
 
+def event_data(raw: bytes) -> str:
+    """The data of one complete event whose lines end in \\n alone (see whole_events), as SSEDecoder
+    gives it, without building a decoder and an event for it (half the CPU a stream's usage costs)."""
+    data = []
+    for line in raw.split(b"\n"):
+        if line.startswith(b"data"):
+            name, _, value = line.partition(b":")
+            if name == b"data":
+                data.append(value[1:] if value.startswith(b" ") else value)
+    return b"\n".join(data).decode("utf-8", errors="replace")
+
+
 def decode_event(raw: bytes) -> SSEEvent:
     """One complete event's bytes, parsed."""
     return next(iter(SSEDecoder().feed(raw)), SSEEvent(raw=raw))

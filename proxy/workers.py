@@ -58,13 +58,9 @@ def _die_with_parent() -> None:
 def _name_worker_in_log_lines(index: int) -> None:
     """Every line says which worker wrote it (a bound context var would not do: each request's
     middleware clears those)."""
+    from .logs import add_static_fields
 
-    def add_worker(_logger: Any, _method: str, event: Any) -> Any:
-        event.setdefault("worker", index)
-        return event
-
-    processors = structlog.get_config()["processors"]
-    structlog.configure(processors=[add_worker, *processors])
+    add_static_fields(worker=index)
 
 
 def _worker_main(

@@ -14,6 +14,8 @@ import aiohttp
 import pytest
 import structlog
 
+from proxy import access
+from proxy.access import log_request
 from proxy.config import ConfigError, LoggingConfig, load_config
 from proxy.logs import ACCESS_FLUSH_INTERVAL, ACCESS_LOGGER, configure_logging
 from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ProxyFactory
@@ -220,3 +222,72 @@ def test_access_lines_reach_the_file_before_any_later_line_and_soon_without_one(
     while '"n":5' not in path.read_text(encoding="utf-8"):
         assert time.monotonic() < deadline, "the last access line was never written"
         time.sleep(0.02)
+
+
+def test_access_line_written_directly_is_the_structlog_line(tmp_path: Path) -> None:
+    # proxy/access.py renders the line once and writes it to the JSON handlers itself: the same
+    # line, field for field and in the same order, as structlog and the stdlib would write.
+    path = tmp_path / "proxy.log"
+    setup_logging(file_config(path, level="info"), console=False)
+    structlog.contextvars.bind_contextvars(request_id="0123456789abcdef", path="/v1/messages", x_api_key="k")
+    try:
+        structlog.get_logger(ACCESS_LOGGER).info("request", status=200, duration_ms=1.5)
+        log_request(status=200, duration_ms=1.5)
+    finally:
+        structlog.contextvars.clear_contextvars()
+    assert access._route.direct() is not None  # the direct path was the one taken
+    first, second = read_lines(path)
+    assert first.pop("timestamp") and second.pop("timestamp")
+    assert list(first.items()) == list(second.items())
+    assert first["x_api_key"] == "[redacted]" and first["logger"] == ACCESS_LOGGER
+
+
+def test_access_line_goes_the_usual_way_while_logs_are_captured(tmp_path: Path) -> None:
+    setup_logging(file_config(tmp_path / "proxy.log", level="info"), console=False)
+    with structlog.testing.capture_logs() as logs:
+        log_request(status=204, duration_ms=0.5)
+    assert [(e["event"], e["status"]) for e in logs] == [("request", 204)]
+
+
+def test_access_lines_below_the_level_are_not_written(tmp_path: Path) -> None:
+    path = tmp_path / "proxy.log"
+    setup_logging(file_config(path, level="warning"), console=False)
+    log_request(status=200, duration_ms=1.0)
+    structlog.get_logger("test.level").warning("kept")
+    assert [r["event"] for r in read_lines(path)] == ["kept"]
+
+
+def test_access_lines_rotate_by_size_like_any_line(tmp_path: Path) -> None:
+    path = tmp_path / "proxy.log"
+    setup_logging(file_config(path, level="info", max_bytes=2_000, backup_count=3), console=False)
+    for n in range(200):
+        log_request(status=200, n=n, note="é" * (n % 3))  # some lines longer in bytes than in characters
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["proxy.log", "proxy.log.1", "proxy.log.2", "proxy.log.3"]
+    for name in files:
+        assert (tmp_path / name).stat().st_size <= 2_000
+    ns = [r["n"] for r in read_lines(*(tmp_path / n for n in reversed(files)))]
+    assert ns == list(range(ns[0], 200)) and ns[0] > 0
+
+
+def test_an_access_line_that_cannot_be_written_is_reported_not_raised(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A full disk: the request it ends must still be answered (tests/test_crash_e2e.py's full disk).
+    setup_logging(file_config(tmp_path / "proxy.log", level="info"), console=False)
+
+    class Full:
+        def write(self, text: str) -> int:
+            raise OSError(27, "File too large")
+
+        def flush(self) -> None:
+            raise OSError(27, "File too large")
+
+    handler = next(h for h in logging.getLogger().handlers if h.__class__.__name__ == "_BatchedRotatingFile")
+    stream, handler.stream = handler.stream, Full()  # type: ignore[attr-defined]
+    handler._size = 0  # type: ignore[attr-defined]
+    try:
+        log_request(status=200, duration_ms=1.0)
+    finally:
+        handler.stream = stream  # type: ignore[attr-defined]
+    assert "File too large" in capsys.readouterr().err  # as logging reports a handler's failure

@@ -10,7 +10,7 @@ from multidict import CIMultiDict
 from .. import jsonio
 from ..compression.shape import ConversationShape
 from ..records import Usage
-from ..sse import SSEDecoder, SSEEvent, decode_event, whole_events
+from ..sse import SSEDecoder, SSEEvent, event_data, whole_events
 
 # Largest non-streamed response body kept in memory to read its usage from; larger ones pass
 # through unobserved rather than cost memory.
@@ -76,18 +76,22 @@ class SSEUsageObserver(UsageObserver):
             # seen) are parsed; most of a stream is text deltas and is never decoded.
             for raw in chunk.split(b"\n\n"):
                 if b'"usage"' in raw or (self.model is None and b'"model"' in raw):
-                    self.observe(decode_event(raw + b"\n\n"))
+                    self.observe_data(event_data(raw))
             return chunk
         for event in self._decoder.feed(chunk):
             self.observe(event)
         return chunk
 
     def observe(self, event: SSEEvent) -> None:
-        # Only events that can carry usage are parsed: most of a stream is text deltas.
-        if '"usage"' not in event.data and '"model"' not in event.data:
+        self.observe_data(event.data)
+
+    def observe_data(self, data: str) -> None:
+        """One event's data. Only events that can carry usage are parsed: most of a stream is text
+        deltas."""
+        if '"usage"' not in data and '"model"' not in data:
             return
         try:
-            payload = jsonio.loads(event.data)
+            payload = jsonio.loads(data)
         except ValueError:
             return
         if isinstance(payload, dict):

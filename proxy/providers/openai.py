@@ -8,7 +8,7 @@ from typing import Any
 from multidict import CIMultiDict
 
 from ..records import Usage
-from ..sse import SSEEvent, decode_event, whole_events
+from ..sse import SSEEvent, event_data, whole_events
 from .base import (
     SUMMARY_MAX_TOKENS,
     SUMMARY_TEMPERATURE,
@@ -186,14 +186,14 @@ class _HiddenUsageObserver(SSEUsageObserver):
         """The bytes of one event as the client would have had them without include_usage."""
         if b'"usage":null' in raw:
             if self.model is None:
-                self.observe(event or decode_event(raw))
+                self.observe_data(event.data if event else event_data(raw))
             stripped = raw.replace(b',"usage":null', b"", 1)
             return stripped if stripped != raw else _NULL_USAGE.sub(b"", raw, count=1)
         if b'"usage"' not in raw:
             return raw
-        event = event or decode_event(raw)
-        self.observe(event)
-        compact = event.data.replace(" ", "")
+        data = event.data if event else event_data(raw)
+        self.observe_data(data)
+        compact = data.replace(" ", "")
         if '"choices":[]' in compact and '"usage":null' not in compact:
             return b""  # the usage chunk the client did not ask for
         return _NULL_USAGE.sub(b"", raw, count=1)

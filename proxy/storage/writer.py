@@ -244,6 +244,8 @@ class Writer(abc.ABC):
             except Exception:  # the thread must outlive any surprise; the rows stay queued
                 log.exception("storage.writer_error")
             self._last_pass = time.monotonic()
+            if self._step_aside is not None:
+                self._step_aside.progress.set()
         self._drain()
 
     def _drain(self) -> None:
@@ -302,8 +304,6 @@ class Writer(abc.ABC):
                 self._in_flight = 0
             self.rows_written += len(batch) - failed
             self.rows_failed += failed
-            if self._step_aside is not None:
-                self._step_aside.progress.set()
             if self.failing_since is not None:
                 self._recovered()
             return True

@@ -63,19 +63,14 @@ def audit_events(database: str | Path, session_id: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def json_logs(path: Path) -> Iterator[Path]:
-    """The proxy's production logging (proxy.logs) into a JSON-lines file; the previous setup restored."""
+def logging_restored() -> Iterator[None]:
+    """configure_logging replaces the root handlers: pytest's are put back and ours closed after."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     access_level = logging.getLogger("aiohttp.access").level
     saved = structlog.get_config()
-    configure_logging(
-        LoggingConfig(level="debug", file=str(path), max_bytes=1 << 30, backup_count=1), console=False
-    )
-    # Uncached: a logger first used here must follow whatever configuration later tests install.
-    structlog.configure(cache_logger_on_first_use=False)
     try:
-        yield path
+        yield
     finally:
         for handler in list(root.handlers):
             root.removeHandler(handler)
@@ -86,6 +81,18 @@ def json_logs(path: Path) -> Iterator[Path]:
         root.setLevel(level)
         logging.getLogger("aiohttp.access").setLevel(access_level)
         structlog.configure(**saved)
+
+
+@contextlib.contextmanager
+def json_logs(path: Path) -> Iterator[Path]:
+    """The proxy's production logging (proxy.logs) into a JSON-lines file; the previous setup restored."""
+    with logging_restored():
+        configure_logging(
+            LoggingConfig(level="debug", file=str(path), max_bytes=1 << 30, backup_count=1), console=False
+        )
+        # Uncached: a logger first used here must follow whatever configuration later tests install.
+        structlog.configure(cache_logger_on_first_use=False)
+        yield path
 
 
 def log_lines(path: Path) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from proxy.access import log_request
 from proxy.config import ConfigError, LoggingConfig, load_config
 from proxy.logs import ACCESS_FLUSH_INTERVAL, ACCESS_LOGGER, configure_logging
 from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ProxyFactory
+from tests.proxy_calls import logging_restored
 
 SECRET = "sk-ant-SECRET-do-not-log-0123456789"
 BODY_MARKER = "CONFIDENTIAL-PROMPT-TEXT-7f3a"
@@ -26,21 +27,8 @@ BODY_MARKER = "CONFIDENTIAL-PROMPT-TEXT-7f3a"
 
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
-    """configure_logging replaces the root handlers; put pytest's back and close ours."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    access_level = logging.getLogger("aiohttp.access").level
-    structlog_config = structlog.get_config()
-    yield
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        if handler not in handlers:
-            handler.close()
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
-    logging.getLogger("aiohttp.access").setLevel(access_level)
-    structlog.configure(**structlog_config)
+    with logging_restored():
+        yield
 
 
 def setup_logging(config: LoggingConfig, **kwargs: Any) -> None:

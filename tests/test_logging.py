@@ -55,19 +55,24 @@ def read_lines(*paths: Path) -> list[dict[str, Any]]:
     return records
 
 
+def assert_rotated(folder: Path, lines: int) -> None:
+    """proxy.log and its three backups, none over 2,000 bytes; oldest backup first, current file last,
+    they hold the most recent of `lines` events numbered n, in order, none torn."""
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == ["proxy.log", "proxy.log.1", "proxy.log.2", "proxy.log.3"]
+    for name in files:
+        assert (folder / name).stat().st_size <= 2_000
+    ns = [r["n"] for r in read_lines(*(folder / n for n in reversed(files)))]
+    assert ns == list(range(ns[0], lines)) and ns[0] > 0
+
+
 def test_rotation_past_max_bytes_keeps_backup_count_files(tmp_path: Path) -> None:
     path = tmp_path / "proxy.log"
     setup_logging(file_config(path, max_bytes=2_000, backup_count=3), console=False)
     log = structlog.get_logger("test.rotation")
     for n in range(200):
         log.info("tick", n=n, padding="x" * 40)
-    files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["proxy.log", "proxy.log.1", "proxy.log.2", "proxy.log.3"]
-    for name in files:
-        assert (tmp_path / name).stat().st_size <= 2_000
-    # Oldest backup first, current file last: together the most recent events, in order, none torn.
-    ns = [r["n"] for r in read_lines(*(tmp_path / n for n in reversed(files)))]
-    assert ns == list(range(ns[0], 200)) and ns[0] > 0
+    assert_rotated(tmp_path, lines=200)
 
 
 def test_backup_count_zero_is_refused() -> None:
@@ -250,12 +255,7 @@ def test_access_lines_rotate_by_size_like_any_line(tmp_path: Path) -> None:
     setup_logging(file_config(path, level="info", max_bytes=2_000, backup_count=3), console=False)
     for n in range(200):
         log_request(status=200, n=n, note="é" * (n % 3))  # some lines longer in bytes than in characters
-    files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["proxy.log", "proxy.log.1", "proxy.log.2", "proxy.log.3"]
-    for name in files:
-        assert (tmp_path / name).stat().st_size <= 2_000
-    ns = [r["n"] for r in read_lines(*(tmp_path / n for n in reversed(files)))]
-    assert ns == list(range(ns[0], 200)) and ns[0] > 0
+    assert_rotated(tmp_path, lines=200)
 
 
 def test_an_access_line_that_cannot_be_written_is_reported_not_raised(

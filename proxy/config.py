@@ -98,7 +98,6 @@ def _choice(*allowed: str) -> Callable[[str], str]:
             raise ValueError
         return value
 
-    parse.__doc__ = " | ".join(allowed)
     return parse
 
 
@@ -131,6 +130,11 @@ def _setting(
     # Metadata rather than a wrapper around attrs.field: mypy's attrs plugin only recognises fields
     # made by attrs.field itself, and would take every wrapped one for a field with a default.
     return {"default": default, "parse": parse, "allowed": allowed, "help": help, "is_path": is_path}
+
+
+def _choice_setting(default: str, choices: tuple[str, ...], help: str) -> dict[str, Any]:
+    """A setting that takes one of `choices`: its parser and its allowed text come from the one list."""
+    return _setting(default, _choice(*choices), " | ".join(choices), help)
 
 
 @attrs.frozen
@@ -411,10 +415,9 @@ class CompressionConfig:
         )
     )
     summarizer: str = attrs.field(
-        metadata=_setting(
+        metadata=_choice_setting(
             "extractive",
-            _choice("extractive", "model"),
-            "extractive | model",
+            ("extractive", "model"),
             "Who writes the digest of a folded chunk: extractive quotes its telling lines verbatim; model "
             "has Vidurai's SemanticCompressor summarise it once, in the background, with summary_model and "
             "the client's own key (an extra upstream request per chunk, recorded and priced as endpoint "
@@ -518,10 +521,9 @@ class LimitsConfig:
         )
     )
     on_store_failure: str = attrs.field(
-        metadata=_setting(
+        metadata=_choice_setting(
             "open",
-            _choice("open", "closed"),
-            "open | closed",
+            ("open", "closed"),
             "When the counters' store ([cluster] redis_url) cannot be reached: open forwards requests "
             "unlimited (with a warning, a /health flag and a Prometheus counter); closed answers 503.",
         )
@@ -531,10 +533,9 @@ class LimitsConfig:
 @attrs.frozen
 class LoggingConfig:
     level: str = attrs.field(
-        metadata=_setting(
+        metadata=_choice_setting(
             "info",
-            _choice("debug", "info", "warning", "error"),
-            "debug | info | warning | error",
+            ("debug", "info", "warning", "error"),
             "Lowest level logged.",
         )
     )
@@ -561,10 +562,9 @@ class LoggingConfig:
 @attrs.frozen
 class UIConfig:
     terminal: str = attrs.field(
-        metadata=_setting(
+        metadata=_choice_setting(
             "auto",
-            _choice("auto", "on", "off"),
-            "auto | on | off",
+            ("auto", "on", "off"),
             "Live terminal dashboard: auto or on show it when stdout is a terminal; off never does. "
             "Off a terminal (a service, CI) logs are always plain lines.",
         )

@@ -47,7 +47,6 @@ FORWARDED_HEADERS = (
     "openai-organization",
     "openai-project",
 )
-ANTHROPIC_VERSION = "2023-06-01"  # when the client named none
 
 
 class SummaryFailed(Exception):
@@ -141,10 +140,7 @@ class Summarizer:
             self._pending.discard(job.key)
 
     def _model(self, job: SummaryJob) -> str:
-        settings = self._settings
-        return (
-            settings.summary_model_anthropic if job.provider == "anthropic" else settings.summary_model_openai
-        )
+        return self._providers[job.provider].summary_model(self._settings)
 
     def _compress(
         self,
@@ -191,8 +187,8 @@ class Summarizer:
         provider = self._providers[provider_name]
         path, body = provider.summary_call(model, system, text)
         sent = CIMultiDict(headers)
-        if provider_name == "anthropic":
-            sent.setdefault("anthropic-version", ANTHROPIC_VERSION)
+        for name, value in provider.summary_headers.items():
+            sent.setdefault(name, value)
         record = RequestRecord(
             id=os.urandom(16).hex(),
             created_at=time.time(),

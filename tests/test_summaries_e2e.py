@@ -152,6 +152,16 @@ async def test_a_failed_or_slow_summary_leaves_the_extractive_digest(
     fake_upstream.summary_gate.set()
 
 
+async def test_an_anthropic_summary_names_the_api_version_the_client_left_out(
+    make_proxy: ProxyFactory, fake_upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    url = await make_proxy(**MODEL)
+    await _send(http, url, anthropic_chat(61), {"x-api-key": ANTHROPIC_KEY})
+    chunks = await _chunks(anthropic_chat(61))
+    await _until(lambda: len(fake_upstream.summaries()) == chunks)
+    assert {summary.headers["anthropic-version"] for summary in fake_upstream.summaries()} == {"2023-06-01"}
+
+
 async def test_openai_summary_uses_the_clients_key_and_the_openai_model(
     make_proxy: ProxyFactory, fake_upstream: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:

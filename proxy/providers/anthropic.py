@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict
 
 from ..records import Usage
+
+if TYPE_CHECKING:
+    from ..config import CompressionConfig
 from .anthropic_shape import AnthropicShape
 from .base import SUMMARY_MAX_TOKENS, SUMMARY_TEMPERATURE, Provider, UsageObserver, token_field
 
@@ -60,6 +64,12 @@ class Anthropic(Provider):
 
     def read_usage(self, payload: dict[str, Any], usage: Usage) -> None:
         _merge(payload.get("usage"), usage)
+
+    # The API version, when the client named none.
+    summary_headers: Mapping[str, str] = MappingProxyType({"anthropic-version": "2023-06-01"})
+
+    def summary_model(self, settings: CompressionConfig) -> str:
+        return settings.summary_model_anthropic
 
     def summary_call(self, model: str, system: str, text: str) -> tuple[str, dict[str, Any]]:
         body = {

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, Literal
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
 
 from multidict import CIMultiDict
 
@@ -11,6 +13,9 @@ from .. import jsonio
 from ..compression.shape import ConversationShape
 from ..records import Usage
 from ..sse import SSEDecoder, SSEEvent, event_data, whole_events
+
+if TYPE_CHECKING:
+    from ..config import CompressionConfig
 
 # Largest non-streamed response body kept in memory to read its usage from; larger ones pass
 # through unobserved rather than cost memory.
@@ -150,6 +155,13 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def summary_call(self, model: str, system: str, text: str) -> tuple[str, dict[str, Any]]:
         """The path and body of the proxy's own summary request (compression/summaries.py)."""
+
+    # Headers a summary request needs when the client's request did not carry them.
+    summary_headers: Mapping[str, str] = MappingProxyType({})
+
+    @abc.abstractmethod
+    def summary_model(self, settings: CompressionConfig) -> str:
+        """The model that writes this provider's chunk summaries ([compression] summary_model_*)."""
 
     @abc.abstractmethod
     def answer_text(self, payload: dict[str, Any]) -> str | None:

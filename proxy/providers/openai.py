@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict
 
 from ..records import Usage
+
+if TYPE_CHECKING:
+    from ..config import CompressionConfig
 from ..sse import SSEEvent, event_data, whole_events
 from .base import (
     SUMMARY_MAX_TOKENS,
@@ -46,6 +49,9 @@ class OpenAI(Provider):
             path = path[3:]
         url = self.base_url + path
         return f"{url}?{query_string}" if query_string else url
+
+    def summary_model(self, settings: CompressionConfig) -> str:
+        return settings.summary_model_openai
 
     def summary_call(self, model: str, system: str, text: str) -> tuple[str, dict[str, Any]]:
         body = {

@@ -6,6 +6,7 @@ so a dashboard query can never take the write lock away from the writer.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import time
@@ -73,10 +74,21 @@ def _read_only_uri(path: str) -> str:
 
 @contextlib.asynccontextmanager
 async def _connect(path: str) -> AsyncIterator[aiosqlite.Connection]:
-    async with aiosqlite.connect(_read_only_uri(path), uri=True) as conn:
-        conn.row_factory = sqlite3.Row
-        await conn.execute("PRAGMA busy_timeout = 5000")
-        yield conn
+    connection = aiosqlite.connect(_read_only_uri(path), uri=True)
+    try:
+        await connection
+    except BaseException:
+        # When opening fails (no database yet, no permission), aiosqlite stops its worker thread
+        # without waiting for it (omnilib/aiosqlite#389). A loop that closes first, as the UI's
+        # does on Ctrl-C, then gets "Event loop is closed" as a thread traceback on stderr.
+        await asyncio.to_thread(connection._thread.join)
+        raise
+    try:
+        connection.row_factory = sqlite3.Row
+        await connection.execute("PRAGMA busy_timeout = 5000")
+        yield connection
+    finally:
+        await connection.close()
 
 
 async def _totals(conn: aiosqlite.Connection, where: Filter) -> dict[str, Any]:

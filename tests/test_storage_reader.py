@@ -280,18 +280,16 @@ async def test_savings_views(db: Store, database: str) -> None:
     assert sessions["s2"]["cost_usd"] is None  # only an unpriced model and an error
 
 
-def test_a_failed_read_leaves_no_thread_to_report_to_a_closed_loop(tmp_path: Path) -> None:
+def test_a_failed_read_leaves_no_thread_to_report_to_a_closed_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The terminal UI polls a database the proxy may not have created yet, and Ctrl-C closes its
     loop at once: a failed open must not print a thread's "Event loop is closed" afterwards."""
     missing = str(tmp_path / "not-created-yet.db")
     failures: list[BaseException | None] = []
-    previous_hook = threading.excepthook
-    threading.excepthook = lambda args: failures.append(args.exc_value)
-    try:
-        for _ in range(50):  # before the fix, about 6 in 10 runs left such a thread
-            with pytest.raises(sqlite3.OperationalError):
-                asyncio.run(open_store(missing).metrics_json(now=NOW))
-        time.sleep(0.2)  # any thread left behind finishes by now
-    finally:
-        threading.excepthook = previous_hook
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    for _ in range(50):  # before the fix, about 6 in 10 runs left such a thread
+        with pytest.raises(sqlite3.OperationalError):
+            asyncio.run(open_store(missing).metrics_json(now=NOW))
+    time.sleep(0.2)  # any thread left behind finishes by now
     assert failures == []

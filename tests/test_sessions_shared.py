@@ -10,11 +10,10 @@ from typing import Any
 
 import aiohttp
 
-from proxy.records import RequestRecord
 from proxy.sessions import SessionRegistry
 from proxy.storage import open_store
 from tests.conftest import ProxyFactory
-from tests.databases import query, wait_rows
+from tests.databases import query, request, wait_rows
 from tests.fake_upstream import FakeUpstream
 from tests.proxy_calls import audit_events, health, post_messages
 
@@ -126,7 +125,7 @@ async def test_the_previous_request_is_the_fleets_not_this_instances(database: s
     assert await stores[0].flush()
     elsewhere = await there.touch("conv", "tenant", 3, now=start + 400)
     assert elsewhere.previous_request_at == start  # read from the database on its first request there
-    stores[1].add_request(request_of("conv", start + 400))
+    stores[1].add_request(request("req-1", session="conv", at=start + 400))
     assert await stores[1].flush()
     back = await here.touch("conv", "tenant", 5, now=start + 500)
     assert back.previous_request_at == start + 400  # not start: the other instance served it since
@@ -134,16 +133,3 @@ async def test_the_previous_request_is_the_fleets_not_this_instances(database: s
     assert soon.previous_request_at == start + 500  # seen here moments ago: no read
     for store in stores:
         await store.close()
-
-
-def request_of(session_id: str, at: float) -> RequestRecord:
-    return RequestRecord(
-        id=f"req-{at}",
-        created_at=at,
-        provider="anthropic",
-        endpoint="messages",
-        method="POST",
-        path="/v1/messages",
-        session_id=session_id,
-        tenant="tenant",
-    )
